@@ -1,0 +1,433 @@
+"""One typed config for every stage: schema, YAML inheritance, dotted overrides, validation.
+
+    rlhf config show --config configs/tiny/ppo.yaml ppo.kl_coef=0.02 train.learning_rate=1e-5
+
+The schema is a tree of dataclasses turned into an OmegaConf structured config, so merging, type
+coercion and `key=value` overrides come from OmegaConf. What we add: a YAML file may name a `base:`
+file (or a list of them) that it extends; every key is checked against the schema *before* merging so
+an unknown key fails with the file or override it came from and the closest valid key; type errors
+name the key, the value and the expected type. The resolved config is saved as `config.yaml` in every
+run directory and loads back to the same config, so a run can be repeated from that file alone.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from rlhf.errors import ConfigError
+
+# --------------------------------------------------------------------------------------------------
+# Schema. One-line docs per field; defaults that differ from a library's say so.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"  # run name shown in logs and wandb
+    output_dir: str = "runs/default"  # this stage run's directory (config.yaml, metrics.jsonl, model)
+    seed: int = 42  # global seed: python, numpy, torch (per-rank offsets where sampling must differ)
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False  # wrap the model in a peft LoRA adapter
+    r: int = 8  # adapter rank
+    alpha: int = 16  # LoRA scaling numerator (scale = alpha / r)
+    dropout: float = 0.0  # dropout on the adapter input (0 for RL: dropout corrupts logprob ratios)
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])  # module names or "all-linear"
+    merge_on_save: bool = True  # merge the adapter into the base weights when saving the final model
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = MISSING  # hub id or local directory of the starting model
+    tokenizer: Optional[str] = None  # tokenizer hub id or directory (default: name_or_path)
+    revision: Optional[str] = None  # hub revision (branch, tag or commit)
+    dtype: str = "float32"  # float32 | bfloat16 | float16 | auto: weight dtype when loading
+    trust_remote_code: bool = False  # allow custom modelling code from the hub
+    attn_implementation: Optional[str] = None  # eager | sdpa | flash_attention_2 (default: transformers')
+    disable_dropout: bool = True  # set every dropout probability to 0 (differs from HF: RL needs it off)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class DataConfig:
+    train_file: Optional[str] = None  # training data: .jsonl/.json/.parquet, a save_to_disk dir or a hub name
+    eval_file: Optional[str] = None  # held-out data (default: split eval_fraction off train_file)
+    eval_fraction: float = 0.05  # fraction held out when no eval_file is given
+    max_length: int = 512  # max tokens of prompt + response
+    max_prompt_length: int = 256  # max prompt tokens (longer prompts are truncated from the left)
+    skip_bad_rows: bool = False  # skip invalid rows (and report them) instead of stopping
+    max_samples: Optional[int] = None  # use only the first N training rows (for quick runs)
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = "adamw_torch"  # transformers optimizer name (adamw_torch, adamw_torch_fused, sgd, ...)
+    learning_rate: float = 1e-5  # peak learning rate
+    weight_decay: float = 0.0  # decoupled weight decay
+    adam_beta1: float = 0.9  # Adam beta1
+    adam_beta2: float = 0.999  # Adam beta2
+    adam_epsilon: float = 1e-8  # Adam epsilon
+    lr_scheduler: str = "linear"  # linear | cosine | constant | constant_with_warmup
+    warmup_ratio: float = 0.0  # fraction of steps spent warming up
+    per_device_train_batch_size: int = 8  # micro-batch size per process
+    per_device_eval_batch_size: int = 16  # eval batch size per process
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
+    num_train_epochs: float = 1.0  # epochs over the training data (ignored when max_steps > 0)
+    max_steps: int = -1  # total optimizer steps (-1: use num_train_epochs)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (mixed precision through accelerate)
+    gradient_checkpointing: bool = False  # recompute activations in backward to save memory
+    max_grad_norm: float = 1.0  # gradient clipping norm (0 disables)
+    logging_steps: int = 10  # log every N optimizer steps
+    eval_steps: Optional[int] = None  # evaluate every N steps (None: at the end of each epoch)
+    save_steps: Optional[int] = None  # checkpoint every N steps (None: at the end only)
+    save_total_limit: Optional[int] = 2  # keep at most N checkpoints
+    resume_from_checkpoint: Optional[str] = None  # a checkpoint dir, or "latest" for the newest in output_dir
+    dataloader_num_workers: int = 0  # DataLoader worker processes
+
+
+@dataclass
+class TrackingConfig:
+    report_to: list[str] = field(default_factory=lambda: ["jsonl"])  # any of jsonl, wandb, tensorboard
+    project: str = "rlhf"  # wandb project
+    entity: Optional[str] = None  # wandb entity (team or user)
+    group: Optional[str] = None  # wandb group (sweeps and pipelines set it)
+    tags: list[str] = field(default_factory=list)  # wandb tags
+    wandb_mode: str = "auto"  # auto (offline when no API key) | online | offline | disabled
+    plots: bool = True  # write PNG plots of the logged curves at the end of a run
+
+
+@dataclass
+class SFTSection:
+    completion_only_loss: bool = True  # loss on completion tokens only (False: on all tokens)
+    packing: bool = False  # pack several examples into one max_length sequence
+    use_chat_template: str = "auto"  # auto (when the tokenizer has one) | always | never
+    add_eos: bool = True  # end every completion with the EOS token so the policy learns to stop
+
+
+@dataclass
+class RMSection:
+    loss: str = "pairwise"  # pairwise (Bradley-Terry via trl.RewardTrainer) | kwise (InstructGPT, ours)
+    data_format: str = "auto"  # auto | rankings | pairs: the format of data.train_file
+    use_margin: bool = False  # subtract the row's margin inside the sigmoid (Llama-2 style)
+    center_rewards_coefficient: Optional[float] = None  # penalise (r_c + r_r)^2 to centre rewards
+    normalize_samples: int = 256  # responses scored after training to get the reward mean/std for PPO
+    normalize_data_file: Optional[str] = None  # reference responses to score (default: the training responses)
+    min_agreement: float = 0.5  # multi-reviewer pairs need more than this share of votes to count
+
+
+@dataclass
+class PPOSection:
+    # models
+    reward_model_path: Optional[str] = None  # trained reward model directory (required)
+    ref_model_path: Optional[str] = None  # reference policy (default: model.name_or_path)
+    value_model_path: Optional[str] = None  # value model init (default: reward_model_path)
+    value_init: str = "reward_model"  # reward_model | policy (policy backbone with a fresh scalar head)
+    # rollout
+    num_updates: int = 100  # PPO updates (one rollout + optimisation each)
+    rollout_batch_size: int = 16  # prompts per rollout per process
+    rollout_forward_batch_size: int = 16  # chunk size of the no-grad forward passes in a rollout
+    max_new_tokens: int = 24  # response length budget
+    temperature: float = 0.7  # sampling temperature (also divides logits for policy and reference logprobs)
+    top_k: int = 0  # top-k sampling (0: off)
+    top_p: float = 1.0  # nucleus sampling (1.0: off)
+    # reward shaping
+    kl_coef: float = 0.05  # initial coefficient of the per-token KL penalty
+    kl_estimator: str = "k1"  # k1 | k2 | k3 estimator folded into the reward
+    adaptive_kl: bool = False  # Ziegler et al. adaptive KL controller
+    kl_target: float = 6.0  # adaptive controller's target KL (nats per response)
+    kl_horizon: int = 10000  # adaptive controller's horizon (episodes)
+    missing_eos_penalty: Optional[float] = 1.0  # subtracted from the score of responses without EOS
+    normalize_reward: bool = True  # shift RM scores by the mean stored with the reward model
+    normalize_reward_std: bool = False  # also divide by the stored std
+    reward_clip: Optional[float] = None  # clip normalised scores to [-c, c]
+    whiten_rewards: bool = False  # whiten the shaped per-token rewards
+    # advantages and losses
+    gamma: float = 1.0  # discount
+    lam: float = 0.95  # GAE lambda
+    whiten_advantages: bool = True  # whiten advantages over each rollout
+    cliprange: float = 0.2  # policy ratio clip
+    cliprange_value: float = 0.2  # value clip around the rollout values
+    vf_coef: float = 0.1  # value loss coefficient
+    entropy_coef: float = 0.0  # entropy bonus coefficient
+    ratio_threshold: Optional[float] = None  # skip a mini-batch whose mean ratio exceeds this
+    # optimisation
+    ppo_epochs: int = 1  # passes over each rollout
+    num_mini_batches: int = 2  # mini-batches per epoch (gradient accumulation splits them further)
+    value_learning_rate: Optional[float] = None  # value model LR (default: train.learning_rate)
+    ptx_coef: float = 0.0  # PPO-ptx: weight of the LM loss on SFT data (0: off)
+    ptx_file: Optional[str] = None  # SFT data for PPO-ptx
+    # bookkeeping
+    save_every: int = 0  # checkpoint every N updates (0: at the end only)
+    eval_every: int = 0  # evaluate on data.eval_file every N updates (0: never)
+    eval_num_prompts: int = 64  # held-out prompts per evaluation
+    sample_every: int = 10  # log a table of sample completions every N updates
+    resume: bool = False  # resume from the newest checkpoint in run.output_dir
+    gold_judge: Optional[str] = None  # "tiny" to log the built-in task's gold score in evaluations
+    zero3_gather_for_generation: bool = True  # under ZeRO-3, gather weights once per rollout for generation
+
+
+@dataclass
+class GenerateSection:
+    k: int = 4  # responses per prompt
+    max_new_tokens: int = 24  # response length budget
+    temperature: float = 1.0  # sampling temperature
+    top_p: float = 1.0  # nucleus sampling
+    batch_size: int = 32  # prompts per generation batch
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    sft: SFTSection = field(default_factory=SFTSection)
+    rm: RMSection = field(default_factory=RMSection)
+    ppo: PPOSection = field(default_factory=PPOSection)
+    generate: GenerateSection = field(default_factory=GenerateSection)
+
+
+# Values that some string fields may take: checked after merging so a typo fails before training.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.dtype": ("float32", "bfloat16", "float16", "auto"),
+    "train.precision": ("fp32", "bf16", "fp16"),
+    "tracking.wandb_mode": ("auto", "online", "offline", "disabled"),
+    "sft.use_chat_template": ("auto", "always", "never"),
+    "rm.loss": ("pairwise", "kwise"),
+    "rm.data_format": ("auto", "rankings", "pairs"),
+    "ppo.kl_estimator": ("k1", "k2", "k3"),
+    "ppo.value_init": ("reward_model", "policy"),
+}
+REPORT_TO_CHOICES = ("jsonl", "wandb", "tensorboard")
+BASE_KEY = "base"  # a YAML file's list of files it extends (paths relative to that file)
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+
+def schema(schema_cls: type = Config) -> DictConfig:
+    """The defaults as a struct-mode OmegaConf config (unknown keys are rejected)."""
+    cfg = OmegaConf.structured(schema_cls)
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def _flat_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    if isinstance(node, DictConfig):
+        for key in node.keys():
+            path = f"{prefix}{key}"
+            keys.append(path)
+            child = node._get_node(key)
+            if isinstance(child, DictConfig):
+                keys.extend(_flat_keys(child, path + "."))
+    return keys
+
+
+def _closest(key: str, valid: list[str]) -> str:
+    leaf = key.rsplit(".", 1)[-1]
+    matches = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    if not matches:  # a right leaf under the wrong section: "ppo.learning_rate" -> train.learning_rate
+        by_leaf = [v for v in valid if v.rsplit(".", 1)[-1] == leaf]
+        matches = by_leaf or difflib.get_close_matches(leaf, valid, n=1, cutoff=0.6)
+    return f" (did you mean {matches[0]}?)" if matches else ""
+
+
+def _check_keys(layer: Any, reference: DictConfig, source: str, prefix: str = "") -> None:
+    """Reject keys of `layer` (a plain dict) that the schema does not have, before any merge."""
+    if not isinstance(layer, dict):
+        return
+    for key, value in layer.items():
+        path = f"{prefix}{key}"
+        if not isinstance(reference, DictConfig) or reference._get_node(key, throw_on_missing_key=False) is None:
+            raise ConfigError(f"unknown config key '{path}' in {source}{_closest(path, _flat_keys(schema_of(reference)))}")
+        child = reference._get_node(key)
+        if isinstance(child, DictConfig) and isinstance(value, dict):
+            _check_keys(value, child, source, path + ".")
+        elif isinstance(child, DictConfig) and value is not None and not isinstance(value, dict):
+            raise ConfigError(f"config key '{path}' in {source} is a section; got the value {value!r}")
+
+
+def schema_of(node: DictConfig) -> DictConfig:
+    root = node
+    while root._get_parent() is not None:
+        root = root._get_parent()
+    return root
+
+
+def _merge_layer(cfg: DictConfig, layer: dict, source: str) -> DictConfig:
+    _check_keys(layer, cfg, source)
+    try:
+        return OmegaConf.merge(cfg, layer)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        expected = ""
+        try:
+            node_type = OmegaConf.get_type(cfg, key) if key != "?" else None
+            if node_type is not None:
+                expected = f"; expected {getattr(node_type, '__name__', node_type)}"
+        except Exception:  # noqa: BLE001 - the type is a hint only
+            pass
+        value = _lookup(layer, key)
+        reason = str(getattr(exc, "msg", exc)).splitlines()[0]
+        raise ConfigError(f"bad value for '{key}' in {source}: {value!r}{expected} ({reason})") from None
+
+
+def _lookup(tree: dict, dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return "?"
+    return node
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as exc:  # noqa: BLE001 - any YAML parse problem is the user's file
+        raise ConfigError(f"cannot parse config file {path}: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return loaded
+
+
+def _layers_of_file(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict, str]]:
+    """The file's layers in merge order: its bases (recursively) first, then the file itself."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"config inheritance cycle: {' -> '.join(str(p) for p in seen + (path,))}")
+    body = _read_yaml(path)
+    bases = body.pop(BASE_KEY, None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    layers: list[tuple[dict, str]] = []
+    for base in bases:
+        layers.extend(_layers_of_file((path.parent / base), seen + (path,)))
+    layers.append((body, str(path)))
+    return layers
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=value` or `--a.b=value` (as wandb agents pass them) -> ("a.b", typed value)."""
+    stripped = text[2:] if text.startswith("--") else text
+    if "=" not in stripped:
+        raise ConfigError(f"override '{text}' is not of the form key=value")
+    key, _ = stripped.split("=", 1)
+    parsed = OmegaConf.from_dotlist([stripped])  # YAML typing: 1e-5 -> float, true -> bool, [a,b] -> list
+    return key.strip(), _lookup(OmegaConf.to_container(parsed), key.strip())
+
+
+def load_config(
+    config_file: str | os.PathLike | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    schema_cls: type = Config,
+    require_complete: bool = True,
+) -> DictConfig:
+    """Schema defaults <- config file (with its bases) <- dotted overrides, then validated."""
+    cfg = schema(schema_cls)
+    if config_file is not None:
+        for layer, source in _layers_of_file(Path(config_file)):
+            cfg = _merge_layer(cfg, layer, source)
+    for text in overrides:
+        key, value = parse_override(text)
+        nested: dict = {}
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+        cfg = _merge_layer(cfg, nested, f"override '{text}'")
+    validate(cfg, require_complete=require_complete)
+    return cfg
+
+
+def validate(cfg: DictConfig, require_complete: bool = True) -> None:
+    """Choices, cross-field rules and (optionally) missing required values."""
+    if require_complete:
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise ConfigError(f"missing required config value '{missing[0]}' (set it in the config file or as an override {missing[0]}=...)")
+    for key, choices in CHOICES.items():
+        value = OmegaConf.select(cfg, key, throw_on_missing=False)
+        if value is not None and value not in choices:
+            raise ConfigError(f"bad value for '{key}': {value!r}; expected one of {', '.join(choices)}")
+    report_to = OmegaConf.select(cfg, "tracking.report_to")
+    for backend in report_to or []:
+        if backend not in REPORT_TO_CHOICES:
+            raise ConfigError(f"bad value in 'tracking.report_to': {backend!r}; expected any of {', '.join(REPORT_TO_CHOICES)}")
+
+
+def require(cfg: DictConfig, *keys: str) -> None:
+    """Stage-specific required values: raise a ConfigError naming the first unset key."""
+    for key in keys:
+        if OmegaConf.select(cfg, key, throw_on_missing=False) in (None, ""):
+            raise ConfigError(f"missing required config value '{key}' (set it in the config file or as an override {key}=...)")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def save_config(cfg: DictConfig, run_dir: str | os.PathLike) -> Path:
+    """Write the resolved config as run_dir/config.yaml (atomically) and return its path."""
+    from rlhf.files import write_text_atomic
+
+    path = Path(run_dir) / "config.yaml"
+    write_text_atomic(path, to_yaml(cfg))
+    return path
+
+
+def to_object(cfg: DictConfig) -> Config:
+    """The config as plain dataclasses (for code that prefers attribute access without OmegaConf)."""
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI helpers: every stage parses `--config FILE [key=value ...]` the same way.
+# --------------------------------------------------------------------------------------------------
+
+
+def add_config_arguments(parser) -> None:
+    parser.add_argument("--config", "-c", help="YAML config file (may name a `base:` it extends)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.learning_rate=1e-5")
+
+
+def split_wandb_style(argv: list[str]) -> list[str]:
+    """wandb agents pass `--key=value`; turn those (when key is dotted) into plain overrides."""
+    out = []
+    for arg in argv:
+        if arg.startswith("--") and "=" in arg and "." in arg.split("=", 1)[0]:
+            out.append(arg[2:])
+        else:
+            out.append(arg)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`rlhf config show --config X [overrides]`: print the resolved config."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="rlhf config", description="Inspect configs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    show = sub.add_parser("show", help="print the resolved config (defaults <- file <- overrides)")
+    add_config_arguments(show)
+    args = parser.parse_args(split_wandb_style(list(argv or [])))
+    cfg = load_config(args.config, args.overrides, require_complete=False)
+    print(to_yaml(cfg), end="")
+    return 0
