@@ -249,7 +249,7 @@ def _check_keys(layer: Any, reference: DictConfig, source: str, prefix: str = ""
         return
     for key, value in layer.items():
         path = f"{prefix}{key}"
-        if not isinstance(reference, DictConfig) or reference._get_node(key, throw_on_missing_key=False) is None:
+        if not isinstance(reference, DictConfig) or key not in reference.keys():
             raise ConfigError(f"unknown config key '{path}' in {source}{_closest(path, _flat_keys(schema_of(reference)))}")
         child = reference._get_node(key)
         if isinstance(child, DictConfig) and isinstance(value, dict):

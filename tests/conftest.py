@@ -1,0 +1,26 @@
+"""Shared fixtures: a tiny model built once per session (no network), quiet libraries."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+TINY_TEXTS = [
+    "User: Tell me about cats.\nAssistant: Hi! Cats purr. Cats nap a lot. Hope this helps.",
+    "User: What do you know about the sea?\nAssistant: Hello! The sea is salty. Waves move sand. Bye!",
+    "User: Describe volcanoes.\nAssistant: Hi! Lava is hot. Ash can fly far. Have a nice day.",
+] * 4
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A ~60k-parameter Llama and its locally trained BPE tokenizer, saved as an HF directory."""
+    from rlhf.modeling import init_tiny
+
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    return init_tiny(out, TINY_TEXTS, vocab_size=300, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_position_embeddings=128)
