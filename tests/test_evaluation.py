@@ -1,0 +1,51 @@
+"""Evaluation statistics on hand-computed examples, and an end-to-end eval of two tiny policies."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from rlhf.evaluation import distinct_n, render_markdown, summary_metrics, win_rate
+
+
+def test_win_rate_counts_ties_half_with_normal_interval():
+    # outcomes: win, win, tie, loss -> mean (1 + 1 + 0.5 + 0) / 4 = 0.625
+    result = win_rate([3.0, 2.0, 1.0, 0.0], [1.0, 1.0, 1.0, 5.0])
+    assert result["win_rate"] == pytest.approx(0.625)
+    assert (result["wins"], result["ties"], result["losses"]) == (2, 1, 1)
+    # sample variance: ((.375)^2*2 + (.125)^2 + (.625)^2) / 3 = (0.28125 + 0.015625 + 0.390625) / 3 = 0.2291667
+    half_width = 1.96 * math.sqrt(0.2291667 / 4)  # = 0.46913
+    assert result["ci95"][0] == pytest.approx(0.625 - half_width, abs=1e-5)
+    assert result["ci95"][1] == pytest.approx(1.0)  # clipped at 1
+
+
+def test_win_rate_rejects_mismatched_lists():
+    with pytest.raises(ValueError):
+        win_rate([1.0], [1.0, 2.0])
+
+
+def test_distinct_n():
+    # words: a b a | b c -> unigrams 5, unique {a,b,c} = 3 -> 0.6; bigrams (a b)(b a)(b c) all unique -> 1.0
+    assert distinct_n(["a b a", "b c"], 1) == pytest.approx(0.6)
+    assert distinct_n(["a b a", "b c"], 2) == pytest.approx(1.0)
+    assert distinct_n(["a a", "a a"], 2) == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+def test_eval_cli_end_to_end(tiny_model_dir, tmp_path):
+    from rlhf.evaluation import main
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"User: Tell me about cats {i}.\nAssistant:"}) + "\n" for i in range(6)))
+    out = tmp_path / "eval"
+    assert main(["--policies", f"a={tiny_model_dir}", f"b={tiny_model_dir}", "--prompts", str(prompts), "--max-new-tokens", "6", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["num_prompts"] == 6 and len(report["samples"]) == 6
+    # the same model sampled with the same seed: identical responses, zero KL, a 0.5 "win rate" of pure ties
+    assert report["policies"]["a"]["kl_to_reference"] == pytest.approx(0.0, abs=1e-6)
+    assert all(item["responses"]["a"]["response"] == item["responses"]["b"]["response"] for item in report["samples"])
+    assert (out / "report.md").read_text().startswith("# Evaluation report")
+    flat = summary_metrics(report)
+    assert flat["eval/a/eos_rate"] == report["policies"]["a"]["eos_rate"]
+    assert "| a |" in render_markdown(report)
