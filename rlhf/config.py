@@ -138,6 +138,7 @@ class PPOSection:
     temperature: float = 0.7  # sampling temperature (also divides logits for policy and reference logprobs)
     top_k: int = 0  # top-k sampling (0: off)
     top_p: float = 1.0  # nucleus sampling (1.0: off)
+    do_sample: bool = True  # sample responses (False: greedy decoding, for debugging and exactness tests)
     # reward shaping
     kl_coef: float = 0.05  # initial coefficient of the per-token KL penalty
     kl_estimator: str = "k1"  # k1 | k2 | k3 estimator folded into the reward
@@ -170,6 +171,7 @@ class PPOSection:
     eval_num_prompts: int = 64  # held-out prompts per evaluation
     sample_every: int = 10  # log a table of sample completions every N updates
     resume: bool = False  # resume from the newest checkpoint in run.output_dir
+    updates_per_job: Optional[int] = None  # checkpoint and stop after this many updates (time-limited jobs; rerun with ppo.resume=true)
     gold_judge: Optional[str] = None  # "tiny" to log the built-in task's gold score in evaluations
     zero3_gather_for_generation: bool = True  # under ZeRO-3, gather weights once per rollout for generation
 

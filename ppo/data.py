@@ -1,0 +1,103 @@
+"""PPO's inputs: training/held-out prompts (tokenised once) and PPO-ptx language-modelling batches.
+
+Prompts are read and validated by `rlhf.data` (bad rows name file, row and field). Without a
+`data.eval_file`, the last `data.eval_fraction` of the training prompts is held out (only when an
+evaluation is asked for), so evaluation never scores prompts the policy was optimised on. PPO-ptx rows
+are SFT rows: prompt/completion strings (loss on the completion, as in SFT), message lists (loss on the
+whole chat-templated text) or a bare `text` field; they are drawn from their own resumable stream.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from omegaconf import DictConfig
+
+from ppo.checkpoint import PromptStream
+from ppo.rollout import encode_prompt
+from rlhf.errors import ConfigError, DataError
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class PromptSet:
+    texts: list[Any]  # the prompt as given (a string or a list of messages)
+    ids: list[list[int]]  # token ids, left-truncated to data.max_prompt_length
+
+
+def _rows(path: str, kind: str, cfg: DictConfig) -> list[dict]:
+    from rlhf.data import load_rows
+
+    rows, report = load_rows(path, kind, skip_bad_rows=cfg.data.skip_bad_rows)
+    if cfg.data.skip_bad_rows and getattr(report, "skipped", 0):
+        print(f"ppo: {report}")
+    return rows
+
+
+def _encode(rows: list[dict], tokenizer, max_prompt_length: int) -> PromptSet:
+    texts = [row["prompt"] for row in rows]
+    return PromptSet(texts, [encode_prompt(tokenizer, text, max_prompt_length) for text in texts])
+
+
+def load_prompt_sets(cfg: DictConfig, tokenizer) -> tuple[PromptSet, Optional[PromptSet]]:
+    """(training prompts, held-out prompts or None when no evaluation is configured)."""
+    rows = _rows(cfg.data.train_file, "prompts", cfg)
+    if cfg.data.max_samples:
+        rows = rows[: cfg.data.max_samples]
+    eval_rows: Optional[list[dict]] = None
+    if cfg.ppo.eval_every > 0:
+        if cfg.data.eval_file:
+            eval_rows = _rows(cfg.data.eval_file, "prompts", cfg)
+        else:
+            held_out = max(1, math.ceil(len(rows) * cfg.data.eval_fraction))
+            if held_out >= len(rows):
+                raise ConfigError(f"data.train_file has {len(rows)} prompts: too few to hold out data.eval_fraction={cfg.data.eval_fraction}; set data.eval_file")
+            rows, eval_rows = rows[:-held_out], rows[-held_out:]
+        eval_rows = eval_rows[: cfg.ppo.eval_num_prompts]
+    if not rows:
+        raise DataError(f"{cfg.data.train_file}: no prompts")
+    max_len = cfg.data.max_prompt_length
+    return _encode(rows, tokenizer, max_len), (_encode(eval_rows, tokenizer, max_len) if eval_rows else None)
+
+
+class PtxBatches:
+    """Right-padded LM batches from SFT rows for PPO-ptx, in a resumable shuffled order."""
+
+    def __init__(self, path: str, tokenizer, max_length: int, seed: int, skip_bad_rows: bool = False):
+        from rlhf.data import load_rows
+
+        rows, _ = load_rows(path, "sft", skip_bad_rows=skip_bad_rows)
+        if not rows:
+            raise DataError(f"{path}: no rows for PPO-ptx")
+        self.pad_token_id = tokenizer.pad_token_id
+        self.examples = [self._tokenize(row, tokenizer, max_length) for row in rows]
+        self.stream = PromptStream(len(self.examples), seed)
+
+    @staticmethod
+    def _tokenize(row: dict, tokenizer, max_length: int) -> tuple[list[int], list[int]]:
+        if "messages" in row:
+            ids = list(tokenizer.apply_chat_template(row["messages"], tokenize=True))
+            labels = list(ids)
+        elif isinstance(row.get("prompt"), str) and isinstance(row.get("completion"), str):
+            prompt = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+            completion = tokenizer(row["completion"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            ids, labels = prompt + completion, [IGNORE_INDEX] * len(prompt) + completion
+        else:  # conversational prompt/completion
+            ids = list(tokenizer.apply_chat_template(list(row["prompt"]) + list(row["completion"]), tokenize=True))
+            labels = list(ids)
+        return ids[:max_length], labels[:max_length]
+
+    def next_batch(self, size: int, device: torch.device) -> dict[str, torch.Tensor]:
+        examples = [self.examples[i] for i in self.stream.take(size)]
+        width = max(len(ids) for ids, _ in examples)
+        input_ids = torch.full((size, width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((size, width), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((size, width), dtype=torch.long)
+        for row, (ids, lab) in enumerate(examples):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            labels[row, : len(lab)] = torch.tensor(lab)
+            attention_mask[row, : len(ids)] = 1
+        return {"ptx_input_ids": input_ids.to(device), "ptx_attention_mask": attention_mask.to(device), "ptx_labels": labels.to(device)}

@@ -1,0 +1,175 @@
+"""The four PPO models, and the one trainable module that accelerate prepares.
+
+Policy and value model are trained together in `PolicyAndValue`, one nn.Module with one optimiser whose
+two parameter groups carry the two learning rates: DeepSpeed (through accelerate) runs one engine per
+prepared model, so two separately prepared trainable models would need two DeepSpeed plugins, and one
+module keeps DDP/ZeRO/FSDP a launcher choice with no code changes. The reference policy is the policy
+with its LoRA adapter disabled when that adapter is new (no second copy in memory), otherwise a frozen
+copy; a trained SFT *adapter* directory is merged into its base first, so the SFT policy is both the
+starting point and the reference. The reward model is frozen and comes with the score mean/std that
+stage 2 stored next to it (`reward_stats.json`). The value model starts from the reward model (or from
+the policy's backbone with a fresh head); with LoRA only the policy gets an adapter.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from ppo.algorithm import position_ids_from_attention_mask
+from ppo.rollout import response_logits, response_values, supports_logits_to_keep
+from rlhf.errors import ConfigError
+
+REWARD_STATS_FILE = "reward_stats.json"
+
+
+class PolicyAndValue(nn.Module):
+    """policy logits over the response, per-token values and (PPO-ptx) an LM loss, in one forward."""
+
+    def __init__(self, policy: nn.Module, value_model: nn.Module):
+        super().__init__()
+        self.policy = policy
+        self.value_model = value_model
+        self._keep_slice = supports_logits_to_keep(policy)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        response_length: int,
+        ptx_input_ids: Optional[Tensor] = None,
+        ptx_attention_mask: Optional[Tensor] = None,
+        ptx_labels: Optional[Tensor] = None,
+    ) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+        logits = response_logits(self.policy, input_ids, attention_mask, response_length, self._keep_slice)
+        values = response_values(self.value_model, input_ids, attention_mask, response_length)
+        ptx_loss = None
+        if ptx_input_ids is not None:
+            # Inside the same forward so DDP sees one forward per backward.
+            ptx_loss = self.policy(
+                input_ids=ptx_input_ids,
+                attention_mask=ptx_attention_mask,
+                position_ids=position_ids_from_attention_mask(ptx_attention_mask),
+                labels=ptx_labels,
+                use_cache=False,
+            ).loss
+        return logits, values, ptx_loss
+
+
+@dataclass
+class PPOModels:
+    tokenizer: Any
+    policy: nn.Module
+    value_model: nn.Module
+    reward_model: nn.Module
+    reference: Optional[nn.Module]  # None: the policy with its (new) LoRA adapter disabled
+    reward_mean: Optional[float]
+    reward_std: Optional[float]
+
+    def reference_context(self, policy: nn.Module) -> Callable[[], contextlib.AbstractContextManager]:
+        """What to enter around reference forward passes (disable the adapter when the policy is the reference)."""
+        if self.reference is not None:
+            return contextlib.nullcontext
+        return policy.disable_adapter
+
+
+def read_reward_stats(reward_model_path: str) -> tuple[Optional[float], Optional[float]]:
+    """(mean, std) stage 2 stored beside the reward model, or (None, None) when it stored none."""
+    path = Path(reward_model_path) / REWARD_STATS_FILE
+    if not path.is_file():
+        return None, None
+    try:
+        stats = json.loads(path.read_text(encoding="utf-8"))
+        mean, std = float(stats["mean"]), float(stats["std"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: expected {{\"mean\": number, \"std\": number}} ({exc})") from None
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise ConfigError(f"{path}: mean must be finite and std positive, got mean={mean}, std={std}")
+    return mean, std
+
+
+def _is_adapter_dir(path: str) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def load_policy_weights(cfg: DictConfig, path: str, tokenizer) -> nn.Module:
+    """The SFT policy as a plain causal LM; an adapter directory is loaded onto its base and merged."""
+    from rlhf.modeling import check_tokenizer_matches, load_causal_lm
+
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    if _is_adapter_dir(path):
+        from peft import PeftConfig, PeftModel
+
+        base = PeftConfig.from_pretrained(path).base_model_name_or_path
+        model = load_causal_lm({**model_cfg, "name_or_path": base}, tokenizer)
+        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    else:
+        model = load_causal_lm({**model_cfg, "name_or_path": path}, tokenizer)
+    check_tokenizer_matches(model, tokenizer, where=path)
+    return model
+
+
+def _freeze(model: nn.Module) -> nn.Module:
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def build_models(cfg: DictConfig) -> PPOModels:
+    """Load tokenizer, policy (+LoRA), reference, reward model (+stats) and value model from the config."""
+    from rlhf.modeling import apply_lora, check_tokenizer_matches, load_scalar_model, load_tokenizer
+
+    policy_path = cfg.model.name_or_path
+    tokenizer = load_tokenizer(cfg.model.tokenizer or policy_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
+    policy = load_policy_weights(cfg, policy_path, tokenizer)
+
+    lora = cfg.model.lora.enabled
+    if cfg.ppo.ref_model_path:
+        reference: Optional[nn.Module] = _freeze(load_policy_weights(cfg, cfg.ppo.ref_model_path, tokenizer))
+    elif lora:
+        reference = None  # the new adapter starts at zero, so the adapter-disabled policy is the SFT policy
+    else:
+        reference = _freeze(load_policy_weights(cfg, policy_path, tokenizer))
+    if lora:
+        policy = apply_lora(policy, cfg.model.lora, task_type="CAUSAL_LM")
+
+    reward_path = cfg.ppo.reward_model_path
+    reward_model = _freeze(load_scalar_model(reward_path, tokenizer, dtype=cfg.model.dtype))
+    check_tokenizer_matches(reward_model, tokenizer, where=reward_path)
+    reward_mean, reward_std = read_reward_stats(reward_path)
+
+    if cfg.ppo.value_init == "reward_model":
+        value_path = cfg.ppo.value_model_path or reward_path
+    else:  # the policy's backbone with a fresh scalar head
+        value_path = cfg.ppo.value_model_path or policy_path
+    value_model = load_scalar_model(value_path, tokenizer, dtype=cfg.model.dtype)
+    check_tokenizer_matches(value_model, tokenizer, where=value_path)
+
+    if cfg.train.gradient_checkpointing:
+        for model in (policy, value_model):
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return PPOModels(tokenizer, policy, value_model, reward_model, reference, reward_mean, reward_std)
+
+
+def build_optimizer(cfg: DictConfig, policy: nn.Module, value_model: nn.Module) -> torch.optim.Optimizer:
+    """One optimiser, two parameter groups: the policy at train.learning_rate, the value model at its own LR."""
+    train = cfg.train
+    value_lr = cfg.ppo.value_learning_rate if cfg.ppo.value_learning_rate is not None else train.learning_rate
+    groups = [
+        {"params": [p for p in policy.parameters() if p.requires_grad], "lr": train.learning_rate},
+        {"params": [p for p in value_model.parameters() if p.requires_grad], "lr": value_lr},
+    ]
+    if train.optimizer in ("adamw_torch", "adamw_torch_fused"):
+        return torch.optim.AdamW(
+            groups, betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_epsilon,
+            weight_decay=train.weight_decay, fused=train.optimizer == "adamw_torch_fused" or None,
+        )
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=train.learning_rate, weight_decay=train.weight_decay)
+    raise ConfigError(f"bad value for 'train.optimizer': {train.optimizer!r}; PPO supports adamw_torch, adamw_torch_fused, sgd")

@@ -1,0 +1,270 @@
+"""One PPO rollout: sample responses, cut them at EOS, and score them with every frozen/no-grad model.
+
+Prompts are tokenised once (strings as-is without special tokens, like `rlhf generate`, so the policy
+sees prompts formatted exactly as the reward model's training responses were sampled; message lists go
+through the chat template) and left-padded per batch, so all responses start in the same column and HF
+`generate` runs the whole batch with its KV cache. Responses are truncated after the first EOS and the
+mask comes from EOS, never from padding (a policy may sample the pad id as an ordinary token). The
+no-grad passes (policy and reference logprobs from temperature-scaled logits, per-token values, the
+reward model's score at the last real token) run over `forward_batch_size` rows at a time to bound
+memory, with position ids derived from the attention mask so left padding does not shift positions.
+Only the response slice of the LM head is computed (`logits_to_keep`) where the model supports it.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ppo.algorithm import (
+    contains_eos,
+    last_token_index,
+    logprobs_from_logits,
+    position_ids_from_attention_mask,
+    truncate_after_eos,
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Prompts
+# --------------------------------------------------------------------------------------------------
+
+
+def encode_prompt(tokenizer, prompt: str | list[dict], max_prompt_length: Optional[int] = None) -> list[int]:
+    """Token ids of one prompt, truncated from the left (the end of a prompt holds the question)."""
+    if isinstance(prompt, list):
+        ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # some tokenizers return a BatchEncoding
+            ids = ids["input_ids"]
+    else:
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = list(ids)
+    if max_prompt_length is not None and len(ids) > max_prompt_length:
+        ids = ids[-max_prompt_length:]
+    return ids
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """Left-pad id lists to one width: (input_ids, attention_mask)."""
+    width = max(len(seq) for seq in sequences)
+    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if len(seq):
+            input_ids[row, width - len(seq):] = torch.as_tensor(list(seq), dtype=torch.long)
+            attention_mask[row, width - len(seq):] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+# --------------------------------------------------------------------------------------------------
+# The rollout batch
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Rollout:
+    """Everything PPO needs about one batch of sampled responses (tensors share the batch dimension)."""
+
+    prompt_ids: Tensor  # [B, P] left-padded
+    prompt_mask: Tensor  # [B, P] 1 on real prompt tokens
+    response_ids: Tensor  # [B, R] padded after the first EOS
+    response_mask: Tensor  # [B, R] bool: tokens up to and including the first EOS
+    logprobs: Tensor  # [B, R] policy logprobs at sampling time (0 off the mask)
+    ref_logprobs: Tensor  # [B, R] reference logprobs (0 off the mask)
+    values: Tensor  # [B, R] value estimates before each response token (0 off the mask)
+    raw_scores: Tensor  # [B] reward model score at the last real token
+    has_eos: Tensor  # [B] bool
+
+    @property
+    def input_ids(self) -> Tensor:
+        return torch.cat([self.prompt_ids, self.response_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> Tensor:
+        return torch.cat([self.prompt_mask, self.response_mask.to(self.prompt_mask.dtype)], dim=1)
+
+    def select(self, index: Tensor) -> "Rollout":
+        return Rollout(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+
+# --------------------------------------------------------------------------------------------------
+# Model helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _hf_model(model: nn.Module) -> nn.Module:
+    """The transformers model under a peft wrapper (LoRA layers stay injected in it)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def supports_logits_to_keep(model: nn.Module) -> bool:
+    return "logits_to_keep" in inspect.signature(_hf_model(model).forward).parameters
+
+
+def response_logits(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, response_length: int, keep_slice: Optional[bool] = None) -> Tensor:
+    """Logits that predict each response token: [B, R, V] (positions P-1 .. P+R-2)."""
+    position_ids = position_ids_from_attention_mask(attention_mask)
+    kwargs: dict[str, Any] = {}
+    if keep_slice if keep_slice is not None else supports_logits_to_keep(model):
+        kwargs["logits_to_keep"] = response_length + 1
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, **kwargs).logits
+    return logits[:, -response_length - 1:-1]
+
+
+def token_scalars(scalar_model: nn.Module, input_ids: Tensor, attention_mask: Tensor, positions: slice | Tensor) -> Tensor:
+    """The scalar head applied to the backbone's hidden states at `positions`: [B, len] (float32).
+
+    A sequence-classification model's own forward pools one position; PPO needs a value per token.
+    """
+    from rlhf.modeling import scalar_head
+
+    hf_model = _hf_model(scalar_model)
+    backbone = getattr(hf_model, hf_model.base_model_prefix)
+    position_ids = position_ids_from_attention_mask(attention_mask)
+    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False).last_hidden_state
+    if isinstance(positions, Tensor):  # one position per row
+        hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), positions].unsqueeze(1)
+    else:
+        hidden = hidden[:, positions]
+    return scalar_head(hf_model)(hidden).squeeze(-1).float()
+
+
+def response_values(value_model: nn.Module, input_ids: Tensor, attention_mask: Tensor, response_length: int) -> Tensor:
+    """V(s_t) for each response token t, read at the position just before it: [B, R]."""
+    total = input_ids.shape[1]
+    return token_scalars(value_model, input_ids, attention_mask, slice(total - response_length - 1, total - 1))
+
+
+def sequence_scores(reward_model: nn.Module, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor) -> Tensor:
+    """The reward model's score at the last real token of each response (its EOS, or the last token): [B]."""
+    prompt_width = input_ids.shape[1] - response_mask.shape[1]
+    return token_scalars(reward_model, input_ids, attention_mask, prompt_width + last_token_index(response_mask)).squeeze(1)
+
+
+def chunked(fn: Callable[..., Tensor], batch_size: int, *tensors: Tensor) -> Tensor:
+    """Apply `fn` to row chunks of `tensors` and concatenate: bounds activation memory of no-grad passes."""
+    rows = tensors[0].shape[0]
+    return torch.cat([fn(*(t[start:start + batch_size] for t in tensors)) for start in range(0, rows, batch_size)])
+
+
+# --------------------------------------------------------------------------------------------------
+# Sampling and scoring
+# --------------------------------------------------------------------------------------------------
+
+
+def build_generation_config(max_new_tokens: int, temperature: float, top_k: int, top_p: float, do_sample: bool, eos_token_id: int, pad_token_id: int):
+    """Every sampling knob explicit, so a model's own generation_config (say top_k=50) cannot leak in."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=0,
+        do_sample=do_sample,
+        temperature=temperature if do_sample else None,
+        top_k=top_k if do_sample and top_k > 0 else None,
+        top_p=top_p if do_sample and top_p < 1.0 else None,
+        num_beams=1,
+        repetition_penalty=None,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        bos_token_id=None,
+        use_cache=True,
+    )
+
+
+@torch.no_grad()
+def generate_responses(policy: nn.Module, prompt_ids: Tensor, prompt_mask: Tensor, generation_config) -> Tensor:
+    """Sampled response ids [B, R'] (R' <= max_new_tokens: generation stops when every row has ended)."""
+    output = policy.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation_config)
+    return output[:, prompt_ids.shape[1]:]
+
+
+@torch.no_grad()
+def score_responses(
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    raw_response_ids: Tensor,
+    policy: nn.Module,
+    value_model: nn.Module,
+    reward_model: nn.Module,
+    eos_token_id: int,
+    pad_token_id: int,
+    temperature: float,
+    forward_batch_size: int,
+    reference: Optional[nn.Module] = None,
+    reference_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> Rollout:
+    """Truncate at EOS and run the no-grad passes. The reference is `reference`, or the policy inside
+    `reference_context()` (a LoRA policy with its adapter disabled)."""
+    response_ids, response_mask = truncate_after_eos(raw_response_ids, eos_token_id, pad_token_id)
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1)
+    attention_mask = torch.cat([prompt_mask, response_mask.to(prompt_mask.dtype)], dim=1)
+    response_length = response_ids.shape[1]
+    mask = response_mask.float()
+
+    def logprobs_of(model: nn.Module) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+        keep_slice = supports_logits_to_keep(model)
+
+        def run(ids: Tensor, attn: Tensor, responses: Tensor) -> Tensor:
+            logits = response_logits(model, ids, attn, response_length, keep_slice)
+            return logprobs_from_logits(logits / temperature, responses)
+
+        return run
+
+    logprobs = chunked(logprobs_of(policy), forward_batch_size, input_ids, attention_mask, response_ids) * mask
+    with reference_context():
+        ref_model = reference if reference is not None else policy
+        ref_logprobs = chunked(logprobs_of(ref_model), forward_batch_size, input_ids, attention_mask, response_ids) * mask
+    values = chunked(lambda i, a: response_values(value_model, i, a, response_length), forward_batch_size, input_ids, attention_mask) * mask
+    raw_scores = chunked(lambda i, a, m: sequence_scores(reward_model, i, a, m), forward_batch_size, input_ids, attention_mask, response_mask)
+    return Rollout(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        response_ids=response_ids,
+        response_mask=response_mask,
+        logprobs=logprobs,
+        ref_logprobs=ref_logprobs,
+        values=values,
+        raw_scores=raw_scores,
+        has_eos=contains_eos(response_ids, eos_token_id),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Distributed generation
+# --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def unwrapped_for_generation(model: nn.Module, accelerator, gather_zero3_params: bool = True) -> Iterator[nn.Module]:
+    """The bare module to call `generate` on.
+
+    Under DeepSpeed ZeRO-3 each layer's weights live in shards that forward hooks gather one layer at a
+    time, which would happen once per generated token. Gathering every parameter once per rollout (and
+    lifting the hooks meanwhile) trades memory for a far faster generation; set
+    `ppo.zero3_gather_for_generation=false` when the full model does not fit on one device.
+    """
+    unwrapped = accelerator.unwrap_model(model)
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None or plugin.zero_stage != 3 or not gather_zero3_params:
+        yield unwrapped
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters())):
+        offload = getattr(getattr(model, "optimizer", None), "parameter_offload", None)
+        can_lift = offload is not None and hasattr(offload, "_remove_module_hooks") and hasattr(offload, "setup_zero_stage3_hooks")
+        if can_lift:  # DeepSpeed internals (0.14 - 0.19): without this the hooks re-gather every layer per token
+            offload._remove_module_hooks()
+            offload.forward_hooks.clear()
+            offload.backward_hooks.clear()
+        try:
+            yield unwrapped
+        finally:
+            if can_lift:
+                offload.setup_zero_stage3_hooks()

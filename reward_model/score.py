@@ -1,0 +1,95 @@
+"""Score every prompt/response row of a file with a trained reward model.
+
+    rlhf rm score --model runs/tiny/rm/model --data runs/tiny/candidates.jsonl --out runs/tiny/scored.jsonl
+
+Rows keep all their fields and gain rewards where their responses are: `reward` next to a `response` (or
+an SFT row's `completion`), `reward` inside each of `responses` (candidates, rankings), and
+`reward_chosen` / `reward_rejected` for pairs. The raw score is written, and `reward_normalized`
+(minus the mean in the model's reward_stats.json) when that file exists, which is what PPO optimises.
+The output is written atomically; a row without a response stops the run naming its row and field.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from rlhf.errors import DataError
+
+REWARD_STATS_FILE = "reward_stats.json"
+
+
+def responses_of(row: dict, source: str, row_number: int) -> list[Any]:
+    """The responses a row carries, in a fixed order that `with_rewards` follows."""
+    if "prompt" not in row:
+        raise DataError(f"{source}: row {row_number}: field 'prompt': missing field")
+    if "response" in row:
+        return [row["response"]]
+    if "completion" in row:
+        return [row["completion"]]
+    if isinstance(row.get("responses"), list):
+        try:
+            return [response["text"] for response in row["responses"]]
+        except (TypeError, KeyError):
+            raise DataError(f"{source}: row {row_number}: field 'responses': expected a list of {{id, text}} objects") from None
+    if "chosen" in row and "rejected" in row:
+        return [row["chosen"], row["rejected"]]
+    raise DataError(f"{source}: row {row_number}: field 'response': missing field (a row needs response, completion, responses, or chosen and rejected)")
+
+
+def with_rewards(row: dict, rewards: list[float], mean: Optional[float]) -> dict:
+    """A copy of `row` with its rewards placed next to its responses (see module docstring)."""
+    def fields(reward: float, suffix: str = "") -> dict[str, float]:
+        out = {f"reward{suffix}": reward}
+        if mean is not None:
+            out[f"reward{suffix}_normalized"] = reward - mean
+        return out
+
+    scored = dict(row)
+    if "response" in row or "completion" in row:
+        scored.update(fields(rewards[0]))
+    elif isinstance(row.get("responses"), list):
+        scored["responses"] = [{**response, **fields(reward)} for response, reward in zip(row["responses"], rewards)]
+    else:
+        scored.update(fields(rewards[0], "_chosen"))
+        scored.update(fields(rewards[1], "_rejected"))
+    return scored
+
+
+def read_prompt_responses(path: str) -> list[tuple[int, dict, list[Any]]]:
+    """(row number, row, its responses) for every row of a JSONL/JSON/Parquet file or dataset."""
+    from rlhf.data import read_rows
+
+    return [(number, row, responses_of(row, str(path), number)) for number, row in read_rows(path)]
+
+
+def load_reward_stats(model_dir: str | Path) -> Optional[dict]:
+    path = Path(model_dir) / REWARD_STATS_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def score_file(model_dir: str, data_path: str, out_path: str, batch_size: int = 32, device: Optional[str] = None) -> int:
+    """Score every response of `data_path` with the reward model in `model_dir`; returns rows written."""
+    import torch
+
+    from rlhf.files import write_jsonl_atomic
+    from rlhf.modeling import load_scalar_model, load_tokenizer
+    from reward_model.scoring import score_texts
+
+    if not Path(model_dir).is_dir():
+        raise DataError(f"--model {model_dir}: no such model directory")
+    rows = read_prompt_responses(data_path)
+    tokenizer = load_tokenizer(model_dir)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_scalar_model(model_dir, tokenizer).to(device).eval()
+    prompts = [row["prompt"] for _, row, responses in rows for _ in responses]
+    responses = [response for _, _, row_responses in rows for response in row_responses]
+    scores = score_texts(model, tokenizer, prompts, responses, batch_size).tolist()
+    stats = load_reward_stats(model_dir)
+    mean = stats["mean"] if stats else None
+    scored_rows = []
+    position = 0
+    for _, row, row_responses in rows:
+        scored_rows.append(with_rewards(row, scores[position : position + len(row_responses)], mean))
+        position += len(row_responses)
+    return write_jsonl_atomic(out_path, scored_rows)

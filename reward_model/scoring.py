@@ -1,0 +1,107 @@
+"""Reward-model inputs and scores: how a prompt/response becomes token ids, and the scalar it gets.
+
+A response is scored exactly as `trl.RewardTrainer` trained on it: plain text is prompt + response + EOS
+(TRL appends the EOS, so the score is read at the EOS token, which is where a finished PPO response
+ends too); conversational rows go through the tokenizer's chat template. The score is the head's output
+at the last real (non-pad) token, which transformers' sequence-classification models find from
+`pad_token_id`; we also pass position ids derived from the attention mask, so left padding (as PPO and
+`rlhf.scoring` use) gives the same score as right padding or none.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from rlhf.errors import ConfigError
+
+
+def preference_input_ids(tokenizer, prompt: Any, response: Any) -> list[int]:
+    """Token ids of prompt + response as the reward model sees them (see module docstring)."""
+    if isinstance(prompt, list):
+        if not getattr(tokenizer, "chat_template", None):
+            raise ConfigError(f"conversational preference data needs a tokenizer with a chat template; {getattr(tokenizer, 'name_or_path', '?')} has none")
+        reply = response if isinstance(response, list) else [{"role": "assistant", "content": response}]
+        return list(tokenizer.apply_chat_template(prompt + reply, tokenize=True, return_dict=True)["input_ids"])
+    text = prompt + response
+    if not text.endswith(tokenizer.eos_token):
+        text += tokenizer.eos_token
+    return list(tokenizer(text)["input_ids"])
+
+
+def sequence_rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) scalar rewards of a padded batch (either padding side), read at each row's last real token."""
+    from rlhf.scoring import position_ids_from_mask
+
+    outputs = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False)
+    return outputs.logits.squeeze(-1)
+
+
+@torch.no_grad()
+def score_sequences(model, sequences: Sequence[Sequence[int]], pad_token_id: int, batch_size: int = 32) -> torch.Tensor:
+    """Scores of token-id sequences, batched (left-padded by `rlhf.scoring.reward_scores`)."""
+    from rlhf.scoring import reward_scores
+
+    if not sequences:
+        return torch.zeros(0)
+    # Sorting by length keeps padding (and wasted compute) small; scores go back in input order.
+    order = sorted(range(len(sequences)), key=lambda index: len(sequences[index]))
+    sorted_scores = reward_scores(model, [sequences[i] for i in order], [[] for _ in order], pad_token_id, batch_size)
+    scores = torch.empty_like(sorted_scores)
+    scores[torch.tensor(order)] = sorted_scores
+    return scores
+
+
+def score_texts(model, tokenizer, prompts: Sequence[Any], responses: Sequence[Any], batch_size: int = 32) -> torch.Tensor:
+    """Scores of prompt/response pairs (plain text or conversational)."""
+    sequences = [preference_input_ids(tokenizer, prompt, response) for prompt, response in zip(prompts, responses)]
+    return score_sequences(model, sequences, tokenizer.pad_token_id, batch_size)
+
+
+def preference_metrics(pairs: list[dict], chosen_scores: torch.Tensor, rejected_scores: torch.Tensor) -> dict[str, float]:
+    """Held-out metrics of scored pairs: accuracy, reward means/stds, margin, and accuracy per ranking.
+
+    `group_accuracy` averages each ranking's own pair accuracy (rankings weigh equally);
+    `group_all_correct` is the share of rankings whose every pair is ordered right.
+    """
+    chosen = chosen_scores.double()
+    rejected = rejected_scores.double()
+    correct = (chosen > rejected).double()
+    by_group: dict[str, list[float]] = {}
+    for pair, is_correct in zip(pairs, correct.tolist()):
+        by_group.setdefault(str(pair.get("group")), []).append(is_correct)
+    group_accuracy = [sum(values) / len(values) for values in by_group.values()]
+    return {
+        "accuracy": correct.mean().item(),
+        "chosen_reward_mean": chosen.mean().item(),
+        "chosen_reward_std": chosen.std(unbiased=False).item(),
+        "rejected_reward_mean": rejected.mean().item(),
+        "rejected_reward_std": rejected.std(unbiased=False).item(),
+        "margin_mean": (chosen - rejected).mean().item(),
+        "group_accuracy": sum(group_accuracy) / len(group_accuracy),
+        "group_all_correct": sum(1.0 for value in group_accuracy if value == 1.0) / len(group_accuracy),
+        "num_pairs": float(len(pairs)),
+        "num_groups": float(len(by_group)),
+    }
+
+
+def score_pairs(model, tokenizer, pairs: list[dict], batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen scores, rejected scores) of pairs, scoring each distinct prompt/response once."""
+    import json
+
+    keys: dict[str, int] = {}
+    prompts: list[Any] = []
+    responses: list[Any] = []
+
+    def index_of(prompt: Any, response: Any) -> int:
+        key = json.dumps([prompt, response], ensure_ascii=False)
+        if key not in keys:
+            keys[key] = len(prompts)
+            prompts.append(prompt)
+            responses.append(response)
+        return keys[key]
+
+    chosen_index = [index_of(pair["prompt"], pair["chosen"]) for pair in pairs]
+    rejected_index = [index_of(pair["prompt"], pair["rejected"]) for pair in pairs]
+    scores = score_texts(model, tokenizer, prompts, responses, batch_size)
+    return scores[torch.tensor(chosen_index)], scores[torch.tensor(rejected_index)]

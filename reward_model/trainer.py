@@ -1,0 +1,196 @@
+"""Stage 2: a scalar reward model trained on reviewers' rankings (or pairs).
+
+    rlhf rm --config configs/tiny/rm.yaml
+    rlhf rm --config configs/tiny/rm.yaml rm.loss=kwise
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m rlhf rm --config configs/tiny/rm.yaml
+
+Choices. The model is the SFT policy (or any causal LM) with a 1-output head read at the last real token,
+the head initialised N(0, 1/sqrt(hidden+1)) by `rlhf.modeling.load_scalar_model`. Rankings become pairs
+through `rlhf.data` and keep their ranking as `group`. Two losses: `pairwise` is `trl.RewardTrainer`
+(Bradley-Terry, optional per-pair margin and TRL's centring term); `kwise` is InstructGPT's ranking loss,
+one batch element per ranking (`reward_model.kwise`). Both share one converter to `trl.RewardConfig`.
+After training, the saved model (the artifact PPO will load, not the in-memory one) is reloaded on the
+main process to measure held-out pairwise accuracy, reward means/stds, margin and per-ranking accuracy,
+and to write `reward_stats.json` (mean/std of a sample of policy responses) for PPO's normalisation.
+`summary.json` is written last.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from rlhf.config import require
+from rlhf.errors import ConfigError
+from sft.stage_common import (
+    CHECKPOINTS_DIR,
+    MODEL_DIR,
+    clear_stale_summary,
+    eval_and_save_schedule,
+    is_main_process,
+    precision_flags,
+    resolve_resume_checkpoint,
+    save_trained_model,
+    slash_metrics,
+    wait_for_everyone,
+    write_summary,
+)
+
+TRAIN_METRIC_PAIRS = 512  # training pairs re-scored after training (a cheap look at over-fitting)
+
+
+def has_eval_data(cfg: DictConfig) -> bool:
+    return bool(cfg.data.eval_file) or bool(cfg.data.eval_fraction and cfg.data.eval_fraction > 0)
+
+
+def to_reward_config(cfg: DictConfig):
+    """Our config -> `trl.RewardConfig` (used by both losses; it is a TrainingArguments)."""
+    from trl import RewardConfig
+
+    train = cfg.train
+    return RewardConfig(
+        output_dir=str(Path(cfg.run.output_dir) / CHECKPOINTS_DIR),
+        run_name=cfg.run.name,
+        seed=cfg.run.seed,
+        data_seed=cfg.run.seed,
+        # optimisation
+        optim=train.optimizer,
+        learning_rate=train.learning_rate,
+        weight_decay=train.weight_decay,
+        adam_beta1=train.adam_beta1,
+        adam_beta2=train.adam_beta2,
+        adam_epsilon=train.adam_epsilon,
+        lr_scheduler_type=train.lr_scheduler,
+        warmup_steps=train.warmup_ratio,  # transformers 5 reads a value < 1 as a ratio of the total steps
+        max_grad_norm=train.max_grad_norm,
+        per_device_train_batch_size=train.per_device_train_batch_size,  # pairs (pairwise) or rankings (kwise)
+        per_device_eval_batch_size=train.per_device_eval_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        num_train_epochs=train.num_train_epochs,
+        max_steps=train.max_steps,
+        gradient_checkpointing=train.gradient_checkpointing,  # TRL's default is True
+        **precision_flags(train.precision),  # TRL's default is bf16=True
+        # logging, evaluation, checkpoints
+        report_to="none",  # our Tracker receives the logs through TrackerCallback
+        logging_steps=train.logging_steps,
+        logging_first_step=True,
+        **eval_and_save_schedule(train, has_eval_data(cfg)),
+        save_total_limit=train.save_total_limit,
+        dataloader_num_workers=train.dataloader_num_workers,
+        # the kwise collator reads columns no model forward has; RewardTrainer picks its own columns
+        remove_unused_columns=cfg.rm.loss != "kwise",
+        # model and data
+        disable_dropout=cfg.model.disable_dropout,
+        max_length=cfg.data.max_length,
+        center_rewards_coefficient=cfg.rm.center_rewards_coefficient,
+        dataset_num_proc=None,
+    )
+
+
+def build_trainer(cfg: DictConfig, args, model, tokenizer, train_pairs: list[dict], eval_pairs: list[dict], callbacks: list):
+    """trl.RewardTrainer (pairwise) or KwiseRewardTrainer (kwise) on the given pairs."""
+    from reward_model.preference_data import kwise_dataset, pairwise_dataset
+
+    if cfg.rm.loss == "pairwise":
+        from trl import RewardTrainer
+
+        return RewardTrainer(
+            model=model,
+            args=args,
+            train_dataset=pairwise_dataset(train_pairs, cfg.rm.use_margin),
+            eval_dataset=pairwise_dataset(eval_pairs, cfg.rm.use_margin) if eval_pairs else None,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
+    from reward_model.kwise import KwiseCollator, KwiseRewardTrainer
+
+    return KwiseRewardTrainer(
+        model=model,
+        args=args,
+        data_collator=KwiseCollator(tokenizer.pad_token_id),
+        train_dataset=kwise_dataset(train_pairs, tokenizer, cfg.data.max_length),
+        eval_dataset=kwise_dataset(eval_pairs, tokenizer, cfg.data.max_length) if eval_pairs else None,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        use_margin=cfg.rm.use_margin,
+    )
+
+
+def measure_saved_model(cfg: DictConfig, model_dir: Path, device, train_pairs: list[dict], eval_pairs: list[dict]) -> dict[str, Any]:
+    """Held-out (and a sample of training) metrics of the saved model, and its reward_stats.json."""
+    import random
+
+    from rlhf.modeling import load_scalar_model, load_tokenizer
+    from reward_model.normalization import compute_reward_stats, normalization_sample, write_reward_stats
+    from reward_model.scoring import preference_metrics, score_pairs
+
+    tokenizer = load_tokenizer(str(model_dir))
+    model = load_scalar_model(str(model_dir), tokenizer).to(device).eval()
+    batch_size = cfg.train.per_device_eval_batch_size
+    measured: dict[str, Any] = {}
+    if eval_pairs:
+        measured.update({f"eval/{k}": v for k, v in preference_metrics(eval_pairs, *score_pairs(model, tokenizer, eval_pairs, batch_size)).items()})
+    train_sample = train_pairs if len(train_pairs) <= TRAIN_METRIC_PAIRS else random.Random(cfg.run.seed).sample(train_pairs, TRAIN_METRIC_PAIRS)
+    train_metrics = preference_metrics(train_sample, *score_pairs(model, tokenizer, train_sample, batch_size))
+    measured.update({"train/accuracy": train_metrics["accuracy"], "train/margin_mean": train_metrics["margin_mean"]})
+    sample, source = normalization_sample(train_pairs, cfg.rm.normalize_data_file, cfg.rm.normalize_samples, cfg.run.seed)
+    stats = compute_reward_stats(model, tokenizer, sample, source, batch_size)
+    write_reward_stats(model_dir, stats)
+    measured.update({"reward_stats/mean": stats["mean"], "reward_stats/std": stats["std"], "reward_stats/num_samples": stats["num_samples"]})
+    return measured
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train the reward model as configured; returns the summary (also written to summary.json)."""
+    from rlhf.modeling import apply_lora, count_parameters, load_scalar_model, load_tokenizer
+    from rlhf.tracking import Tracker, TrackerCallback, prepare_run_dir, seed_everything
+    from reward_model.preference_data import require_margins, train_eval_pairs
+
+    require(cfg, "model.name_or_path", "data.train_file")
+    if cfg.model.lora.enabled and not cfg.model.lora.merge_on_save:
+        raise ConfigError("model.lora.merge_on_save=false: the reward model must be saved merged (PPO and `rlhf rm score` load a plain model directory)")
+    started = time.time()
+    args = to_reward_config(cfg)  # first: it sets up the (possibly distributed) process state
+    main = is_main_process()
+    run_dir = prepare_run_dir(cfg, is_main_process=main)
+    clear_stale_summary(run_dir)
+    seed_everything(cfg.run.seed)
+    tracker = Tracker(cfg, run_dir, is_main_process=main)
+
+    train_pairs, eval_pairs = train_eval_pairs(cfg)
+    if cfg.rm.use_margin:
+        require_margins(train_pairs + eval_pairs)
+    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.revision, cfg.model.trust_remote_code)
+    model = load_scalar_model(cfg.model, tokenizer)
+    if cfg.model.lora.enabled:
+        model = apply_lora(model, cfg.model.lora, task_type="SEQ_CLS")  # peft also trains the new head
+    trainer = build_trainer(cfg, args, model, tokenizer, train_pairs, eval_pairs, [TrackerCallback(tracker)])
+
+    resume = resolve_resume_checkpoint(cfg.train.resume_from_checkpoint, Path(args.output_dir))
+    metrics = dict(trainer.train(resume_from_checkpoint=resume).metrics)
+    if eval_pairs:
+        metrics.update(trainer.evaluate())
+    parameter_counts = {
+        "num_parameters": count_parameters(trainer.model),
+        "trainable_parameters": count_parameters(trainer.model, trainable_only=True),
+    }  # counted before saving: merging LoRA changes the module tree
+    model_dir = save_trained_model(trainer, tokenizer, run_dir / MODEL_DIR, cfg.model.lora.merge_on_save, "AutoModelForSequenceClassification")
+
+    summary: dict[str, Any] = {"stage": "rm", "loss": cfg.rm.loss, "model_dir": str(model_dir), **slash_metrics(metrics), **parameter_counts}
+    if main:
+        measured = measure_saved_model(cfg, model_dir, args.device, train_pairs, eval_pairs)
+        tracker.log(measured, step=trainer.state.global_step)
+        summary.update(measured)
+    wait_for_everyone()
+    summary.update({
+        "train/global_step": trainer.state.global_step,
+        "train/num_pairs": len(train_pairs),
+        "train/num_groups": len({pair["group"] for pair in train_pairs}),
+        "resumed_from": resume,
+        "wall_time_s": round(time.time() - started, 2),
+    })
+    tracker.finish()
+    write_summary(run_dir, summary)
+    return summary

@@ -1,0 +1,222 @@
+"""Sample K responses per prompt from a causal LM into a candidates file.
+
+    rlhf generate --policy runs/tiny/sft --prompts data/tiny/prompts_train.jsonl --k 4 --out runs/tiny/candidates.jsonl
+
+Batched `model.generate` with left padding (so every prompt's last token sits at the end of the row and
+the new tokens follow it directly; Llama-style models derive position ids from the attention mask) and
+K samples per prompt through `num_return_sequences`. A response is the decoded new tokens up to, not
+including, the first EOS; a response that never produced EOS is kept as generated and marked unfinished
+in `meta.finished`. Plain-string prompts are tokenised as the SFT trainer tokenises them (the
+tokenizer's own special tokens); conversational prompts go through the tokenizer's chat template with
+the generation prompt. One seed is set before the first batch, so a run is reproducible for a fixed
+batch size and device. `sample_responses` is the reusable core (evaluation calls it with K=1).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Sequence
+
+import torch
+
+
+@dataclass
+class Sample:
+    """One generated response: its text, whether it ended with EOS, and its new-token count (EOS included)."""
+
+    text: str
+    finished: bool
+    num_tokens: int
+
+
+def prompt_to_text(tokenizer, prompt: Any) -> tuple[str, bool]:
+    """(text to tokenise, add_special_tokens): chat template for message lists, the string itself otherwise."""
+    if isinstance(prompt, list):
+        # The template writes its own BOS/special tokens; adding them again would double the BOS.
+        return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True), False
+    return prompt, True
+
+
+def eos_token_ids(model, tokenizer) -> set[int]:
+    """Every id that ends a response: the tokenizer's EOS and the generation config's (may be a list)."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif isinstance(configured, (list, tuple)):
+        ids.update(configured)
+    ids.discard(None)
+    return ids
+
+
+def decode_response(tokenizer, new_token_ids: Sequence[int], eos_ids: set[int], pad_id: Optional[int]) -> Sample:
+    """Decode new tokens up to (excluding) the first EOS; trailing pads of a finished batch row are dropped."""
+    ids = [int(token) for token in new_token_ids]
+    finished = False
+    for position, token in enumerate(ids):
+        if token in eos_ids:
+            ids, finished = ids[:position], True
+            num_tokens = position + 1
+            break
+    else:
+        while ids and pad_id is not None and ids[-1] == pad_id:
+            ids.pop()
+        num_tokens = len(ids)
+    # clean_up_tokenization_spaces would rewrite " ." and similar; we want the tokens' exact text.
+    text = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return Sample(text=text, finished=finished, num_tokens=num_tokens)
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@torch.no_grad()
+def sample(
+    model,
+    tokenizer,
+    prompts: Sequence[Any],
+    num_samples: int = 1,
+    max_new_tokens: int = 24,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    batch_size: int = 32,
+    seed: Optional[int] = None,
+    progress: bool = False,
+    max_prompt_length: Optional[int] = None,
+) -> list[Sample]:
+    """`num_samples` responses per prompt, prompt-major: result[i * num_samples + j] is sample j of prompt i.
+
+    temperature 0 means greedy decoding. `batch_size` counts prompts per `generate` call.
+    """
+    from tqdm.auto import tqdm
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    eos_ids = eos_token_ids(model, tokenizer)
+    padding_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    do_sample = temperature > 0
+    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if do_sample else dict(do_sample=False)
+    results: list[Sample] = []
+    try:
+        batches = list(_batches(list(prompts), batch_size))
+        for batch in tqdm(batches, desc="generate", unit="batch", disable=not progress):
+            texts_and_flags = [prompt_to_text(tokenizer, prompt) for prompt in batch]
+            add_special = texts_and_flags[0][1]
+            encoded = tokenizer(
+                [text for text, _ in texts_and_flags], return_tensors="pt", padding=True, add_special_tokens=add_special,
+                truncation=max_prompt_length is not None, max_length=max_prompt_length,
+            ).to(device)
+            output = model.generate(
+                **encoded, max_new_tokens=max_new_tokens, num_return_sequences=num_samples,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(eos_ids), **sampling,
+            )
+            new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
+            results.extend(decode_response(tokenizer, row, eos_ids, tokenizer.pad_token_id) for row in new_tokens)
+    finally:
+        tokenizer.padding_side = padding_side
+        model.train(was_training)
+    return results
+
+
+def sample_responses(model, tokenizer, prompts: Sequence[Any], **kwargs: Any) -> list[str]:
+    """One response text per prompt (EOS excluded); keyword arguments as `sample`."""
+    return [item.text for item in sample(model, tokenizer, prompts, num_samples=1, **kwargs)]
+
+
+def generate_candidates(
+    model,
+    tokenizer,
+    prompts: Sequence[dict | str],
+    k: int = 4,
+    ids: Optional[Sequence[str]] = None,
+    **kwargs: Any,
+) -> list[dict]:
+    """Candidates rows {"id", "prompt", "responses": [{"id", "text"}] * k, "meta"} for prompt rows or strings.
+
+    Row ids come from `ids`, else a prompt row's "id", else "p<index>"; response ids are "<row id>-r<j>".
+    `meta` keeps the prompt row's meta and adds per-response `finished` and `num_tokens`.
+    """
+    rows = [prompt if isinstance(prompt, dict) else {"prompt": prompt} for prompt in prompts]
+    samples = sample(model, tokenizer, [row["prompt"] for row in rows], num_samples=k, **kwargs)
+    candidates = []
+    for index, row in enumerate(rows):
+        row_id = str(ids[index]) if ids is not None else str(row.get("id", f"p{index:06d}"))
+        mine = samples[index * k : (index + 1) * k]
+        meta = dict(row.get("meta") or {})
+        meta.update(finished=[item.finished for item in mine], num_tokens=[item.num_tokens for item in mine])
+        candidates.append({
+            "id": row_id,
+            "prompt": row["prompt"],
+            "responses": [{"id": f"{row_id}-r{j}", "text": item.text} for j, item in enumerate(mine)],
+            "meta": meta,
+        })
+    return candidates
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rlhf.config import GenerateSection
+
+    defaults = GenerateSection()
+    parser = argparse.ArgumentParser(prog="rlhf generate", description="Sample K responses per prompt into a candidates file.")
+    parser.add_argument("--policy", required=True, help="causal LM directory or hub id (its tokenizer is loaded from the same place)")
+    parser.add_argument("--prompts", required=True, help="prompts file ({'prompt'} rows; .jsonl/.json/.parquet/dataset dir)")
+    parser.add_argument("--out", required=True, help="candidates .jsonl to write")
+    parser.add_argument("--k", type=int, default=defaults.k, help="responses per prompt")
+    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
+    parser.add_argument("--temperature", type=float, default=defaults.temperature, help="0 = greedy")
+    parser.add_argument("--top-p", type=float, default=defaults.top_p)
+    parser.add_argument("--top-k", type=int, default=0, help="0 = off")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="prompts per generate call")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:1 ...")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    from rlhf.data import load_rows
+    from rlhf.errors import UserError
+    from rlhf.files import write_jsonl_atomic
+    from rlhf.modeling import load_causal_lm, load_tokenizer
+
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.k < 1:
+        raise UserError(f"--k must be at least 1, got {args.k}")
+    rows, _ = load_rows(args.prompts, "prompts")
+    if args.limit is not None:
+        rows = rows[: args.limit]
+    try:
+        tokenizer = load_tokenizer(args.policy)
+        model = load_causal_lm(args.policy, tokenizer=tokenizer, dtype=args.dtype)
+    except OSError as exc:
+        raise UserError(f"cannot load the policy {args.policy!r}: {exc}") from None
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    model.to(device)
+    start = time.perf_counter()
+    candidates = generate_candidates(
+        model, tokenizer, rows, k=args.k, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+        top_p=args.top_p, top_k=args.top_k, batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,
+    )
+    elapsed = time.perf_counter() - start
+    write_jsonl_atomic(args.out, candidates)
+    finished = [flag for row in candidates for flag in row["meta"]["finished"]]
+    tokens = [count for row in candidates for count in row["meta"]["num_tokens"]]
+    print(json.dumps({
+        "out": args.out, "prompts": len(candidates), "responses": len(finished),
+        "finished_fraction": round(sum(finished) / len(finished), 4), "mean_new_tokens": round(sum(tokens) / len(tokens), 2),
+        "seconds": round(elapsed, 2), "new_tokens_per_second": round(sum(tokens) / max(elapsed, 1e-9), 1), "device": device,
+    }))
+    return 0

@@ -1,0 +1,155 @@
+"""What the two HF-Trainer stages (SFT and the reward model) share: splits, resume, final save, summary.
+
+Both stages run a `transformers.Trainer` subclass whose checkpoints live in `<run.output_dir>/checkpoints`
+and hand a finished model to the next stage as `<run.output_dir>/model`. The final model is written with
+`rlhf.modeling.save_model` (atomic, LoRA merged on request). Under ZeRO-3 or FSDP no single rank holds
+the weights, so we let `Trainer.save_model` gather them into a staging directory first and re-save that
+atomically. `summary.json` is written last: the pipeline reads its presence as "stage complete", so a
+stale one is removed when a stage starts. (This module would sit better in `rlhf/`; the reward model
+imports it from here until it moves.)
+"""
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from rlhf.errors import ConfigError
+from rlhf.files import write_json_atomic
+
+CHECKPOINTS_DIR = "checkpoints"
+MODEL_DIR = "model"
+SUMMARY_FILE = "summary.json"
+SAVE_AT_END_ONLY = 1_000_000_000  # save_steps that never divides a step: Trainer then saves only at the end
+
+
+def is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def wait_for_everyone() -> None:
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
+
+
+def clear_stale_summary(run_dir: Path) -> None:
+    """A re-run into the same directory must not look complete before it is."""
+    if is_main_process():
+        (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
+    wait_for_everyone()
+
+
+def split_train_eval(cfg, load: Callable[[str], Any]):
+    """(train, eval or None) datasets from data.train_file / data.eval_file / data.eval_fraction.
+
+    Rows are split before any expansion (rankings -> pairs), so a ranking never lands on both sides.
+    """
+    train = load(cfg.data.train_file)
+    if cfg.data.eval_file:
+        evaluation = load(cfg.data.eval_file)
+    elif cfg.data.eval_fraction and cfg.data.eval_fraction > 0:
+        if not 0 < cfg.data.eval_fraction < 1:
+            raise ConfigError(f"data.eval_fraction must be in (0, 1); got {cfg.data.eval_fraction}")
+        num_eval = max(1, round(len(train) * cfg.data.eval_fraction))
+        if num_eval >= len(train):
+            raise ConfigError(f"data.eval_fraction={cfg.data.eval_fraction} leaves no training rows in {cfg.data.train_file} ({len(train)} rows)")
+        split = train.train_test_split(test_size=num_eval, seed=cfg.run.seed)
+        train, evaluation = split["train"], split["test"]
+    else:
+        evaluation = None
+    if cfg.data.max_samples:
+        train = train.select(range(min(cfg.data.max_samples, len(train))))
+    return train, evaluation
+
+
+def precision_flags(precision: str) -> dict[str, bool]:
+    """Our `train.precision` as TrainingArguments flags (TRL defaults bf16 to True, so both are explicit)."""
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def eval_and_save_schedule(train_cfg, has_eval: bool) -> dict[str, Any]:
+    """TrainingArguments strategy fields for our eval_steps / save_steps (None: per epoch / at the end)."""
+    schedule: dict[str, Any] = {
+        "eval_strategy": ("steps" if train_cfg.eval_steps else "epoch") if has_eval else "no",
+        # Trainer saves at the last step whenever the strategy is "steps", so a step count that never
+        # divides the global step gives "at the end only".
+        "save_strategy": "steps",
+        "save_steps": train_cfg.save_steps or SAVE_AT_END_ONLY,
+    }
+    if has_eval and train_cfg.eval_steps:
+        schedule["eval_steps"] = train_cfg.eval_steps
+    return schedule
+
+
+def resolve_resume_checkpoint(value: Optional[str], checkpoints_dir: Path) -> Optional[str]:
+    """train.resume_from_checkpoint -> a checkpoint directory or None ("latest" with none yet: fresh start)."""
+    if not value:
+        return None
+    if value == "latest":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        return get_last_checkpoint(str(checkpoints_dir)) if checkpoints_dir.is_dir() else None
+    if not Path(value).is_dir():
+        raise ConfigError(f"train.resume_from_checkpoint: no checkpoint directory at {value}")
+    return value
+
+
+def save_trained_model(trainer, tokenizer, out_dir: Path, merge_lora: bool, auto_class_name: str) -> Path:
+    """Write the trained model (+ tokenizer) to `out_dir` atomically; call on every rank.
+
+    `auto_class_name`: "AutoModelForCausalLM" or "AutoModelForSequenceClassification", used to reload the
+    gathered weights when they were sharded (ZeRO-3 / FSDP).
+    """
+    from rlhf.modeling import is_peft_model, save_model
+
+    accelerator = trainer.accelerator
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    sharded = trainer.is_fsdp_enabled or (plugin is not None and getattr(plugin, "zero_stage", 0) == 3)
+    if not sharded:
+        if accelerator.is_main_process:
+            save_model(trainer.model, tokenizer, out_dir, merge=merge_lora)
+        accelerator.wait_for_everyone()
+        return out_dir
+    staging = out_dir.parent / f".{out_dir.name}.staging"
+    trainer.save_model(str(staging))  # collective: gathers the shards (adapter only for a peft model)
+    if accelerator.is_main_process:
+        import transformers
+
+        if is_peft_model(trainer.model):
+            import peft
+
+            peft_class = getattr(peft, auto_class_name.replace("AutoModel", "AutoPeftModel"))
+            model = peft_class.from_pretrained(str(staging))
+        else:
+            model = getattr(transformers, auto_class_name).from_pretrained(str(staging))
+        save_model(model, tokenizer, out_dir, merge=merge_lora)
+        shutil.rmtree(staging, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return out_dir
+
+
+def slash_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """HF names (eval_loss, train_runtime) -> ours (eval/loss, train/runtime); other keys unchanged."""
+    renamed = {}
+    for key, value in metrics.items():
+        for prefix in ("eval", "train"):
+            if key.startswith(prefix + "_"):
+                key = f"{prefix}/{key[len(prefix) + 1:]}"
+                break
+        renamed[key] = value
+    return renamed
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(loss) if loss < 700 else float("inf")  # exp overflows a float past ~709
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    """summary.json, atomically, on the main process: the stage's last write."""
+    if is_main_process():
+        write_json_atomic(run_dir / SUMMARY_FILE, summary)
+    wait_for_everyone()

@@ -1,0 +1,150 @@
+"""Stage 1: supervised fine-tuning on demonstrations, on `trl.SFTTrainer`.
+
+    rlhf sft --config configs/tiny/sft.yaml
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m rlhf sft --config configs/tiny/sft.yaml
+
+Choices. TRL does the tokenisation, completion-only labels, packing and the loss; we add one explicit
+converter from our config to `trl.SFTConfig` (`to_sft_config`), so every TRL default that matters is set
+on purpose: TRL turns gradient checkpointing and bf16 on by default, we follow `train.*` instead. Every
+row is shaped into a prompt/completion pair first (`sft.formatting`) so the loss can stay on the
+response for chat data too; TRL appends the EOS token to each completion so the policy learns to stop
+(pad != eos is guaranteed by `rlhf.modeling.load_tokenizer`, so that EOS is a real label, not padding).
+LoRA is applied by `rlhf.modeling.apply_lora` (adapters only train) and merged into the saved model
+when `model.lora.merge_on_save`. Metrics go through our Tracker (TRL's own reporting is off), eval loss
+and perplexity are measured on the held-out split at the end, and `summary.json` is written last.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from rlhf.config import require
+from sft.stage_common import (
+    CHECKPOINTS_DIR,
+    MODEL_DIR,
+    clear_stale_summary,
+    eval_and_save_schedule,
+    is_main_process,
+    perplexity,
+    precision_flags,
+    resolve_resume_checkpoint,
+    save_trained_model,
+    slash_metrics,
+    split_train_eval,
+    write_summary,
+)
+
+
+def has_eval_data(cfg: DictConfig) -> bool:
+    return bool(cfg.data.eval_file) or bool(cfg.data.eval_fraction and cfg.data.eval_fraction > 0)
+
+
+def to_sft_config(cfg: DictConfig):
+    """Our config -> `trl.SFTConfig`, field by field (the one place the two vocabularies meet)."""
+    from trl import SFTConfig
+
+    train = cfg.train
+    return SFTConfig(
+        output_dir=str(Path(cfg.run.output_dir) / CHECKPOINTS_DIR),
+        run_name=cfg.run.name,
+        seed=cfg.run.seed,
+        data_seed=cfg.run.seed,
+        # optimisation
+        optim=train.optimizer,
+        learning_rate=train.learning_rate,
+        weight_decay=train.weight_decay,
+        adam_beta1=train.adam_beta1,
+        adam_beta2=train.adam_beta2,
+        adam_epsilon=train.adam_epsilon,
+        lr_scheduler_type=train.lr_scheduler,
+        warmup_steps=train.warmup_ratio,  # transformers 5 reads a value < 1 as a ratio of the total steps
+        max_grad_norm=train.max_grad_norm,
+        per_device_train_batch_size=train.per_device_train_batch_size,
+        per_device_eval_batch_size=train.per_device_eval_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        num_train_epochs=train.num_train_epochs,
+        max_steps=train.max_steps,
+        gradient_checkpointing=train.gradient_checkpointing,  # TRL's default is True
+        **precision_flags(train.precision),  # TRL's default is bf16=True
+        # logging, evaluation, checkpoints
+        report_to="none",  # our Tracker receives the logs through TrackerCallback
+        logging_steps=train.logging_steps,
+        logging_first_step=True,
+        **eval_and_save_schedule(train, has_eval_data(cfg)),
+        save_total_limit=train.save_total_limit,
+        dataloader_num_workers=train.dataloader_num_workers,
+        # data
+        max_length=cfg.data.max_length,
+        packing=cfg.sft.packing,
+        completion_only_loss=cfg.sft.completion_only_loss,
+        dataset_num_proc=None,
+    )
+
+
+def load_sft_splits(cfg: DictConfig, tokenizer):
+    """Validated train/eval datasets, shaped into prompt/completion rows."""
+    from rlhf.data import load_sft
+    from sft.formatting import prepare_sft_dataset
+
+    train_rows, eval_rows = split_train_eval(cfg, load_sft)
+    shape = lambda rows: prepare_sft_dataset(rows, tokenizer, cfg.sft.use_chat_template, cfg.sft.add_eos)  # noqa: E731
+    return shape(train_rows), (shape(eval_rows) if eval_rows is not None else None)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run SFT as configured; returns the summary (also written to <run.output_dir>/summary.json)."""
+    from trl import SFTTrainer
+
+    from rlhf.modeling import apply_lora, count_parameters, load_causal_lm, load_tokenizer
+    from rlhf.tracking import Tracker, TrackerCallback, prepare_run_dir, seed_everything
+
+    require(cfg, "model.name_or_path", "data.train_file")
+    started = time.time()
+    args = to_sft_config(cfg)  # first: it sets up the (possibly distributed) process state
+    main = is_main_process()
+    run_dir = prepare_run_dir(cfg, is_main_process=main)
+    clear_stale_summary(run_dir)
+    seed_everything(cfg.run.seed)
+    tracker = Tracker(cfg, run_dir, is_main_process=main)
+
+    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.revision, cfg.model.trust_remote_code)
+    model = load_causal_lm(cfg.model, tokenizer)
+    if cfg.model.lora.enabled:
+        model = apply_lora(model, cfg.model.lora, task_type="CAUSAL_LM")
+    train_dataset, eval_dataset = load_sft_splits(cfg, tokenizer)
+
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        callbacks=[TrackerCallback(tracker)],
+    )
+    resume = resolve_resume_checkpoint(cfg.train.resume_from_checkpoint, Path(args.output_dir))
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    metrics = dict(train_result.metrics)
+    if eval_dataset is not None:
+        metrics.update(trainer.evaluate())
+
+    parameter_counts = {
+        "num_parameters": count_parameters(trainer.model),
+        "trainable_parameters": count_parameters(trainer.model, trainable_only=True),
+    }  # counted before saving: merging LoRA changes the module tree
+    model_dir = save_trained_model(trainer, tokenizer, run_dir / MODEL_DIR, cfg.model.lora.merge_on_save, "AutoModelForCausalLM")
+    summary: dict[str, Any] = {"stage": "sft", "model_dir": str(model_dir), **slash_metrics(metrics), **parameter_counts}
+    if "eval/loss" in summary:
+        summary["eval/perplexity"] = perplexity(summary["eval/loss"])
+    summary.update({
+        "train/global_step": trainer.state.global_step,
+        "train/num_examples": len(train_dataset),
+        "eval/num_examples": len(eval_dataset) if eval_dataset is not None else 0,
+        "resumed_from": resume,
+        "wall_time_s": round(time.time() - started, 2),
+    })
+    tracker.finish()
+    write_summary(run_dir, summary)
+    return summary

@@ -1,0 +1,322 @@
+"""ppo/algorithm.py and ppo/kl_control.py against hand-computed values and TRL 1.12's recorded tensors."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ppo.algorithm import (
+    apply_missing_eos_penalty,
+    compute_gae,
+    contains_eos,
+    entropy_from_logits,
+    kl_penalty,
+    last_token_index,
+    logprobs_from_logits,
+    masked_mean,
+    masked_var,
+    masked_whiten,
+    normalize_scores,
+    policy_loss,
+    position_ids_from_attention_mask,
+    response_mask_from_eos,
+    shape_rewards,
+    truncate_after_eos,
+    value_loss,
+)
+from ppo.kl_control import AdaptiveKLController, FixedKLController
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "trl_1.12_ppo_tiny.safetensors"
+
+
+# --------------------------------------------------------------------------------------------------
+# Hand-computed values
+# --------------------------------------------------------------------------------------------------
+
+
+def test_logprobs_and_entropy_from_logits():
+    logits = torch.tensor([[[0.0, math.log(3.0)]]])  # softmax = [1/4, 3/4]
+    tokens = torch.tensor([[1]])
+    assert logprobs_from_logits(logits, tokens).item() == pytest.approx(math.log(0.75))  # -0.28768
+    # H = -(1/4 ln 1/4 + 3/4 ln 3/4) = 0.56234
+    assert entropy_from_logits(logits).item() == pytest.approx(0.562335, abs=1e-6)
+    random_logits = torch.randn(2, 5, 11)
+    random_tokens = torch.randint(0, 11, (2, 5))
+    expected = torch.log_softmax(random_logits, -1).gather(-1, random_tokens.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(logprobs_from_logits(random_logits, random_tokens), expected)
+
+
+def test_truncate_after_eos_and_masks_on_hand_made_sequences():
+    eos, pad = 2, 0
+    responses = torch.tensor([
+        [5, 2, 7, 2],  # EOS at 1: keep [5, 2], pad the rest
+        [5, 6, 7, 8],  # no EOS: everything counts
+        [2, 9, 9, 9],  # EOS first: only the EOS counts
+        [5, 0, 6, 2],  # the pad id sampled mid-response is an ordinary token and counts
+    ])
+    truncated, mask = truncate_after_eos(responses, eos, pad)
+    assert truncated.tolist() == [[5, 2, 0, 0], [5, 6, 7, 8], [2, 0, 0, 0], [5, 0, 6, 2]]
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 1, 1]]
+    assert torch.equal(response_mask_from_eos(responses, eos), mask)
+    assert last_token_index(mask).tolist() == [1, 3, 0, 3]
+    assert contains_eos(truncated, eos).tolist() == [True, False, True, True]
+
+
+def test_position_ids_from_left_padded_attention_mask():
+    attention_mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 0]])
+    assert position_ids_from_attention_mask(attention_mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 3]]
+
+
+def test_kl_estimators_hand_computed():
+    logprobs = torch.tensor([math.log(0.5)])
+    ref_logprobs = torch.tensor([math.log(0.25)])  # log r = ln 2 = 0.693147
+    assert kl_penalty(logprobs, ref_logprobs, "k1").item() == pytest.approx(math.log(2))
+    assert kl_penalty(logprobs, ref_logprobs, "k2").item() == pytest.approx(0.5 * math.log(2) ** 2)  # 0.240227
+    assert kl_penalty(logprobs, ref_logprobs, "k3").item() == pytest.approx(0.5 - 1 + math.log(2))  # 0.193147
+    with pytest.raises(ValueError, match="k4"):
+        kl_penalty(logprobs, ref_logprobs, "k4")
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k2", "k3"])
+def test_kl_is_zero_when_policy_equals_reference(estimator):
+    logprobs = torch.log_softmax(torch.randn(3, 7, 13), -1)[..., 0]
+    assert torch.count_nonzero(kl_penalty(logprobs, logprobs.clone(), estimator)) == 0
+
+
+def test_k2_k3_never_negative_and_k1_k3_unbiased():
+    torch.manual_seed(0)
+    policy_logits, ref_logits = torch.randn(50), torch.randn(50)
+    policy_logp, ref_logp = torch.log_softmax(policy_logits, -1), torch.log_softmax(ref_logits, -1)
+    exact_kl = (policy_logp.exp() * (policy_logp - ref_logp)).sum()
+    samples = torch.multinomial(policy_logp.exp(), 200_000, replacement=True)
+    lp, rlp = policy_logp[samples], ref_logp[samples]
+    assert (kl_penalty(lp, rlp, "k2") >= 0).all() and (kl_penalty(lp, rlp, "k3") >= 0).all()
+    assert kl_penalty(lp, rlp, "k1").mean().item() == pytest.approx(exact_kl.item(), rel=0.03)
+    assert kl_penalty(lp, rlp, "k3").mean().item() == pytest.approx(exact_kl.item(), rel=0.03)
+
+
+def test_masked_mean_var_whiten_hand_computed():
+    x = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
+    mask = torch.tensor([[1, 1, 1, 0]])
+    assert masked_mean(x, mask).item() == pytest.approx(2.0)
+    assert masked_var(x, mask).item() == pytest.approx(1.0)  # ((-1)^2 + 0 + 1^2) / (3 - 1)
+    assert masked_var(x, mask, unbiased=False).item() == pytest.approx(2 / 3)
+    torch.testing.assert_close(masked_whiten(x, mask, eps=0.0), torch.tensor([[-1.0, 0.0, 1.0, 0.0]]))
+    torch.testing.assert_close(masked_whiten(x, mask, shift_mean=False, eps=0.0), torch.tensor([[1.0, 2.0, 3.0, 0.0]]))
+
+
+def test_compute_gae_hand_computed():
+    rewards = torch.tensor([[0.0, 0.0, 1.0]])
+    values = torch.tensor([[0.5, 0.5, 0.5]])
+    mask = torch.ones(1, 3)
+    advantages, returns = compute_gae(rewards, values, mask, gamma=1.0, lam=0.5)
+    # t=2: delta = 1 + 0 - .5 = .5 -> A = .5 ; t=1: delta = 0 -> A = .5*.5 = .25 ; t=0: A = .5*.25 = .125
+    torch.testing.assert_close(advantages, torch.tensor([[0.125, 0.25, 0.5]]))
+    torch.testing.assert_close(returns, torch.tensor([[0.625, 0.75, 1.0]]))
+
+
+def test_compute_gae_stops_at_mask_end():
+    rewards = torch.tensor([[0.0, 1.0, 5.0]])  # the 5.0 and the value 9.0 sit after the end and must not leak
+    values = torch.tensor([[0.5, 0.5, 9.0]])
+    mask = torch.tensor([[1, 1, 0]])
+    advantages, returns = compute_gae(rewards, values, mask, gamma=1.0, lam=0.5)
+    # t=1: delta = 1 + 0 (terminal) - .5 = .5 -> A = .5 ; t=0: delta = 0 + .5 - .5 = 0 -> A = .5 * .5 = .25
+    torch.testing.assert_close(advantages, torch.tensor([[0.25, 0.5, 0.0]]))
+    torch.testing.assert_close(returns, torch.tensor([[0.75, 1.0, 0.0]]))
+
+
+def test_compute_gae_with_lam_one_is_monte_carlo_return_minus_value():
+    torch.manual_seed(0)
+    rewards, values = torch.randn(4, 6), torch.randn(4, 6)
+    advantages, returns = compute_gae(rewards, values, torch.ones(4, 6), gamma=1.0, lam=1.0)
+    reward_to_go = rewards.flip(-1).cumsum(-1).flip(-1)
+    torch.testing.assert_close(returns, reward_to_go)
+    torch.testing.assert_close(advantages, reward_to_go - values)
+
+
+def test_shape_rewards_places_score_on_last_counted_token():
+    scores = torch.tensor([2.0, -1.0])
+    kl = torch.full((2, 3), 0.5)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    rewards, non_score = shape_rewards(scores, kl, 0.1, mask)
+    # -0.1 * 0.5 = -0.05 on counted tokens; row 0 ends at index 1 (its EOS), row 1 at index 2
+    torch.testing.assert_close(non_score, torch.tensor([[-0.05, -0.05, 0.0], [-0.05, -0.05, -0.05]]))
+    torch.testing.assert_close(rewards, torch.tensor([[-0.05, 1.95, 0.0], [-0.05, -0.05, -1.05]]))
+
+
+def test_score_normalisation_and_missing_eos_penalty():
+    raw = torch.tensor([3.0, -1.0, 9.0])
+    normalised = normalize_scores(raw, mean=1.0, std=2.0, clip=3.0)
+    torch.testing.assert_close(normalised, torch.tensor([1.0, -1.0, 3.0]))  # (9-1)/2 = 4 clipped to 3
+    penalised = apply_missing_eos_penalty(normalised, torch.tensor([True, False, True]), 1.0)
+    torch.testing.assert_close(penalised, torch.tensor([1.0, -2.0, 3.0]))
+    assert apply_missing_eos_penalty(normalised, torch.tensor([False] * 3), None) is normalised
+
+
+def test_policy_loss_hand_computed():
+    old = torch.zeros(1, 3)
+    new = torch.log(torch.tensor([[1.5, 0.5, 0.5]]))
+    advantages = torch.tensor([[1.0, 1.0, -1.0]])
+    out = policy_loss(new, old, advantages, torch.ones(1, 3), cliprange=0.2)
+    # token 0: max(-1.5, -1.2) = -1.2 (clipped); token 1: max(-0.5, -0.8) = -0.5; token 2: max(0.5, 0.8) = 0.8 (clipped)
+    assert out.loss.item() == pytest.approx((-1.2 - 0.5 + 0.8) / 3)
+    assert out.clipfrac.item() == pytest.approx(2 / 3)
+    assert out.ratio_mean.item() == pytest.approx(2.5 / 3)
+    assert out.ratio_var.item() == pytest.approx(((1.5 - 2.5 / 3) ** 2 + 2 * (0.5 - 2.5 / 3) ** 2) / 3)
+    assert out.approx_kl.item() == pytest.approx((math.log(1.5) ** 2 + 2 * math.log(0.5) ** 2) / 6)
+
+
+def test_value_loss_hand_computed():
+    values = torch.tensor([[1.0, 0.0]])
+    old_values = torch.zeros(1, 2)
+    returns = torch.tensor([[1.0, -0.5]])
+    out = value_loss(values, old_values, returns, torch.ones(1, 2), cliprange_value=0.2)
+    # token 0: max((1-1)^2, (0.2-1)^2) = 0.64 (clipped); token 1: max(0.25, 0.25) = 0.25 -> 0.5 * 0.445
+    assert out.loss.item() == pytest.approx(0.2225)
+    assert out.clipfrac.item() == pytest.approx(0.5)
+    torch.testing.assert_close(out.values_clipped, torch.tensor([[0.2, 0.0]]))
+
+
+def test_losses_with_global_normalizer_sum_over_micro_batches_to_batch_mean():
+    torch.manual_seed(0)
+    new, old, adv = torch.randn(4, 5) * 0.1, torch.randn(4, 5) * 0.1, torch.randn(4, 5)
+    mask = torch.tensor([[1] * 5, [1, 1, 0, 0, 0], [1] * 3 + [0] * 2, [1] * 5])
+    whole = policy_loss(new, old, adv, mask).loss
+    n_tokens = mask.sum()
+    split = sum(policy_loss(new[i:i + 2], old[i:i + 2], adv[i:i + 2], mask[i:i + 2], normalizer=n_tokens).loss for i in (0, 2))
+    torch.testing.assert_close(split, whole)
+    whole_v = value_loss(new, old, adv, mask).loss
+    split_v = sum(value_loss(new[i:i + 2], old[i:i + 2], adv[i:i + 2], mask[i:i + 2], normalizer=n_tokens).loss for i in (0, 2))
+    torch.testing.assert_close(split_v, whole_v)
+
+
+def test_adaptive_kl_controller_moves_coefficient_toward_target():
+    above = AdaptiveKLController(0.1, target=6.0, horizon=1000)
+    above.update(current_kl=12.0, n_steps=100)  # error clipped to +0.2 -> 0.1 * (1 + 0.2 * 0.1) = 0.102
+    assert above.value == pytest.approx(0.102)
+    below = AdaptiveKLController(0.1, target=6.0, horizon=1000)
+    below.update(current_kl=4.5, n_steps=100)  # error -0.25 clipped to -0.2 -> 0.1 * 0.98 = 0.098
+    assert below.value == pytest.approx(0.098)
+    near = AdaptiveKLController(0.1, target=6.0, horizon=1000)
+    near.update(current_kl=6.6, n_steps=100)  # error 0.1 -> 0.1 * 1.01 = 0.101
+    assert near.value == pytest.approx(0.101)
+    resumed = AdaptiveKLController(0.5, target=1.0, horizon=1)
+    resumed.load_state_dict(above.state_dict())
+    assert (resumed.value, resumed.target, resumed.horizon) == (above.value, 6.0, 1000)
+    fixed = FixedKLController(0.05)
+    assert fixed.update(100.0, 100) == 0.05
+
+
+# --------------------------------------------------------------------------------------------------
+# TRL 1.12 reference tensors (16 rollouts, 32 micro-batches)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trl():
+    if not REFERENCE.is_file():
+        pytest.skip(f"TRL reference tensors not found at {REFERENCE} (shared/ must sit beside the repo checkout)")
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(REFERENCE), "pt") as handle:
+        meta = handle.metadata()
+    return load_file(str(REFERENCE)), meta
+
+
+def _rollout(tensors, index):
+    prefix = f"rollout.{index:02d}."
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _micro(tensors, index):
+    prefix = f"micro.{index:02d}."
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def test_trl_eos_truncation_and_kl_and_rewards(trl):
+    tensors, meta = trl
+    eos, pad, kl_coef = int(meta["eos_token_id"]), int(meta["pad_token_id"]), float(meta["kl_coef"])
+    for n in range(int(meta["rollouts"])):
+        r = _rollout(tensors, n)
+        truncated, _ = truncate_after_eos(r["responses"], eos, pad)
+        assert torch.equal(truncated, r["postprocessed_responses"])
+        assert torch.equal(contains_eos(truncated, eos), r["contain_eos_token"].bool())
+        kl = kl_penalty(r["logprobs"], r["ref_logprobs"], "k1")
+        torch.testing.assert_close(kl, r["kl"], rtol=0, atol=0)
+        scores = apply_missing_eos_penalty(r["raw_scores"], r["contain_eos_token"].bool(), float(meta["missing_eos_penalty"]))
+        torch.testing.assert_close(scores, r["scores"])
+        # TRL's placement (seq_len + 1) passed explicitly reproduces its rewards exactly.
+        rewards, non_score = shape_rewards(scores, kl, kl_coef, torch.ones_like(kl), score_index=r["actual_end"])
+        torch.testing.assert_close(non_score, r["non_score_reward"], rtol=0, atol=0)
+        torch.testing.assert_close(rewards, r["rewards"], rtol=0, atol=0)
+        # Our default places the score on the last counted token (seq_len). It coincides with TRL's where
+        # seq_len + 1 falls off the end (responses cut at the budget) and sits one token earlier otherwise.
+        ours, _ = shape_rewards(scores, kl, kl_coef, ~r["padding_mask"].bool())
+        same_place = r["actual_end"] == r["sequence_lengths"]
+        torch.testing.assert_close(ours[same_place], r["rewards"][same_place], rtol=0, atol=0)
+        rows = torch.nonzero(~same_place).flatten()
+        for row in rows.tolist():
+            seq_len = r["sequence_lengths"][row]
+            assert ours[row, seq_len] == r["rewards"][row, seq_len] + scores[row]
+            assert ours[row, seq_len + 1] == 0 and r["rewards"][row, seq_len + 1] == scores[row]
+
+
+def test_trl_response_mask_differs_only_where_pad_was_sampled(trl):
+    """TRL finds the end at the first pad id; we find it at the first EOS (a sampled pad id is a real token)."""
+    tensors, meta = trl
+    eos, pad = int(meta["eos_token_id"]), int(meta["pad_token_id"])
+    differing_rows = 0
+    for n in range(int(meta["rollouts"])):
+        r = _rollout(tensors, n)
+        ours = response_mask_from_eos(r["responses"], eos)
+        trl_mask = ~r["padding_mask"].bool()
+        pad_before_eos = ((r["responses"] == pad) & ours).any(-1)
+        assert torch.equal(ours[~pad_before_eos], trl_mask[~pad_before_eos])
+        differing_rows += int(pad_before_eos.sum())
+    assert differing_rows > 0  # the recorded run did sample the pad id, so this check has teeth
+
+
+def test_trl_gae_and_returns(trl):
+    tensors, meta = trl
+    for n in range(int(meta["rollouts"])):
+        r = _rollout(tensors, n)
+        # TRL's value mask is ~padding_mask_p1 (one position past the end, where it puts the score).
+        mask = ~r["padding_mask_p1"].bool()
+        advantages, returns = compute_gae(r["rewards"], r["values"], mask, float(meta["gamma"]), float(meta["lam"]))
+        torch.testing.assert_close(advantages, r["advantages"], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(returns, r["returns"], rtol=1e-5, atol=1e-6)
+
+
+def test_trl_advantage_whitening(trl):
+    tensors, meta = trl
+    for n in range(int(meta["rollouts"])):
+        r = _rollout(tensors, n)
+        mask = ~r["padding_mask"].bool()
+        whitened = masked_whiten(r["advantages"], mask)
+        # TRL's raw whitened tensor is not yet zeroed at padding; ours is, so compare where the mask is 1.
+        torch.testing.assert_close(whitened[mask], r["advantages_whitened_raw"][mask], rtol=1e-5, atol=1e-5)
+        assert torch.count_nonzero(whitened[~mask]) == 0
+    for m in range(int(meta["micro_batches"])):
+        mb = _micro(tensors, m)
+        r = _rollout(tensors, int(mb["update"]) - 1)
+        expected = masked_whiten(r["advantages"], ~r["padding_mask"].bool())[mb["micro_batch_inds"]]
+        torch.testing.assert_close(expected, mb["mb_advantage"], rtol=1e-5, atol=1e-5)
+
+
+def test_trl_clipped_policy_and_value_losses(trl):
+    tensors, meta = trl
+    cliprange, cliprange_value, vf_coef = float(meta["cliprange"]), float(meta["cliprange_value"]), float(meta["vf_coef"])
+    for m in range(int(meta["micro_batches"])):
+        mb = _micro(tensors, m)
+        r = _rollout(tensors, int(mb["update"]) - 1)
+        inds = mb["micro_batch_inds"]
+        pg = policy_loss(mb["new_logprobs"], mb["mb_logprobs"], mb["mb_advantage"], ~r["padding_mask"][inds].bool(), cliprange)
+        vf = value_loss(mb["vpred"], mb["mb_values"], mb["mb_return"], ~r["padding_mask_p1"][inds].bool(), cliprange_value)
+        torch.testing.assert_close(pg.ratio, mb["ratio"], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(pg.loss, mb["pg_loss"], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(vf.values_clipped, mb["vpredclipped"], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(vf.loss, mb["vf_loss"], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(pg.loss + vf_coef * vf.loss, mb["loss"], rtol=1e-5, atol=1e-7)
