@@ -21,7 +21,7 @@ def card_labels(count: int) -> list[str]:
 def label_tiers_to_ids(tiers: Any, shown_order: list[str]) -> list[list[str]]:
     """Check that `tiers` (lists of card labels) rank every card exactly once; return them as response ids."""
     labels = card_labels(len(shown_order))
-    id_of_label = dict(zip(labels, shown_order))
+    id_of_label = dict(zip(labels, shown_order, strict=True))
     if not isinstance(tiers, list) or not tiers:
         raise InvalidInput("'ranking' must be a non-empty list of tiers, each a list of card labels")
     seen: set[str] = set()
@@ -45,7 +45,7 @@ def label_tiers_to_ids(tiers: Any, shown_order: list[str]) -> list[list[str]]:
 
 
 def ids_to_label_tiers(ranking: list[list[str]], shown_order: list[str]) -> list[list[str]]:
-    label_of_id = dict(zip(shown_order, card_labels(len(shown_order))))
+    label_of_id = dict(zip(shown_order, card_labels(len(shown_order)), strict=True))
     return [[label_of_id[response_id] for response_id in tier] for tier in ranking]
 
 

@@ -199,7 +199,7 @@ def create_app(store: AnnotationStore, max_body_bytes: int = DEFAULT_MAX_BODY_BY
                 "id": offer.task.id,
                 "prompt": offer.task.prompt,
                 "cards": [{"label": label, "text": texts[response_id]}
-                          for label, response_id in zip(card_labels(len(offer.shown_order)), offer.shown_order)],
+                          for label, response_id in zip(card_labels(len(offer.shown_order)), offer.shown_order, strict=True)],
                 "previous": offer.previous,
             }
             guidelines = offer.task.guidelines or guidelines
@@ -264,6 +264,9 @@ def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    # listen now, so clients that connect before uvicorn's loop starts wait in the backlog instead of
+    # being refused (uvicorn listens on it again with its own backlog)
+    sock.listen(2048)
     return sock
 
 

@@ -56,7 +56,7 @@ CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE tasks (
     id TEXT PRIMARY KEY,
     position INTEGER NOT NULL UNIQUE,          -- import order, the order tasks are offered in
-    prompt TEXT NOT NULL,
+    prompt TEXT NOT NULL,                      -- JSON: a string, or a list of {role, content} messages
     responses TEXT NOT NULL,                   -- JSON [{"id","text"}] in the file's order
     meta TEXT NOT NULL,                        -- JSON object
     guidelines TEXT,                           -- markdown for this task only (NULL: the default)
@@ -286,7 +286,7 @@ class AnnotationStore:
                 position += 1
                 conn.execute(
                     "INSERT INTO tasks(id, position, prompt, responses, meta, guidelines, content_hash, added_at) VALUES (?,?,?,?,?,?,?,?)",
-                    (task.id, position, task.prompt, _json(task.responses), _json(task.meta), task.guidelines, task.content_hash(), now),
+                    (task.id, position, _json(task.prompt), _json(task.responses), _json(task.meta), task.guidelines, task.content_hash(), now),
                 )
                 added += 1
         return ImportResult(added=added, unchanged=unchanged)
@@ -296,7 +296,7 @@ class AnnotationStore:
 
     @staticmethod
     def _task_from_row(row: sqlite3.Row) -> Task:
-        return Task(id=row["id"], prompt=row["prompt"], responses=json.loads(row["responses"]),
+        return Task(id=row["id"], prompt=json.loads(row["prompt"]), responses=json.loads(row["responses"]),
                     meta=json.loads(row["meta"]), guidelines=row["guidelines"])
 
     def add_reviewer(self, name: str, rotate: bool = False) -> tuple[Reviewer, bool]:

@@ -2,9 +2,11 @@
 
 A row is `{"id", "prompt", "responses": [{"id", "text"}, ...], "meta"}` (DESIGN.md section 4) plus one
 optional field of ours: `guidelines`, markdown shown with that task instead of the default guidelines
-(`rlhf annotate serve --guidelines FILE`). Ids may be strings or integers (integers become strings so
-the database and the exports use one type). Every problem stops the import with a DataError naming the
-file, the 1-based row and the field, before anything is written to the database.
+(`rlhf annotate serve --guidelines FILE`). Prompts and response texts may be plain text or
+conversations (lists of {role, content}), as `rlhf generate` writes them. Ids may be strings or integers
+(integers become strings so the database and the exports use one type). Every problem stops the import
+with a DataError naming the file, the 1-based row and the field, before anything is written to the
+database.
 """
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ MAX_TEXT_CHARS = 200_000  # one prompt or response; larger ones are almost surel
 @dataclass(frozen=True)
 class Task:
     id: str
-    prompt: str
-    responses: list[dict[str, str]]  # [{"id", "text"}] in the file's order
+    prompt: str | list[dict[str, str]]  # text, or a conversation of {role, content} messages
+    responses: list[dict[str, Any]]  # [{"id", "text"}] in the file's order; text may be a conversation
     meta: dict[str, Any] = field(default_factory=dict)
     guidelines: str | None = None
 
@@ -35,57 +37,37 @@ class Task:
         return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
-def _as_id(value: Any, where: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise DataError(f"{where}: must be a string or an integer, got {type(value).__name__}")
-    text = str(value)
-    if not text.strip():
-        raise DataError(f"{where}: must not be empty")
-    return text
-
-
-def _as_text(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise DataError(f"{where}: must be a string, got {type(value).__name__}")
-    if len(value) > MAX_TEXT_CHARS:
-        raise DataError(f"{where}: is {len(value)} characters long; at most {MAX_TEXT_CHARS} are allowed")
-    return value
+def _size(value: Any) -> int:
+    """Characters of a text, or of all message contents of a conversation."""
+    if isinstance(value, str):
+        return len(value)
+    return sum(len(message.get("content", "")) for message in value)
 
 
 def parse_task(row: dict, source: str, row_number: int) -> Task:
-    """One candidates row -> Task, or a DataError naming `source`, the row and the field."""
+    """One candidates row -> Task, or a DataError naming `source`, the row and the field.
+
+    The format is checked by `rlhf.data.check_candidates_row` (the same rules every stage applies;
+    prompts and responses may be text or conversations); the tool adds its own limits on top.
+    """
+    from rlhf.data import check_candidates_row
+
     where = f"{source}: row {row_number}"
-    for required in ("id", "prompt", "responses"):
-        if required not in row:
-            raise DataError(f"{where}: missing field '{required}'")
-    task_id = _as_id(row["id"], f"{where}: field 'id'")
-    prompt = _as_text(row["prompt"], f"{where}: field 'prompt'")
-    responses_in = row["responses"]
-    if not isinstance(responses_in, list):
-        raise DataError(f"{where}: field 'responses' must be a list, got {type(responses_in).__name__}")
-    if not 2 <= len(responses_in) <= len(CARD_LABELS):
-        raise DataError(f"{where}: field 'responses' has {len(responses_in)} entries; between 2 and {len(CARD_LABELS)} are needed")
-    responses: list[dict[str, str]] = []
-    seen: set[str] = set()
-    for index, response in enumerate(responses_in):
-        at = f"{where}: field 'responses[{index}]"
-        if not isinstance(response, dict):
-            raise DataError(f"{at}' must be an object with 'id' and 'text'")
-        if "id" not in response or "text" not in response:
-            raise DataError(f"{at}' must have 'id' and 'text'")
-        response_id = _as_id(response["id"], f"{at}.id'")
-        if response_id in seen:
-            raise DataError(f"{at}.id' repeats the id {response_id!r}")
-        seen.add(response_id)
-        responses.append({"id": response_id, "text": _as_text(response["text"], f"{at}.text'")})
-    meta = row.get("meta")
-    meta = {} if meta is None else meta
-    if not isinstance(meta, dict):
-        raise DataError(f"{where}: field 'meta' must be an object, got {type(meta).__name__}")
+    problem = check_candidates_row(row)
+    if problem is not None:
+        field_name, reason = problem
+        raise DataError(f"{where}: field '{field_name}': {reason}")
+    if len(row["responses"]) > len(CARD_LABELS):
+        raise DataError(f"{where}: field 'responses': has {len(row['responses'])} responses; the tool shows at most {len(CARD_LABELS)} (cards A-Z)")
+    texts = [("prompt", row["prompt"])] + [(f"responses[{i}].text", r["text"]) for i, r in enumerate(row["responses"])]
+    for field_name, value in texts:
+        if _size(value) > MAX_TEXT_CHARS:
+            raise DataError(f"{where}: field '{field_name}': {_size(value)} characters; at most {MAX_TEXT_CHARS} are allowed")
     guidelines = row.get("guidelines")
-    if guidelines is not None:
-        guidelines = _as_text(guidelines, f"{where}: field 'guidelines'")
-    return Task(id=task_id, prompt=prompt, responses=responses, meta=meta, guidelines=guidelines)
+    if guidelines is not None and not isinstance(guidelines, str):
+        raise DataError(f"{where}: field 'guidelines': expected markdown text, got {type(guidelines).__name__}")
+    responses = [{"id": str(response["id"]), "text": response["text"]} for response in row["responses"]]
+    return Task(id=str(row["id"]), prompt=row["prompt"], responses=responses, meta=row.get("meta") or {}, guidelines=guidelines)
 
 
 def read_tasks(path: str | os.PathLike) -> list[Task]:
@@ -99,7 +81,7 @@ def read_tasks(path: str | os.PathLike) -> list[Task]:
     # read_jsonl skips blank lines, so count rows ourselves to report the file's real line numbers
     with open(path, encoding="utf-8") as handle:
         line_numbers = [number for number, line in enumerate(handle, start=1) if line.strip()]
-    for row, row_number in zip(read_jsonl(path), line_numbers):
+    for row, row_number in zip(read_jsonl(path), line_numbers, strict=True):
         task = parse_task(row, str(path), row_number)
         if task.id in first_row_of:
             raise DataError(f"{path}: row {row_number}: field 'id' repeats {task.id!r} (first seen in row {first_row_of[task.id]})")

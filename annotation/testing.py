@@ -101,3 +101,69 @@ def chromium_path() -> str:
 
 def launch_chromium(playwright: Any):
     return playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+
+
+class ServerProcess:
+    """`rlhf annotate serve` in a child process on a free loopback port, with its reviewers' tokens.
+
+    Used where the server must be a real separate process: to kill it with SIGKILL, or to measure it
+    without the clients sharing its interpreter.
+    """
+
+    def __init__(self, tasks: str | Path, db: str | Path, reviewers: list[str], extra_args: list[str] = (), log_dir: str | Path | None = None):
+        import os
+        import subprocess
+        import sys
+        import tempfile
+        import threading
+
+        command = [sys.executable, "-m", "rlhf", "annotate", "serve", "--tasks", str(tasks), "--db", str(db), "--port", "0", *extra_args]
+        for name in reviewers:
+            command += ["--reviewer", name]
+        repo = Path(__file__).resolve().parents[1]
+        env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.stderr_path = Path(log_dir or tempfile.mkdtemp()) / "server.err"
+        with open(self.stderr_path, "w") as stderr:
+            self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=repo, env=env)
+        self.lines: list[str] = []
+        # a thread drains stdout so waiting for a line never blocks on the pipe
+        threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, "")), daemon=True).start()
+        try:
+            self.tokens = {name: self._wait_for(f"reviewer {name}: ", 60).split("#t=", 1)[1] for name in reviewers}
+            self.url = self._wait_for("serving on ", 30).split()[2]
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_for(self, prefix: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if line.startswith(prefix):
+                    return line.strip()
+            if self.proc.poll() is not None and not any(line.startswith(prefix) for line in self.lines):
+                break
+            time.sleep(0.02)
+        raise RuntimeError(f"the server never printed {prefix!r}; output: {''.join(self.lines)}; errors: {self.stderr_path.read_text()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handler runs, nothing is flushed or checkpointed."""
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except Exception:  # noqa: BLE001 - a stuck server is killed
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()

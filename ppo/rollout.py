@@ -178,9 +178,11 @@ def build_generation_config(max_new_tokens: int, temperature: float, top_k: int,
 
 
 @torch.no_grad()
-def generate_responses(policy: nn.Module, prompt_ids: Tensor, prompt_mask: Tensor, generation_config) -> Tensor:
-    """Sampled response ids [B, R'] (R' <= max_new_tokens: generation stops when every row has ended)."""
-    output = policy.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation_config)
+def generate_responses(policy: nn.Module, prompt_ids: Tensor, prompt_mask: Tensor, generation_config, synced_gpus: bool = False) -> Tensor:
+    """Sampled response ids [B, R'] (R' <= max_new_tokens: generation stops when every row has ended).
+
+    `synced_gpus` keeps every process stepping until all are done (ZeRO-3 without gathered weights)."""
+    output = policy.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation_config, synced_gpus=synced_gpus)
     return output[:, prompt_ids.shape[1]:]
 
 
@@ -241,7 +243,7 @@ def score_responses(
 
 
 @contextlib.contextmanager
-def unwrapped_for_generation(model: nn.Module, accelerator, gather_zero3_params: bool = True) -> Iterator[nn.Module]:
+def unwrapped_for_generation(model: nn.Module, accelerator, gather_zero3_params: bool = True, unwrapped: Optional[nn.Module] = None) -> Iterator[nn.Module]:
     """The bare module to call `generate` on.
 
     Under DeepSpeed ZeRO-3 each layer's weights live in shards that forward hooks gather one layer at a
@@ -249,7 +251,7 @@ def unwrapped_for_generation(model: nn.Module, accelerator, gather_zero3_params:
     lifting the hooks meanwhile) trades memory for a far faster generation; set
     `ppo.zero3_gather_for_generation=false` when the full model does not fit on one device.
     """
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = unwrapped if unwrapped is not None else accelerator.unwrap_model(model)  # unwrap_model costs ms per call
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     if plugin is None or plugin.zero_stage != 3 or not gather_zero3_params:
         yield unwrapped

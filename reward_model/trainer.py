@@ -26,6 +26,7 @@ from rlhf.config import require
 from rlhf.errors import ConfigError
 from sft.stage_common import (
     CHECKPOINTS_DIR,
+    activation_checkpointing_flag,
     MODEL_DIR,
     clear_stale_summary,
     eval_and_save_schedule,
@@ -70,7 +71,7 @@ def to_reward_config(cfg: DictConfig):
         gradient_accumulation_steps=train.gradient_accumulation_steps,
         num_train_epochs=train.num_train_epochs,
         max_steps=train.max_steps,
-        gradient_checkpointing=train.gradient_checkpointing,  # TRL's default is True
+        **activation_checkpointing_flag(train.gradient_checkpointing),  # TRL's default is True
         **precision_flags(train.precision),  # TRL's default is bf16=True
         # logging, evaluation, checkpoints
         report_to="none",  # our Tracker receives the logs through TrackerCallback

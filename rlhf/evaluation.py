@@ -101,7 +101,7 @@ def evaluate(
 ) -> dict:
     """Sample every policy on the prompts and score the samples; returns the report as a dict."""
     from rlhf.modeling import load_causal_lm, load_scalar_model, load_tokenizer
-    from rlhf.sampling import sample
+    from rlhf.generation import sample
     from rlhf.scoring import response_logprobs, reward_scores
 
     judge_fn = load_judge(judge)
@@ -125,11 +125,11 @@ def evaluate(
         ref_lp = policy_lp if model is reference_model else response_logprobs(reference_model, prompt_ids, response_ids, tokenizer.pad_token_id, temperature, batch_size)
         kls = [float((a - b).sum()) for a, b in zip(policy_lp, ref_lp)]
         rm_scores = reward_scores(rm, prompt_ids, response_ids, tokenizer.pad_token_id, batch_size).tolist() if rm is not None else [None] * len(samples)
-        gold = [judge_fn(s.prompt, s.text) for s in samples] if judge_fn else [None] * len(samples)
+        gold = [judge_fn(prompt, s.text) for prompt, s in zip(prompts, samples)] if judge_fn else [None] * len(samples)
         rows = [
-            {"prompt": s.prompt, "response": s.text, "rm_score": r, "rm_score_normalized": (r - stats["mean"]) if r is not None else None,
-             "gold_score": g, "kl": k, "length": len(s.response_ids), "eos": s.ended}
-            for s, r, g, k in zip(samples, rm_scores, gold, kls)
+            {"prompt": prompt, "response": s.text, "rm_score": r, "rm_score_normalized": (r - stats["mean"]) if r is not None else None,
+             "gold_score": g, "kl": k, "length": s.num_tokens, "eos": s.finished}
+            for prompt, s, r, g, k in zip(prompts, samples, rm_scores, gold, kls)
         ]
         samples_by_policy[name] = rows
         per_policy[name] = {

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
 import torch
@@ -24,11 +24,17 @@ import torch
 
 @dataclass
 class Sample:
-    """One generated response: its text, whether it ended with EOS, and its new-token count (EOS included)."""
+    """One generated response: its text, whether it ended with EOS, and its new-token count (EOS included).
+
+    The ids are kept because scoring and KL need the sampled tokens themselves (re-tokenising the text
+    need not give the same ids).
+    """
 
     text: str
     finished: bool
     num_tokens: int
+    response_ids: list[int] = field(default_factory=list)  # new tokens up to and including the first EOS
+    prompt_ids: list[int] = field(default_factory=list)  # the prompt's tokens without padding
 
 
 def prompt_to_text(tokenizer, prompt: Any) -> tuple[str, bool]:
@@ -66,7 +72,8 @@ def decode_response(tokenizer, new_token_ids: Sequence[int], eos_ids: set[int], 
         num_tokens = len(ids)
     # clean_up_tokenization_spaces would rewrite " ." and similar; we want the tokens' exact text.
     text = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-    return Sample(text=text, finished=finished, num_tokens=num_tokens)
+    response_ids = [int(token) for token in new_token_ids][:num_tokens]
+    return Sample(text=text, finished=finished, num_tokens=num_tokens, response_ids=response_ids)
 
 
 def _batches(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -120,7 +127,11 @@ def sample(
                 pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(eos_ids), **sampling,
             )
             new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
-            results.extend(decode_response(tokenizer, row, eos_ids, tokenizer.pad_token_id) for row in new_tokens)
+            prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(encoded["input_ids"].cpu(), encoded["attention_mask"].cpu())]
+            for row, tokens in enumerate(new_tokens):
+                decoded = decode_response(tokenizer, tokens, eos_ids, tokenizer.pad_token_id)
+                decoded.prompt_ids = prompt_ids[row // num_samples]  # generate repeats each prompt num_samples times
+                results.append(decoded)
     finally:
         tokenizer.padding_side = padding_side
         model.train(was_training)

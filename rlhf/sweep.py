@@ -14,6 +14,8 @@ finished ones (TPE, SQLite storage in the sweep dir; we write no search algorith
 finished trials are kept, interrupted ones run again (`--retry-failed` reruns failed ones too). A failing
 trial is recorded with its exit code and log tail, and the sweep goes on. Results: summary.csv and
 summary.json (a row per trial, the best trial) and plots/ (metric vs each parameter, reward-KL frontier).
+The parts: sweep_spec (the file), sweep_space (trials from the space), sweep_trials (which runs next),
+sweep_launch (commands, processes, SLURM, results), sweep_state (the table), sweep_report, sweep_wandb.
 
 Launchers: `local` runs trials as child processes, max_parallel at a time; `accelerate` runs each under
 `accelerate launch` (config accelerate_config); `slurm` writes slurm/batch_NNN.sbatch, an array job with one
@@ -37,35 +39,16 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from pathlib import Path
 from typing import Any, Optional
 
 from rlhf.errors import ConfigError, UserError
 from rlhf.sweep_launch import LocalRunner, collect_slurm_results, metric_value, shell_join, trial_command, write_slurm_array
 from rlhf.sweep_report import best_trial, format_table, frontier_keys, write_plots, write_summary
-from rlhf.sweep_space import (
-    decode_optuna_params,
-    encode_optuna_params,
-    format_override,
-    grid_size,
-    grid_trials,
-    optuna_distributions,
-    random_trials,
-    trial_overrides,
-)
+from rlhf.sweep_space import format_override, grid_size, trial_overrides
 from rlhf.sweep_spec import Sweep, load_sweep
-from rlhf.sweep_state import FINISHED, SweepState, TrialRecord
-
-OPTUNA_DB = "optuna.db"
-
-
-def trial_id(index: int) -> str:
-    return f"t{index:03d}"
-
-
-def new_record(sweep: Sweep, index: int, params: dict[str, Any]) -> TrialRecord:
-    tid = trial_id(index)
-    return TrialRecord(trial_id=tid, params=params, run_dir=str(sweep.output_dir / "trials" / tid), log_file=str(sweep.output_dir / "logs" / f"{tid}.log"))
+from rlhf.sweep_state import FINISHED, SweepState
+from rlhf.sweep_trials import FixedTrials, OptunaTrials, new_record, planned_trials, trial_id
+from rlhf.sweep_wandb import export_wandb_sweep
 
 
 # --------------------------------------------------------------------------------------------------
@@ -114,87 +97,6 @@ def validate_trial_keys(sweep: Sweep) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Trial sources: which trial runs next
-# --------------------------------------------------------------------------------------------------
-
-
-def planned_trials(sweep: Sweep) -> list[dict[str, Any]]:
-    """Grid and random search: the whole list of trials (parameters) the file and seed define."""
-    if sweep.method == "grid":
-        grid = grid_trials(sweep.parameters)
-        return grid[: sweep.budget] if sweep.budget else grid
-    return random_trials(sweep.parameters, int(sweep.budget), sweep.seed)
-
-
-class FixedTrials:
-    """Grid and random search: the pending trials of the table, in order."""
-
-    def __init__(self, state: SweepState, trial_ids: list[str]):
-        self.state = state
-        self.queue = [tid for tid in trial_ids if state.trials[tid].status == "pending"]
-
-    def next_trial(self) -> Optional[TrialRecord]:
-        return self.state.trials[self.queue.pop(0)] if self.queue else None
-
-    def on_finished(self, record: TrialRecord) -> None:
-        pass
-
-
-class OptunaTrials:
-    """Guided search: an Optuna study (TPE) stored in <sweep dir>/optuna.db, told each trial's result.
-
-    A trial asked but never told (the sweep was killed) is told FAIL on resume, and its parameters are
-    queued again (`enqueue_trial`) so the rerun tries the same point under a new Optuna number."""
-
-    def __init__(self, sweep: Sweep, state: SweepState):
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.optuna = optuna
-        self.sweep, self.state = sweep, state
-        self.distributions = optuna_distributions(sweep.parameters)
-        sampler = optuna.samplers.TPESampler(seed=sweep.seed, n_startup_trials=sweep.optuna_startup_trials,
-                                             constant_liar=sweep.max_parallel > 1)  # don't propose the same point to concurrent trials
-        sweep.output_dir.mkdir(parents=True, exist_ok=True)
-        self.study = optuna.create_study(study_name=sweep.name, storage=f"sqlite:///{(sweep.output_dir / OPTUNA_DB).resolve()}",
-                                         sampler=sampler, direction=sweep.direction, load_if_exists=True)
-        self._reconcile()
-
-    def _reconcile(self) -> None:
-        by_number = {r.optuna_number: r for r in self.state.trials.values() if r.optuna_number is not None}
-        for trial in self.study.get_trials(deepcopy=False, states=(self.optuna.trial.TrialState.RUNNING,)):
-            record = by_number.get(trial.number)
-            if record is not None and record.status in FINISHED:
-                self._tell(record)  # finished, but the sweep stopped before telling Optuna
-            else:
-                self.study.tell(trial.number, state=self.optuna.trial.TrialState.FAIL)
-
-    def next_trial(self) -> Optional[TrialRecord]:
-        record = next((r for r in self.state.trials.values() if r.status == "pending"), None)
-        if record is not None:  # a rerun: same parameters, new Optuna trial
-            self.study.enqueue_trial(encode_optuna_params(self.sweep.parameters, record.params))
-        elif len(self.state.trials) >= int(self.sweep.budget):
-            return None
-        trial = self.study.ask(self.distributions)
-        params = decode_optuna_params(self.sweep.parameters, trial.params)
-        if record is None:
-            record = self.state.add(new_record(self.sweep, len(self.state.trials), params))
-        record.optuna_number = trial.number
-        self.state.save()
-        return record
-
-    def on_finished(self, record: TrialRecord) -> None:
-        self._tell(record)
-
-    def _tell(self, record: TrialRecord) -> None:
-        value = metric_value(record.metrics, self.sweep.metric) if record.status == "completed" else None
-        if value is None:
-            self.study.tell(record.optuna_number, state=self.optuna.trial.TrialState.FAIL)
-        else:
-            self.study.tell(record.optuna_number, value)
-
-
-# --------------------------------------------------------------------------------------------------
 # The command
 # --------------------------------------------------------------------------------------------------
 
@@ -215,45 +117,17 @@ def print_plan(sweep: Sweep, state: SweepState, plan_ids: list[str]) -> None:
     if shown:
         print(f"command of {shown[0]}: {shell_join(trial_command(sweep, state.trials[shown[0]]))}")
 
+def lock_sweep_dir(sweep: Sweep):
+    """An exclusive lock on <sweep dir>/.sweep.lock: two sweeps writing one trials table would lose trials."""
+    import fcntl
 
-def export_wandb_sweep(sweep: Sweep, path: str) -> None:
-    """Write the sweep as a wandb sweep config (see the module docstring)."""
-    from omegaconf import OmegaConf
-
-    from rlhf.config import parse_override
-    from rlhf.files import write_text_atomic
-
-    if sweep.stage == "pipeline":
-        raise UserError("--wandb-sweep: a wandb agent runs one process per run, but the pipeline starts one per stage; "
-                        "sweep the pipeline with `rlhf sweep`, or set stage to sft, rm or ppo")
-    parameters: dict[str, Any] = {}
-    for spec in sweep.parameters:
-        if spec.kind == "values":
-            parameters[spec.key] = {"values": list(spec.values)}
-        elif spec.kind == "int":
-            parameters[spec.key] = ({"values": list(range(int(spec.low), int(spec.high) + 1, int(spec.step or 1)))} if (spec.step or 1) > 1
-                                    else {"distribution": "q_log_uniform_values" if spec.log else "int_uniform", "min": spec.low, "max": spec.high, **({"q": 1} if spec.log else {})})
-        elif spec.kind == "loguniform":
-            parameters[spec.key] = {"distribution": "log_uniform_values", "min": spec.low, "max": spec.high}
-        else:
-            parameters[spec.key] = {"distribution": "q_uniform", "min": spec.low, "max": spec.high, "q": spec.step} if spec.step else {"distribution": "uniform", "min": spec.low, "max": spec.high}
-    fixed = list(sweep.overrides)
-    if not any(parse_override(text)[0] == "tracking.report_to" for text in fixed):
-        fixed.append("tracking.report_to=[jsonl,wandb]")  # an agent's runs must report to wandb
-    run_dir = (sweep.output_dir / "wandb").as_posix()
-    config = {
-        "name": sweep.name,
-        "method": {"grid": "grid", "random": "random", "optuna": "bayes"}[sweep.method],
-        "metric": {"name": sweep.metric, "goal": sweep.direction},
-        "parameters": parameters,
-        "command": ["${env}", "${interpreter}", "-m", "rlhf", sweep.stage, "--config", sweep.base_config, f"tracking.group={sweep.name}", *fixed,
-                    f"run.output_dir={run_dir}/${{oc.env:WANDB_RUN_ID}}", f"run.name={sweep.name}-${{oc.env:WANDB_RUN_ID}}", "${args}"],
-    }
-    if sweep.budget and sweep.method != "grid":
-        config["run_cap"] = int(sweep.budget)
-    header = f"# wandb sweep config written by `rlhf sweep --config {sweep.source} --wandb-sweep {path}`.\n#   wandb sweep {path} && wandb agent <entity>/<project>/<sweep id>\n"
-    write_text_atomic(path, header + OmegaConf.to_yaml(OmegaConf.create(config)))
-    print(f"wrote {path}; start it with: wandb sweep {path}  then  wandb agent <entity>/<project>/<sweep id>")
+    handle = open(sweep.output_dir / ".sweep.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UserError(f"another `rlhf sweep` is running in {sweep.output_dir}; wait for it or stop it (its trials resume later)") from None
+    return handle
 
 
 class _Terminated(KeyboardInterrupt):
@@ -278,6 +152,50 @@ def finish_report(sweep: Sweep, state: SweepState, plots: bool = True) -> None:
               f"({' '.join(trial_overrides(best.params))}) in {best.run_dir}")
 
 
+def open_state(sweep: Sweep) -> tuple[SweepState, list[str]]:
+    """The trials table (read from the sweep dir when resuming) and, for grid/random, the planned trial ids."""
+    state = SweepState.open(sweep.output_dir, sweep.name, sweep.fingerprint())
+    plan_ids: list[str] = []
+    if sweep.method != "optuna":
+        for index, params in enumerate(planned_trials(sweep)):
+            plan_ids.append(trial_id(index))
+            if plan_ids[-1] not in state.trials:  # a resumed sweep keeps its recorded trials as they are
+                state.add(new_record(sweep, index, params))
+    return state, plan_ids
+
+
+def queue_on_slurm(sweep: Sweep, state: SweepState, plan_ids: list[str], sweep_file: str) -> int:
+    pending = [state.trials[tid] for tid in plan_ids if state.trials[tid].status == "pending"]
+    if not pending:
+        print("[sweep] no pending trials to queue")
+    else:
+        script = write_slurm_array(sweep, pending, sweep.output_dir, sweep_file)
+        for record in pending:
+            record.status = "queued"
+        state.save()
+        print(f"[sweep] wrote {script} ({len(pending)} trials). Submit it with:\n  sbatch {script}\n"
+              f"then collect the results with:\n  rlhf sweep --config {sweep_file} --collect")
+    finish_report(sweep, state, plots=False)
+    return 0
+
+
+def run_locally(sweep: Sweep, state: SweepState, plan_ids: list[str], sweep_file: str) -> int:
+    source = OptunaTrials(sweep, state) if sweep.method == "optuna" else FixedTrials(state, plan_ids)
+    runner = LocalRunner(sweep, state, on_trial_end=lambda: write_summary(sweep, state, sweep.output_dir))
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        runner.run(source)
+    except KeyboardInterrupt:
+        write_summary(sweep, state, sweep.output_dir)
+        print(f"[sweep] stopped; resume with: rlhf sweep --config {sweep_file}", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    finish_report(sweep, state)
+    finished = [r for r in state.trials.values() if r.status in FINISHED]
+    return 1 if finished and all(r.status == "failed" for r in finished) else 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="rlhf sweep", description="Grid, random or Optuna sweeps over config keys (resumable).")
     parser.add_argument("--config", "-c", required=True, help="sweep YAML (see configs/sweeps/ppo_kl.yaml)")
@@ -300,57 +218,28 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     if sweep.validate_keys:
         validate_trial_keys(sweep)
-    state = SweepState.open(sweep.output_dir, sweep.name, sweep.fingerprint())
-
-    plan_ids: list[str] = []
-    if sweep.method != "optuna":
-        for index, params in enumerate(planned_trials(sweep)):
-            plan_ids.append(trial_id(index))
-            if plan_ids[-1] not in state.trials:  # a resumed sweep keeps its recorded trials as they are
-                state.add(new_record(sweep, index, params))
-        if sweep.method == "grid" and sweep.budget and sweep.budget < grid_size(sweep.parameters):
-            print(f"[sweep] budget {sweep.budget} < grid size {grid_size(sweep.parameters)}: running the first {sweep.budget} trials")
+    if sweep.method == "grid" and sweep.budget and sweep.budget < grid_size(sweep.parameters):
+        print(f"[sweep] budget {sweep.budget} < grid size {grid_size(sweep.parameters)}: running the first {sweep.budget} trials")
     if args.dry_run:
-        print_plan(sweep, state, plan_ids)
+        print_plan(sweep, *open_state(sweep))
         return 0
 
     sweep.output_dir.mkdir(parents=True, exist_ok=True)
-    collect_slurm_results(state, sweep.output_dir)
-    if args.collect:
-        state.save()
-        finish_report(sweep, state)
-        return 0
-    retry_statuses = ("failed", "queued") if args.retry_failed else ()
-    for record in state.trials.values():
-        if record.status == "running" or record.status in retry_statuses:
-            record.status = "pending"  # `running` on disk: the sweep that started it was killed
-    state.save()
-
-    if sweep.launcher == "slurm":
-        pending = [state.trials[tid] for tid in plan_ids if state.trials[tid].status == "pending"]
-        if not pending:
-            print("[sweep] no pending trials to queue")
-        else:
-            script = write_slurm_array(sweep, pending, sweep.output_dir, args.config)
-            for record in pending:
-                record.status = "queued"
-            state.save()
-            print(f"[sweep] wrote {script} ({len(pending)} trials). Submit it with:\n  sbatch {script}\n"
-                  f"then collect the results with:\n  rlhf sweep --config {args.config} --collect")
-        finish_report(sweep, state, plots=False)
-        return 0
-
-    source = OptunaTrials(sweep, state) if sweep.method == "optuna" else FixedTrials(state, plan_ids)
-    runner = LocalRunner(sweep, state, on_trial_end=lambda: write_summary(sweep, state, sweep.output_dir))
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    lock = lock_sweep_dir(sweep)
     try:
-        runner.run(source)
-    except KeyboardInterrupt:
-        write_summary(sweep, state, sweep.output_dir)
-        print(f"[sweep] stopped; resume with: rlhf sweep --config {args.config}", file=sys.stderr)
-        return 130
+        state, plan_ids = open_state(sweep)  # read under the lock: another sweep may just have finished
+        collect_slurm_results(state, sweep.output_dir)
+        if args.collect:
+            state.save()
+            finish_report(sweep, state)
+            return 0
+        retry_statuses = ("failed", "queued") if args.retry_failed else ()
+        for record in state.trials.values():
+            if record.status == "running" or record.status in retry_statuses:
+                record.status = "pending"  # `running` on disk: the sweep that started it was killed
+        state.save()
+        if sweep.launcher == "slurm":
+            return queue_on_slurm(sweep, state, plan_ids, args.config)
+        return run_locally(sweep, state, plan_ids, args.config)
     finally:
-        signal.signal(signal.SIGTERM, previous)
-    finish_report(sweep, state)
-    finished = [r for r in state.trials.values() if r.status in FINISHED]
-    return 1 if finished and all(r.status == "failed" for r in finished) else 0
+        lock.close()

@@ -228,7 +228,11 @@ class LocalRunner:
         devices = visible_devices(slot, self.sweep.gpus_per_trial, self.sweep.max_parallel)
         if devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = devices
-        process = subprocess.Popen(command, stdout=log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        try:
+            process = subprocess.Popen(command, stdout=log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        except OSError as exc:  # every trial would fail the same way: stop with one clear message
+            log_handle.close()
+            raise ConfigError(f"cannot start trial {record.trial_id}: {exc} (command: {shell_join(command)}); check 'command' in {self.sweep.source}") from None
         record.status, record.started_at, record.finished_at = "running", now(), None
         record.attempts += 1
         record.exit_code, record.error, record.metrics, record.wall_time_s = None, None, {}, None

@@ -211,12 +211,19 @@ def parse_parameter(key: str, raw: Any, source: str) -> ParameterSpec:
     return ParameterSpec(key, "loguniform" if log else "uniform", low=float(low), high=float(high), step=float(step) if step else None, log=log)
 
 
+def _override_key(text: str) -> str:
+    return (text[2:] if text.startswith("--") else text).split("=", 1)[0].strip()
+
+
 def load_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
     """Read and check a sweep file (plus `key=value` overrides of its own fields)."""
     from rlhf.config import load_config, parse_override
 
     source = str(path)
-    cfg = load_config(path, list(overrides), schema_cls=SweepConfig)
+    # `parameters` is free-form: its overrides replace entries instead of merging into them (a list
+    # cannot merge into a distribution), so they are applied here rather than by load_config
+    parameter_overrides = [parse_override(text) for text in overrides if _override_key(text).split(".", 1)[0] == "parameters"]
+    cfg = load_config(path, [text for text in overrides if _override_key(text).split(".", 1)[0] != "parameters"], schema_cls=SweepConfig)
     _choice(cfg.stage, "stage", STAGES, source)
     _choice(cfg.method, "method", METHODS, source)
     _choice(cfg.direction, "direction", DIRECTIONS, source)
@@ -224,6 +231,11 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] =
     if not NAME_PATTERN.match(cfg.name):
         raise ConfigError(f"bad value for 'name' in sweep file {source}: {cfg.name!r}; use letters, digits, '_', '-' and '.' (it names a directory and a wandb group)")
     raw_parameters = OmegaConf.to_container(cfg.parameters) if cfg.parameters is not None else None
+    for key, value in parameter_overrides:
+        if key == "parameters":
+            raw_parameters = value
+        else:
+            raw_parameters = {**(raw_parameters or {}), key.split(".", 1)[1]: value}
     if not isinstance(raw_parameters, dict) or not raw_parameters:
         raise ConfigError(f"sweep file {source} needs 'parameters': a mapping of dotted config keys to value lists or distributions")
     parameters = tuple(parse_parameter(key, raw, source) for key, raw in raw_parameters.items())

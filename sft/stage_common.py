@@ -71,6 +71,14 @@ def precision_flags(precision: str) -> dict[str, bool]:
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
+def activation_checkpointing_flag(enabled: bool) -> dict[str, bool]:
+    """train.gradient_checkpointing under the name this transformers reads (TRL's default is True)."""
+    from transformers import TrainingArguments
+
+    name = "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ else "gradient_checkpointing"
+    return {name: enabled}  # transformers 5.x renamed it; the old name still works but warns
+
+
 def eval_and_save_schedule(train_cfg, has_eval: bool) -> dict[str, Any]:
     """TrainingArguments strategy fields for our eval_steps / save_steps (None: per epoch / at the end)."""
     schedule: dict[str, Any] = {

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from rlhf.config import require
 from sft.stage_common import (
     CHECKPOINTS_DIR,
+    activation_checkpointing_flag,
     MODEL_DIR,
     clear_stale_summary,
     eval_and_save_schedule,
@@ -67,7 +68,7 @@ def to_sft_config(cfg: DictConfig):
         gradient_accumulation_steps=train.gradient_accumulation_steps,
         num_train_epochs=train.num_train_epochs,
         max_steps=train.max_steps,
-        gradient_checkpointing=train.gradient_checkpointing,  # TRL's default is True
+        **activation_checkpointing_flag(train.gradient_checkpointing),  # TRL's default is True
         **precision_flags(train.precision),  # TRL's default is bf16=True
         # logging, evaluation, checkpoints
         report_to="none",  # our Tracker receives the logs through TrackerCallback
@@ -94,11 +95,30 @@ def load_sft_splits(cfg: DictConfig, tokenizer):
     return shape(train_rows), (shape(eval_rows) if eval_rows is not None else None)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run SFT as configured; returns the summary (also written to <run.output_dir>/summary.json)."""
+def build_trainer(cfg: DictConfig, args, callbacks: list | tuple = ()):
+    """Tokenizer, model (LoRA-wrapped when enabled), shaped data and the `trl.SFTTrainer` over them."""
     from trl import SFTTrainer
 
-    from rlhf.modeling import apply_lora, count_parameters, load_causal_lm, load_tokenizer
+    from rlhf.modeling import apply_lora, load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.revision, cfg.model.trust_remote_code)
+    model = load_causal_lm(cfg.model, tokenizer)
+    if cfg.model.lora.enabled:
+        model = apply_lora(model, cfg.model.lora, task_type="CAUSAL_LM")
+    train_dataset, eval_dataset = load_sft_splits(cfg, tokenizer)
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run SFT as configured; returns the summary (also written to <run.output_dir>/summary.json)."""
+    from rlhf.modeling import count_parameters
     from rlhf.tracking import Tracker, TrackerCallback, prepare_run_dir, seed_everything
 
     require(cfg, "model.name_or_path", "data.train_file")
@@ -109,27 +129,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     clear_stale_summary(run_dir)
     seed_everything(cfg.run.seed)
     tracker = Tracker(cfg, run_dir, is_main_process=main)
+    trainer = build_trainer(cfg, args, [TrackerCallback(tracker)])
+    tokenizer, train_dataset, eval_dataset = trainer.processing_class, trainer.train_dataset, trainer.eval_dataset
 
-    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.revision, cfg.model.trust_remote_code)
-    model = load_causal_lm(cfg.model, tokenizer)
-    if cfg.model.lora.enabled:
-        model = apply_lora(model, cfg.model.lora, task_type="CAUSAL_LM")
-    train_dataset, eval_dataset = load_sft_splits(cfg, tokenizer)
-
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        callbacks=[TrackerCallback(tracker)],
-    )
     resume = resolve_resume_checkpoint(cfg.train.resume_from_checkpoint, Path(args.output_dir))
-    train_result = trainer.train(resume_from_checkpoint=resume)
-    metrics = dict(train_result.metrics)
+    metrics = dict(trainer.train(resume_from_checkpoint=resume).metrics)
     if eval_dataset is not None:
         metrics.update(trainer.evaluate())
-
     parameter_counts = {
         "num_parameters": count_parameters(trainer.model),
         "trainable_parameters": count_parameters(trainer.model, trainable_only=True),

@@ -213,7 +213,8 @@ def test_exports_contain_exactly_what_was_done(store, server, tmp_path):
     expected_pairs = {("task0", "r0", "r1"), ("task0", "r0", "r2"), ("task0", "r0", "r3"), ("task0", "r1", "r2"), ("task0", "r1", "r3"),
                       ("task1", "r2", "r0"), ("task1", "r2", "r1"), ("task1", "r2", "r3"), ("task1", "r0", "r3"), ("task1", "r1", "r3")}
     pairs = export_rows(store, "pairs")
-    assert sorted((p["group"], p["chosen"], p["rejected"]) for p in pairs) == sorted((g, text(g, w), text(g, l)) for g, w, l in expected_pairs)
+    expected = sorted((group, text(group, winner), text(group, loser)) for group, winner, loser in expected_pairs)
+    assert sorted((p["group"], p["chosen"], p["rejected"]) for p in pairs) == expected
     assert all(p["prompt"] == tasks[p["group"]].prompt for p in pairs)
     # counting dave's all-bad vote turns r0 vs r1 into a 2-2 split
     with_all_bad = export_rows(store, "pairs", include_all_bad=True)

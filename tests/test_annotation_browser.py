@@ -189,11 +189,12 @@ def test_tie_all_bad_and_skip_and_the_export_holds_exactly_that(make_tool):
 
     # task 4: all bad but ranked: the order is kept, with the flag and a rationale
     done.append(shown_task(page))
-    labels = label_of(page)
-    page.locator(f'#ranking .card[data-label="{labels["r2"]}"]').focus()
+    last_label = card_order(page)[-1]  # moving the last card to the top always changes the order
+    last_id = {label: response_id for response_id, label in label_of(page).items()}[last_label]
+    page.locator(f'#ranking .card[data-label="{last_label}"]').focus()
     page.keyboard.press("1")
     page.check("#all-bad")
-    page.fill("#rationale", "all wrong, r2 least so")
+    page.fill("#rationale", "all wrong, the top one least so")
     page.click("#submit")
     page.wait_for_selector("#done:visible")
     assert page.locator("#progress-text").inner_text() == "3 ranked · 1 skipped · 0 left"
@@ -203,11 +204,11 @@ def test_tie_all_bad_and_skip_and_the_export_holds_exactly_that(make_tool):
     row = lambda task_id, ranking, all_bad=False, **extra: {  # noqa: E731
         "id": task_id, "prompt": tasks[task_id].prompt, "responses": tasks[task_id].responses, "ranking": ranking,
         "annotator": "ana", "all_bad": all_bad, **extra}
-    fourth_ranking = [["r2"]] + [[r] for r in shown[done[3]] if r != "r2"]
+    fourth_ranking = [[last_id]] + [[r] for r in shown[done[3]] if r != last_id]
     assert export_rows(tool.store, "rankings") == [
         row(done[0], [["r1"], ["r0", "r3"], ["r2"]]),
         row(done[1], [shown[done[1]]], all_bad=True),
-        row(done[3], fourth_ranking, all_bad=True, rationale="all wrong, r2 least so"),
+        row(done[3], fourth_ranking, all_bad=True, rationale="all wrong, the top one least so"),
     ]
     raw_answers = [r for r in export_rows(tool.store, "raw") if r["type"] == "annotation"]
     assert [(a["task_id"], a["kind"], a["skip_reason"]) for a in raw_answers] == [
@@ -348,4 +349,25 @@ def test_admin_page_needs_the_admin_token(make_tool):
     good = tool.open("", path="/admin", token=tool.store.admin_token)
     good.wait_for_selector("#reviewers tbody tr")
     assert "rita" in good.locator("#reviewers").inner_text()
+    assert tool.page_errors == []
+
+
+def test_conversations_are_shown_turn_by_turn_as_text(make_tool):
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "<img src=x onerror=\"window.__xss='chat'\"> hi?"}]
+    task = Task(id="chat", prompt=conversation, responses=[
+        {"id": "a", "text": [{"role": "assistant", "content": "Hello <b>there</b>."}]},
+        {"id": "b", "text": [{"role": "assistant", "content": "Hi."}]},
+    ])
+    tool = make_tool(tasks=[task])
+    page = tool.open("cora")
+    page.wait_for_timeout(200)
+    assert page.evaluate("window.__xss") is None
+    assert page.locator("#prompt .turn .role").all_text_contents() == ["system", "user"]
+    assert page.locator("#prompt .turn .content").all_text_contents() == [message["content"] for message in conversation]
+    assert "Hello <b>there</b>." in page.locator("#pair-cards").inner_text()
+    assert page.locator("#prompt img, #pair-cards b").count() == 0
+    page.click("#pair-b")
+    page.wait_for_selector("#done:visible")
+    [row] = export_rows(tool.store, "rankings")
+    assert row["prompt"] == conversation and row["responses"] == task.responses
     assert tool.page_errors == []

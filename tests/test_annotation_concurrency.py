@@ -1,28 +1,19 @@
 """Many reviewers at once lose nothing; a server killed with SIGKILL loses no acknowledged answer."""
 from __future__ import annotations
 
-import os
 import random
-import select
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import httpx
-import pytest
 
 from annotation.export import export_rows
 from annotation.server import create_app, serve_in_background
 from annotation.store import AnnotationStore
 from annotation.tasks import read_tasks
-from annotation.testing import ReviewerClient, annotate_many, make_candidates
-
-REPO = Path(__file__).resolve().parents[1]
+from annotation.testing import ReviewerClient, ServerProcess, annotate_many, make_candidates
 
 
 def test_eight_concurrent_reviewers_submitting_fifty_each_lose_none(tmp_path):
@@ -67,46 +58,21 @@ def test_eight_concurrent_reviewers_submitting_fifty_each_lose_none(tmp_path):
     store.close()
 
 
-def _read_line_with(proc: subprocess.Popen, prefix: str, timeout: float, seen: list[str]) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-        if ready:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            seen.append(line)
-            if line.startswith(prefix):
-                return line.strip()
-        elif proc.poll() is not None:
-            break
-    raise AssertionError(f"server never printed {prefix!r}; output so far: {''.join(seen)}; stderr: {proc.stderr.read() if proc.poll() is not None else ''}")
-
-
 def test_killing_the_server_mid_run_loses_no_submitted_annotation(tmp_path):
     candidates = make_candidates(tmp_path / "c.jsonl", 200, k=3)
     db = tmp_path / "crash.db"
     names = [f"rev{i}" for i in range(4)]
-    command = [sys.executable, "-m", "rlhf", "annotate", "serve", "--tasks", str(candidates), "--db", str(db), "--port", "0", "--overlap", "2"]
-    for name in names:
-        command += ["--reviewer", name]
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+    server = ServerProcess(candidates, db, names, ["--overlap", "2"], log_dir=tmp_path)
     try:
-        seen: list[str] = []
-        links = {}
-        for name in names:
-            line = _read_line_with(proc, f"reviewer {name}: ", 60, seen)
-            links[name] = line.split(": ", 1)[1]
-        base_url = _read_line_with(proc, "serving on ", 30, seen).split()[2]
+        base_url = server.url
         assert base_url.startswith("http://127.0.0.1:")
-
         acknowledged: list[tuple[str, str, list]] = []
+        failures: list[str] = []
         lock = threading.Lock()
         stop = threading.Event()
 
         def work(name: str, seed: int) -> None:
-            client = ReviewerClient(base_url, links[name].split("#t=")[1], timeout=10)
+            client = ReviewerClient(base_url, server.tokens[name], timeout=10)
             rng = random.Random(seed)
             try:
                 offer = client.next()
@@ -121,8 +87,8 @@ def test_killing_the_server_mid_run_loses_no_submitted_annotation(tmp_path):
                     with lock:
                         acknowledged.append((name, task["id"], ranking))
                     offer = response.json()
-            except (httpx.HTTPError, ValueError):
-                pass  # the server died under us: what was acknowledged before must be on disk
+            except (httpx.HTTPError, ValueError) as exc:
+                failures.append(repr(exc))  # the server died under us: what was acknowledged before must be on disk
             finally:
                 client.close()
 
@@ -132,20 +98,15 @@ def test_killing_the_server_mid_run_loses_no_submitted_annotation(tmp_path):
         deadline = time.monotonic() + 60
         while len(acknowledged) < 60 and time.monotonic() < deadline:
             time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)  # mid-run: requests are in flight
-        proc.wait(timeout=10)
+        server.kill()  # SIGKILL mid-run: requests are in flight
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
-        assert len(acknowledged) >= 60
+        assert len(acknowledged) >= 60, failures
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        proc.stdout.close()
-        proc.stderr.close()
+        server.stop()
 
-    # reopen the database the dead server left (WAL not checkpointed) and find every acknowledged answer
+    # reopen the database the dead server left (its last commits live in the WAL) and find every acknowledged answer
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     store = AnnotationStore(db, create=False)

@@ -64,12 +64,14 @@ def test_reimport_is_idempotent_and_changed_content_is_refused(store):
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ({"id": "a", "prompt": "p"}, "row 2: missing field 'responses'"),
-        ({"id": "a", "prompt": "p", "responses": [{"id": "x", "text": "t"}]}, "row 2: field 'responses' has 1 entries"),
-        ({"id": "a", "prompt": "p", "responses": [{"id": "x", "text": "t"}, {"id": "x", "text": "u"}]}, r"row 2: field 'responses\[1\].id' repeats"),
-        ({"id": "a", "prompt": 3, "responses": [{"id": "x", "text": "t"}, {"id": "y", "text": "u"}]}, "row 2: field 'prompt': must be a string"),
+        ({"id": "a", "prompt": "p"}, "row 2: field 'responses': missing field"),
+        ({"id": "a", "prompt": "p", "responses": [{"id": "x", "text": "t"}]}, "row 2: field 'responses': needs at least two"),
+        ({"id": "a", "prompt": "p", "responses": [{"id": "x", "text": "t"}, {"id": "x", "text": "u"}]}, r"row 2: field 'responses\[1\].id': duplicate"),
+        ({"id": "a", "prompt": 3, "responses": [{"id": "x", "text": "t"}, {"id": "y", "text": "u"}]}, "row 2: field 'prompt': expected a string"),
         ({"id": "a", "prompt": "p", "responses": [{"id": "x", "text": "t"}, {"id": "y", "text": None}]}, r"row 2: field 'responses\[1\].text'"),
         ({"id": "a", "prompt": "p", "responses": [{"id": "x", "text": "t"}, {"id": "y", "text": "u"}], "meta": []}, "row 2: field 'meta'"),
+        ({"id": "a", "prompt": "p", "responses": [{"id": str(i), "text": "t"} for i in range(27)]}, "row 2: field 'responses': has 27 responses"),
+        ({"id": "a", "prompt": "p", "responses": [{"id": "x", "text": "t"}, {"id": "y", "text": "u"}], "guidelines": 5}, "row 2: field 'guidelines'"),
     ],
 )
 def test_bad_task_rows_name_file_row_and_field(tmp_path, row, message):
@@ -86,6 +88,18 @@ def test_repeated_task_id_names_both_rows_counting_blank_lines(tmp_path):
     path.write_text(json.dumps(row) + "\n\n" + json.dumps(row) + "\n")
     with pytest.raises(DataError, match=r"row 3: field 'id' repeats '7' \(first seen in row 1\)"):
         read_tasks(path)
+
+
+def test_conversational_tasks_round_trip(tmp_path, store):
+    path = tmp_path / "chat.jsonl"
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
+    reply = [{"role": "assistant", "content": "Hello."}]
+    path.write_text(json.dumps({"id": 1, "prompt": conversation, "responses": [{"id": 0, "text": reply}, {"id": 1, "text": "Hey"}]}) + "\n")
+    store.import_tasks(read_tasks(path))
+    alice, _ = store.add_reviewer("alice")
+    offer = store.next_task(alice.id)
+    assert offer.task.prompt == conversation and offer.task.id == "1"
+    assert offer.task.responses == [{"id": "0", "text": reply}, {"id": "1", "text": "Hey"}]
 
 
 def test_each_reviewer_gets_their_own_stored_shuffle(store):

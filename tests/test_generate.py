@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from rlhf.generation import decode_response, generate_candidates, sample, sample_responses
 

@@ -19,10 +19,11 @@ import pytest
 import yaml
 
 from rlhf.errors import ConfigError
-from rlhf.sweep import main, planned_trials
+from rlhf.sweep import main
 from rlhf.sweep_report import pareto_front
 from rlhf.sweep_space import format_override, random_trials
 from rlhf.sweep_spec import load_sweep
+from rlhf.sweep_trials import new_record, planned_trials
 
 FAKE_STAGE = '''
 import json, os, pathlib, sys, time
@@ -214,6 +215,15 @@ def test_summary_table_best_trial_and_plots(sweep_files):
     assert plots == ["eval_gold_score_vs_ppo.kl_coef.png", "eval_gold_score_vs_train.learning_rate.png", "reward_kl_frontier.png"]
 
 
+def test_trial_over_its_timeout_is_killed_and_recorded_failed(sweep_files, monkeypatch):
+    write_sweep, sweep_dir = sweep_files
+    monkeypatch.setenv("FAKE_STAGE_SLEEP", "20")
+    assert main(["--config", str(write_sweep(parameters={"ppo.kl_coef": [0.1]}, timeout_s=1.0))]) == 1  # every trial failed
+    row = read_state(sweep_dir)["t000"]
+    assert row["status"] == "failed" and row["exit_code"] == -signal.SIGKILL and "killed after the 1 s timeout" in row["error"]
+    assert row["wall_time_s"] < 15
+
+
 def test_minimize_picks_the_lowest_metric(sweep_files):
     write_sweep, sweep_dir = sweep_files
     assert main(["--config", str(write_sweep(metric="ppo/kl", direction="minimize"))]) == 0
@@ -239,6 +249,19 @@ def test_unknown_parameter_key_fails_before_anything_runs(sweep_files):
     assert not sweep_dir.exists()
 
 
+def test_pipeline_keys_are_checked_in_the_stage_they_reach(sweep_files, tmp_path):
+    """stage pipeline: `ppo.kl_coef` is routed to the PPO stage config, and checked there."""
+    write_sweep, _ = sweep_files
+    stage_base = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(yaml.safe_dump({"pipeline": {f"{s}_config": str(stage_base) for s in ("sft", "rm", "ppo")}}))
+    with pytest.raises(ConfigError, match=r"parameters\.ppo\.kl_cof: ppo stage: unknown config key 'ppo\.kl_cof'.*did you mean ppo\.kl_coef\?"):
+        main(["--config", str(write_sweep(stage="pipeline", base_config=str(pipeline), parameters={"ppo.kl_cof": [0.1]})), "--dry-run"])
+    with pytest.raises(ConfigError, match=r"parameters\.pipeline\.eval_num_prompt: unknown config key 'pipeline\.eval_num_prompt'"):
+        main(["--config", str(write_sweep(stage="pipeline", base_config=str(pipeline), parameters={"pipeline.eval_num_prompt": [8]})), "--dry-run"])
+    assert main(["--config", str(write_sweep(stage="pipeline", base_config=str(pipeline), parameters={"ppo.kl_coef": [0.1], "sft.train.learning_rate": [1e-4]}))]) == 0
+
+
 @pytest.mark.parametrize(
     "fields, message",
     [
@@ -255,6 +278,35 @@ def test_bad_sweep_files_name_the_key(sweep_files, fields, message):
     write_sweep, _ = sweep_files
     with pytest.raises(ConfigError, match=message):
         load_sweep(write_sweep(**fields))
+
+
+def test_parameters_can_be_replaced_from_the_command_line(sweep_files):
+    write_sweep, _ = sweep_files
+    path = write_sweep()
+    one = load_sweep(path, ["parameters.train.learning_rate=[3e-5]"])
+    assert [(p.key, p.values) for p in one.parameters] == [("ppo.kl_coef", (0.01, 0.1, 0.3)), ("train.learning_rate", (3e-5,))]
+    ranged = load_sweep(path, ["method=random", "budget=2", "parameters={ppo.kl_coef: {type: loguniform, low: 0.005, high: 0.5}}"])
+    assert [(p.key, p.kind, p.low, p.high) for p in ranged.parameters] == [("ppo.kl_coef", "loguniform", 0.005, 0.5)]
+
+
+def test_missing_program_is_one_clear_error(sweep_files):
+    write_sweep, _ = sweep_files
+    with pytest.raises(ConfigError, match=r"cannot start trial t000: .*no-such-program.*check 'command'"):
+        main(["--config", str(write_sweep(command=["no-such-program"]))])
+
+
+def test_a_second_sweep_on_the_same_directory_is_refused(sweep_files):
+    import fcntl
+
+    from rlhf.errors import UserError
+
+    write_sweep, sweep_dir = sweep_files
+    sweep_dir.mkdir()
+    with open(sweep_dir / ".sweep.lock", "a+") as held:  # as a running sweep holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(UserError, match="another `rlhf sweep` is running in"):
+            main(["--config", str(write_sweep())])
+    assert calls(sweep_dir) == []
 
 
 def test_resuming_with_different_parameters_is_refused(sweep_files):
@@ -322,7 +374,6 @@ def test_slurm_array_script_runs_each_task_and_collect_reads_results(sweep_files
 
 
 def test_accelerate_launcher_gives_concurrent_trials_their_own_port(sweep_files, capsys):
-    from rlhf.sweep import new_record
     from rlhf.sweep_launch import trial_command
 
     write_sweep, _ = sweep_files
@@ -336,6 +387,14 @@ def test_accelerate_launcher_gives_concurrent_trials_their_own_port(sweep_files,
     pipeline_sweep = load_sweep(write_sweep(command=None, stage="pipeline", launcher="accelerate", accelerate_config="acc.yaml"))
     command = trial_command(pipeline_sweep, new_record(pipeline_sweep, 0, {"ppo.kl_coef": 0.1, "train.learning_rate": 1e-5}))
     assert command[:4] == [sys.executable, "-m", "rlhf", "pipeline"] and "pipeline.accelerate_config=acc.yaml" in command
+
+
+@pytest.mark.slow
+def test_accelerate_launcher_runs_a_trial_under_accelerate_launch(sweep_files):
+    write_sweep, sweep_dir = sweep_files
+    assert main(["--config", str(write_sweep(parameters={"ppo.kl_coef": [0.1]}, launcher="accelerate"))]) == 0
+    assert read_state(sweep_dir)["t000"]["metrics"]["eval/gold_score"] == pytest.approx(0.0)  # -(0.1 - 0.1)^2 + 0
+    assert "accelerate.commands.launch --main_process_port 29500" in (sweep_dir / "logs" / "t000.log").read_text()
 
 
 def test_trials_through_the_real_cli(sweep_files):
@@ -390,3 +449,13 @@ def test_shipped_sweep_files_validate(path, capsys, monkeypatch):
     monkeypatch.chdir(path.parents[2])  # paths in sweep files are relative to the repository root
     assert main(["--config", str(path.relative_to(path.parents[2])), "--dry-run"]) == 0
     assert "[pending]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("stage, config", [("sft", "configs/base.yaml"), ("rm", "configs/base.yaml"), ("ppo", "configs/base.yaml"), ("pipeline", "configs/tiny/pipeline.yaml")])
+def test_stages_take_wandb_agent_style_overrides(stage, config, capsys, monkeypatch):
+    """`wandb agent` passes `--key=value`: every stage reads it as the override key=value."""
+    from rlhf.cli import main as rlhf_main
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    assert rlhf_main([stage, "--config", config, "--run.seed=abc"]) == 2  # a bad value, so nothing runs
+    assert "bad value for 'run.seed' in override 'run.seed=abc'" in capsys.readouterr().err

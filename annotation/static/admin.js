@@ -12,9 +12,12 @@
   };
   const percent = (value) => (value === null || value === undefined ? "n/a" : `${(100 * value).toFixed(0)}%`);
 
-  function cell(row, text) {
+  // texts may be conversations (lists of {role, content}); show them as "role: content" lines
+  const asText = (value) => (Array.isArray(value) ? value.map((m) => `${m.role}: ${m.content}`).join("\n") : String(value));
+
+  function cell(row, value) {
     const td = document.createElement("td");
-    td.textContent = String(text);
+    td.textContent = asText(value);
     row.append(td);
   }
 

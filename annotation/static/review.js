@@ -136,6 +136,22 @@
     return node;
   }
 
+  // A prompt or response is a string, or a conversation: a list of {role, content} messages.
+  function fillText(node, value) {
+    node.replaceChildren();
+    if (typeof value === "string") {
+      node.textContent = value;
+      return node;
+    }
+    for (const message of value) {
+      const turn = el("div", "turn");
+      turn.append(el("span", "role", String(message.role)), el("span", "content", String(message.content)));
+      node.append(turn);
+    }
+    return node;
+  }
+  const textBlock = (className, value) => fillText(el("div", className), value);
+
   function renderOffer(data) {
     $("reviewer-name").textContent = data.reviewer;
     const p = data.progress;
@@ -164,7 +180,7 @@
     $("confirm").hidden = true;
     $("skip-form").hidden = true;
     $("task-id").textContent = "#" + task.id;
-    $("prompt").textContent = task.prompt;
+    fillText($("prompt"), task.prompt);
 
     const pair = isPair();
     $("pair").hidden = !pair;
@@ -184,7 +200,7 @@
       card.dataset.label = label;
       const head = el("div", "card-head");
       head.append(el("span", "label", label));
-      card.append(head, el("div", "text response", state.texts[label]));
+      card.append(head, textBlock("text response", state.texts[label]));
       box.append(card);
     }
   }
@@ -228,7 +244,7 @@
       buttons.append(button);
     }
     head.append(buttons);
-    card.append(head, el("div", "text response", state.texts[label]));
+    card.append(head, textBlock("text response", state.texts[label]));
     return card;
   }
 

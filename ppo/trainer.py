@@ -1,0 +1,541 @@
+"""Stage 3: actor-critic PPO against the reward model, with a per-token KL penalty to the SFT policy.
+
+    rlhf ppo --config configs/tiny/ppo.yaml
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m rlhf ppo --config configs/tiny/ppo.yaml
+
+Each update: sample a response per prompt, score it (policy/reference logprobs, values, reward model),
+fold a per-token KL penalty into the reward with the score on the last real token, compute GAE
+advantages (whitened with statistics pooled over all processes), then run `ppo_epochs` passes of
+`num_mini_batches` optimiser steps, each split into `train.gradient_accumulation_steps` micro-batches.
+Policy and value losses are token means over the whole mini-batch (not means of per-micro-batch means),
+so the gradient does not depend on how a mini-batch is split over micro-batches and processes. Gradient
+norms are clipped over policy and value together (they share one optimiser, see ppo/models.py).
+Everything a resumed run needs is checkpointed (ppo/checkpoint.py), and a resumed run on CPU
+reproduces the uninterrupted run's metrics bit for bit. The conventions follow "The N+ implementation
+details of RLHF with PPO" and TRL's last PPOTrainer; differences are listed in ppo/algorithm.py.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+
+from ppo.algorithm import (
+    apply_missing_eos_penalty,
+    compute_gae,
+    entropy_from_logits,
+    kl_penalty,
+    logprobs_from_logits,
+    masked_sum,
+    masked_whiten,
+    normalize_scores,
+    policy_loss,
+    shape_rewards,
+    value_loss,
+)
+from ppo.checkpoint import Progress, PromptStream, latest_checkpoint, load_checkpoint, save_checkpoint
+from ppo.data import PromptSet, PtxBatches, load_prompt_sets
+from ppo.kl_control import build_kl_controller
+from ppo.models import PolicyAndValue, PPOModels, build_models, build_optimizer
+from ppo.rollout import Rollout, build_generation_config, generate_responses, left_pad, score_responses, unwrapped_for_generation
+from rlhf.config import require
+from rlhf.errors import ConfigError
+
+SUMMARY_FILE = "summary.json"
+MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+NONDETERMINISTIC_PREFIXES = ("time/", "perf/")  # wall-clock metrics; everything else is reproducible on CPU
+
+
+def train(cfg: DictConfig) -> dict:
+    """Run PPO as configured; returns the run directory, saved model paths and per-update metrics."""
+    from accelerate import Accelerator
+
+    from rlhf.tracking import Tracker, prepare_run_dir, seed_everything
+
+    check_config(cfg)
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.train.gradient_accumulation_steps, mixed_precision=MIXED_PRECISION[cfg.train.precision])
+    _configure_deepspeed_clipping(accelerator, cfg.train.max_grad_norm)
+    run_dir = prepare_run_dir(cfg, accelerator.is_main_process)
+    if accelerator.is_main_process:  # the pipeline reads summary.json as "stage complete"
+        (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
+    seed_everything(cfg.run.seed + accelerator.process_index)  # sampling streams differ per process
+
+    # Models, data, optimisation
+    models = build_models(cfg)
+    tokenizer = models.tokenizer
+    train_prompts, eval_prompts = load_prompt_sets(cfg, tokenizer)
+    ptx = PtxBatches(cfg.ppo.ptx_file, tokenizer, cfg.data.max_length, cfg.run.seed, cfg.data.skip_bad_rows) if cfg.ppo.ptx_coef > 0 else None
+    progress = Progress(PromptStream(len(train_prompts.ids), cfg.run.seed), ptx.stream if ptx else None)
+    optimizer = build_optimizer(cfg, models.policy, models.value_model)
+    scheduler = _build_scheduler(cfg, optimizer)
+    model, optimizer = accelerator.prepare(PolicyAndValue(models.policy, models.value_model), optimizer)
+    models.reward_model = _prepare_frozen(models.reward_model, accelerator)
+    if models.reference is not None:
+        models.reference = _prepare_frozen(models.reference, accelerator)
+    kl_controller = build_kl_controller(cfg.ppo.kl_coef, cfg.ppo.adaptive_kl, cfg.ppo.kl_target, cfg.ppo.kl_horizon)
+    for stateful in (scheduler, kl_controller, progress):  # saved and restored with the models
+        accelerator.register_for_checkpointing(stateful)
+    if cfg.ppo.resume:
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is not None:
+            load_checkpoint(accelerator, checkpoint)
+            accelerator.print(f"ppo: resumed from {checkpoint} (update {progress.update})")
+        else:
+            accelerator.print(f"ppo: ppo.resume=true but {run_dir}/checkpoints has no checkpoint; starting from update 0")
+
+    loop = Loop(cfg, accelerator, model, optimizer, scheduler, models, kl_controller, ptx)
+    tracker = Tracker(cfg, run_dir, accelerator.is_main_process)
+    history: list[dict[str, float]] = []
+    first_update = progress.update + 1
+    last_update = cfg.ppo.num_updates
+    if cfg.ppo.updates_per_job:
+        last_update = min(last_update, progress.update + cfg.ppo.updates_per_job)
+
+    for update in range(first_update, last_update + 1):
+        metrics, rollout, scores = loop.run_update(train_prompts, progress)
+        progress.update = update
+        if eval_prompts is not None and update % cfg.ppo.eval_every == 0:
+            metrics.update(loop.evaluate(eval_prompts))
+        tracker.log(metrics, step=update)
+        history.append(metrics)
+        if cfg.ppo.sample_every > 0 and (update % cfg.ppo.sample_every == 0 or update == 1):
+            tracker.log_samples(loop.sample_rows(rollout, scores, train_prompts, update), step=update)
+        if update == first_update or update % max(cfg.train.logging_steps, 1) == 0:
+            accelerator.print(_progress_line(update, cfg.ppo.num_updates, metrics))
+        if (cfg.ppo.save_every > 0 and update % cfg.ppo.save_every == 0) or update == last_update:
+            save_checkpoint(accelerator, run_dir, update, keep=cfg.train.save_total_limit)
+
+    finished = progress.update >= cfg.ppo.num_updates
+    paths = _save_final_models(cfg, accelerator, model, tokenizer, run_dir) if finished else {}
+    tracker.finish()
+    if finished:
+        _write_summary(accelerator, run_dir, paths, history, progress.update)
+    return {"run_dir": str(run_dir), "updates_done": progress.update, "finished": finished, "history": history, **paths}
+
+
+# --------------------------------------------------------------------------------------------------
+# Configuration checks and set-up helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Stage-specific rules, each naming its config key."""
+    require(cfg, "model.name_or_path", "ppo.reward_model_path", "data.train_file")
+    ppo = cfg.ppo
+    per_mini_batch, remainder = divmod(ppo.rollout_batch_size, ppo.num_mini_batches)
+    if ppo.num_mini_batches < 1 or remainder:
+        raise ConfigError(f"ppo.rollout_batch_size ({ppo.rollout_batch_size}) must be a multiple of ppo.num_mini_batches ({ppo.num_mini_batches})")
+    accumulation = cfg.train.gradient_accumulation_steps
+    if accumulation < 1 or per_mini_batch % accumulation:
+        raise ConfigError(
+            f"a mini-batch of {per_mini_batch} rollouts (ppo.rollout_batch_size / ppo.num_mini_batches) must be a multiple of "
+            f"train.gradient_accumulation_steps ({accumulation})"
+        )
+    positive = {"ppo.num_updates": ppo.num_updates, "ppo.max_new_tokens": ppo.max_new_tokens, "ppo.ppo_epochs": ppo.ppo_epochs,
+                "ppo.rollout_forward_batch_size": ppo.rollout_forward_batch_size, "ppo.temperature": ppo.temperature}
+    for key, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"bad value for '{key}': {value!r}; expected a positive number")
+    if ppo.ptx_coef > 0 and not ppo.ptx_file:
+        raise ConfigError("ppo.ptx_coef > 0 needs ppo.ptx_file (SFT rows for the language-modelling loss)")
+    if ppo.gold_judge not in (None, "tiny"):
+        raise ConfigError(f"bad value for 'ppo.gold_judge': {ppo.gold_judge!r}; expected null or tiny")
+    if ppo.updates_per_job is not None and ppo.updates_per_job < 1:
+        raise ConfigError(f"bad value for 'ppo.updates_per_job': {ppo.updates_per_job}; expected a positive number or null")
+
+
+def _build_scheduler(cfg: DictConfig, optimizer):
+    """LR schedule over every optimiser step of the run (stepped by hand: accelerate's wrapper would step
+    it once per process)."""
+    from transformers import get_scheduler
+
+    total_steps = cfg.ppo.num_updates * cfg.ppo.ppo_epochs * cfg.ppo.num_mini_batches
+    return get_scheduler(cfg.train.lr_scheduler, optimizer, num_warmup_steps=math.ceil(cfg.train.warmup_ratio * total_steps), num_training_steps=total_steps)
+
+
+def _deepspeed_plugin(accelerator):
+    return getattr(accelerator.state, "deepspeed_plugin", None)
+
+
+def _configure_deepspeed_clipping(accelerator, max_grad_norm: float) -> None:
+    """Under DeepSpeed the engine clips (accelerator.clip_grad_norm_ is a no-op there): hand it our norm."""
+    plugin = _deepspeed_plugin(accelerator)
+    if plugin is not None:
+        plugin.deepspeed_config["gradient_clipping"] = float(max_grad_norm)
+
+
+def _without_auto(config: Any) -> Any:
+    if isinstance(config, dict):
+        return {k: _without_auto(v) for k, v in config.items() if v != "auto"}
+    return config
+
+
+def _prepare_frozen(model: torch.nn.Module, accelerator) -> torch.nn.Module:
+    """Frozen models are not wrapped by DDP (nothing to sync); under ZeRO-3 they are sharded for inference."""
+    plugin = _deepspeed_plugin(accelerator)
+    if plugin is None or plugin.zero_stage != 3:
+        return model.to(accelerator.device)
+    import deepspeed
+
+    config = _without_auto(copy.deepcopy(plugin.deepspeed_config))
+    for key in ("optimizer", "scheduler"):
+        config.pop(key, None)
+    config["train_micro_batch_size_per_gpu"] = 1
+    config.pop("train_batch_size", None)
+    engine, *_ = deepspeed.initialize(model=model, config=config)
+    return engine.module.eval()
+
+
+def _write_summary(accelerator, run_dir: Path, paths: dict, history: list[dict], updates: int) -> None:
+    """Headline numbers of the last update (and the last evaluation), written last and atomically."""
+    from rlhf.files import write_json_atomic
+
+    if not accelerator.is_main_process:
+        return
+    summary: dict[str, Any] = {"stage": "ppo", "updates": updates, **paths}
+    if history:
+        summary.update({k: v for k, v in history[-1].items() if not k.startswith("eval/")})
+        evaluated = [row for row in history if any(k.startswith("eval/") for k in row)]
+        if evaluated:
+            summary.update({k: v for k, v in evaluated[-1].items() if k.startswith("eval/")})
+    write_json_atomic(run_dir / SUMMARY_FILE, summary)
+
+
+def _progress_line(update: int, total: int, metrics: dict) -> str:
+    return (
+        f"ppo update {update}/{total}: score {metrics['objective/scores']:.3f} kl {metrics['objective/kl']:.3f} "
+        f"kl_coef {metrics['objective/kl_coef']:.4f} policy_loss {metrics['loss/policy_avg']:.4f} "
+        f"value_loss {metrics['loss/value_avg']:.4f} ({metrics['time/update']:.2f}s)"
+    )
+
+
+class MetricSums:
+    """Named (sum, count) pairs reduced over processes in one all-reduce, then turned into means."""
+
+    def __init__(self):
+        self._sums: dict[str, list[Tensor | float]] = {}
+
+    def add(self, name: str, total: Tensor | float, count: Tensor | float = 1.0) -> None:
+        entry = self._sums.setdefault(name, [0.0, 0.0])
+        entry[0] = entry[0] + (total.detach().double() if isinstance(total, Tensor) else float(total))
+        entry[1] = entry[1] + (count.detach().double() if isinstance(count, Tensor) else float(count))
+
+    def means(self, accelerator) -> dict[str, float]:
+        names = sorted(self._sums)
+        if not names:
+            return {}
+        values = torch.stack([torch.as_tensor(self._sums[n][i], dtype=torch.float64).to(accelerator.device) for i in (0, 1) for n in names])
+        values = accelerator.reduce(values, reduction="sum") if accelerator.num_processes > 1 else values
+        totals, counts = values[: len(names)].tolist(), values[len(names):].tolist()
+        return {name: (total / count if count else float("nan")) for name, total, count in zip(names, totals, counts)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Loop:
+    cfg: DictConfig
+    accelerator: Any
+    model: Any  # the prepared PolicyAndValue
+    optimizer: Any
+    scheduler: Any
+    models: PPOModels
+    kl_controller: Any
+    ptx: Optional[PtxBatches]
+
+    def __post_init__(self):
+        tokenizer = self.models.tokenizer
+        self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+        ppo = self.cfg.ppo
+        self.generation_config = build_generation_config(ppo.max_new_tokens, ppo.temperature, ppo.top_k, ppo.top_p, ppo.do_sample, self.eos_id, self.pad_id)
+        plugin = _deepspeed_plugin(self.accelerator)
+        self.zero3_synced_generation = plugin is not None and plugin.zero_stage == 3 and not ppo.zero3_gather_for_generation
+        self.unwrapped = self.accelerator.unwrap_model(self.model)  # the same module all run; unwrapping costs ms per call
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    def _all_reduce_sum(self, tensor: Tensor) -> Tensor:
+        if self.accelerator.num_processes == 1:
+            return tensor
+        return self.accelerator.reduce(tensor, reduction="sum")
+
+    # ---- one update ------------------------------------------------------------------------------
+
+    def run_update(self, prompts: PromptSet, progress: Progress) -> tuple[dict[str, float], Rollout, Tensor]:
+        ppo, accelerator = self.cfg.ppo, self.accelerator
+        world, rank = accelerator.num_processes, accelerator.process_index
+        start = time.perf_counter()
+        global_indices = progress.stream.take(ppo.rollout_batch_size * world)  # every process advances the same stream
+        local_indices = global_indices[rank * ppo.rollout_batch_size:(rank + 1) * ppo.rollout_batch_size]
+        self.last_prompt_indices = local_indices
+
+        prompt_ids, prompt_mask = left_pad([prompts.ids[i] for i in local_indices], self.pad_id, self.device)
+        rollout, generation_seconds, scoring_seconds = self.collect_rollout(prompt_ids, prompt_mask)
+
+        train_start = time.perf_counter()
+        learning_rates = [group["lr"] for group in self.optimizer.param_groups]  # in effect for this update's first step
+        stats = MetricSums()
+        scores, advantages, returns = self.shape_and_advantages(rollout, stats)
+        self.optimise(rollout, advantages, returns, stats)
+        _sync(self.device)
+        training_seconds = time.perf_counter() - train_start
+
+        metrics = stats.means(accelerator)
+        metrics["val/ratio_var"] = metrics.pop("val/ratio_sq") - metrics["val/ratio"] ** 2
+        metrics["objective/kl_coef"] = self.kl_controller.value  # the coefficient this rollout was shaped with
+        self.kl_controller.update(metrics["objective/kl"], ppo.rollout_batch_size * world)
+        update_seconds = time.perf_counter() - start
+        rollout_tokens = metrics.pop("perf/rollout_tokens_per_sequence") * ppo.rollout_batch_size * world
+        metrics.update({
+            "lr/policy": learning_rates[0],
+            "lr/value": learning_rates[1],
+            "episodes": float((progress.update + 1) * ppo.rollout_batch_size * world),
+            "epoch": progress.stream.epoch,
+            "time/generation": generation_seconds,
+            "time/scoring": scoring_seconds,
+            "time/training": training_seconds,
+            "time/update": update_seconds,
+            "perf/tokens_per_second": rollout_tokens / update_seconds,
+        })
+        return metrics, rollout, scores
+
+    @torch.no_grad()
+    def collect_rollout(self, prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[Rollout, float, float]:
+        """Generate (timed), then the no-grad scoring passes (timed)."""
+        ppo, accelerator = self.cfg.ppo, self.accelerator
+        self.model.eval()
+        start = time.perf_counter()
+        with unwrapped_for_generation(self.model, accelerator, ppo.zero3_gather_for_generation, self.unwrapped) as unwrapped, accelerator.autocast():
+            raw_responses = generate_responses(unwrapped.policy, prompt_ids, prompt_mask, self.generation_config, synced_gpus=self.zero3_synced_generation)
+        _sync(self.device)
+        generated = time.perf_counter()
+        unwrapped = self.unwrapped
+        with accelerator.autocast():
+            rollout = score_responses(
+                prompt_ids, prompt_mask, raw_responses,
+                policy=unwrapped.policy, value_model=unwrapped.value_model, reward_model=self.models.reward_model,
+                eos_token_id=self.eos_id, pad_token_id=self.pad_id, temperature=ppo.temperature,
+                forward_batch_size=ppo.rollout_forward_batch_size, reference=self.models.reference,
+                reference_context=self.models.reference_context(unwrapped.policy),
+            )
+        _sync(self.device)
+        return rollout, generated - start, time.perf_counter() - generated
+
+    def final_scores(self, raw_scores: Tensor, has_eos: Tensor) -> tuple[Tensor, Tensor]:
+        """(normalised scores, scores after the missing-EOS penalty)."""
+        ppo, models = self.cfg.ppo, self.models
+        mean = models.reward_mean if ppo.normalize_reward else None
+        std = models.reward_std if ppo.normalize_reward and ppo.normalize_reward_std else None
+        normalised = normalize_scores(raw_scores, mean, std, ppo.reward_clip)
+        return normalised, apply_missing_eos_penalty(normalised, has_eos, ppo.missing_eos_penalty)
+
+    def shape_and_advantages(self, rollout: Rollout, stats: MetricSums) -> tuple[Tensor, Tensor, Tensor]:
+        """Scores -> per-token rewards -> GAE; logs the rollout's objective metrics."""
+        ppo = self.cfg.ppo
+        mask = rollout.response_mask
+        normalised, scores = self.final_scores(rollout.raw_scores, rollout.has_eos)
+        kl = kl_penalty(rollout.logprobs, rollout.ref_logprobs, ppo.kl_estimator) * mask
+        rewards, non_score = shape_rewards(scores, kl, self.kl_controller.value, mask)
+        if ppo.whiten_rewards:
+            rewards = masked_whiten(rewards, mask, shift_mean=False, all_reduce_sum=self._all_reduce_sum)
+        advantages, returns = compute_gae(rewards, rollout.values, mask, ppo.gamma, ppo.lam)
+        if ppo.whiten_advantages:
+            advantages = masked_whiten(advantages, mask, all_reduce_sum=self._all_reduce_sum)
+
+        rows = float(mask.shape[0])
+        k1_per_sequence = masked_sum(rollout.logprobs - rollout.ref_logprobs, mask, dim=1)
+        non_score_per_sequence = non_score.sum(1)
+        response_lengths = mask.sum(1).double()
+        stats.add("objective/kl", k1_per_sequence.sum(), rows)  # always k1: a negative KL must show
+        if ppo.kl_estimator != "k1":
+            stats.add(f"objective/kl_{ppo.kl_estimator}", kl.sum(), rows)
+        stats.add("objective/entropy", -masked_sum(rollout.logprobs, mask), rows)  # sampled-token estimate
+        stats.add("objective/non_score_reward", non_score_per_sequence.sum(), rows)
+        stats.add("objective/rlhf_reward", (scores + non_score_per_sequence).sum(), rows)
+        stats.add("objective/raw_scores", rollout.raw_scores.sum(), rows)
+        stats.add("objective/normalized_scores", normalised.sum(), rows)
+        stats.add("objective/scores", scores.sum(), rows)
+        stats.add("val/eos_rate", rollout.has_eos.sum(), rows)
+        stats.add("val/response_length", response_lengths.sum(), rows)
+        stats.add("val/values", masked_sum(rollout.values, mask), mask.sum())
+        stats.add("val/advantages", masked_sum(advantages, mask), mask.sum())
+        stats.add("val/returns", masked_sum(returns, mask), mask.sum())
+        stats.add("perf/rollout_tokens_per_sequence", rollout.prompt_mask.sum() + mask.sum(), rows)
+        return scores, advantages, returns
+
+    def optimise(self, rollout: Rollout, advantages: Tensor, returns: Tensor, stats: MetricSums) -> None:
+        """PPO epochs x mini-batches x micro-batches, with token means over each whole mini-batch."""
+        ppo, train, accelerator, model = self.cfg.ppo, self.cfg.train, self.accelerator, self.model
+        batch_size = rollout.response_ids.shape[0]
+        mini_batch = batch_size // ppo.num_mini_batches
+        accumulation = train.gradient_accumulation_steps
+        micro_batch = mini_batch // accumulation
+        response_length = rollout.response_ids.shape[1]
+        model.train()
+        for _ in range(ppo.ppo_epochs):
+            order = torch.randperm(batch_size, device=self.device)
+            for mb_start in range(0, batch_size, mini_batch):
+                mb_indices = order[mb_start:mb_start + mini_batch]
+                tokens = self._all_reduce_sum(rollout.response_mask[mb_indices].sum().float())
+                # Each micro-batch contributes sum/normalizer; accelerate divides by the accumulation steps
+                # and DDP averages over processes, so the gradient is the mini-batch token mean.
+                normalizer = tokens / (accelerator.num_processes * accumulation)
+                for micro_start in range(0, mini_batch, micro_batch):
+                    indices = mb_indices[micro_start:micro_start + micro_batch]
+                    self._micro_step(rollout.select(indices), advantages[indices], returns[indices], normalizer, response_length, stats)
+
+    def _micro_step(self, batch: Rollout, advantages: Tensor, returns: Tensor, normalizer: Tensor, response_length: int, stats: MetricSums) -> None:
+        ppo, accelerator, model = self.cfg.ppo, self.accelerator, self.model
+        mask = batch.response_mask
+        ptx_batch = self.ptx.next_batch(mask.shape[0], self.device) if self.ptx is not None else {}
+        with accelerator.accumulate(model):
+            logits, values, ptx_loss = model(batch.input_ids, batch.attention_mask, response_length, **ptx_batch)
+            logits = logits / ppo.temperature
+            logprobs = logprobs_from_logits(logits, batch.response_ids)
+            pg = policy_loss(logprobs, batch.logprobs, advantages, mask, ppo.cliprange, normalizer)
+            vf = value_loss(values, batch.values, returns, mask, ppo.cliprange_value, normalizer)
+            with contextlib.nullcontext() if ppo.entropy_coef else torch.no_grad():
+                entropy = entropy_from_logits(logits)
+            loss = pg.loss + ppo.vf_coef * vf.loss
+            if ppo.entropy_coef:
+                loss = loss - ppo.entropy_coef * masked_sum(entropy, mask) / normalizer
+            if ptx_loss is not None:
+                loss = loss + ppo.ptx_coef * ptx_loss
+            skipped = ppo.ratio_threshold is not None and bool(pg.ratio_mean > ppo.ratio_threshold)
+            if skipped:  # keep the backward (DDP needs it on every process) but drop the contribution
+                loss = loss * 0.0
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                if self.cfg.train.max_grad_norm > 0:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), self.cfg.train.max_grad_norm)
+                    if grad_norm is not None:
+                        stats.add("policy/grad_norm", torch.as_tensor(grad_norm).float())
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+        if accelerator.sync_gradients:
+            self.scheduler.step()
+
+        with torch.no_grad():
+            # Per micro-batch the contributions are sum/normalizer: their plain average over all
+            # micro-batches and processes is the average of the mini-batch token means.
+            stats.add("loss/policy_avg", pg.loss)
+            stats.add("loss/value_avg", vf.loss)
+            if ptx_loss is not None:
+                stats.add("loss/ptx_avg", ptx_loss)
+            tokens = mask.sum()
+            stats.add("policy/clipfrac_avg", masked_sum(pg.clipped.float(), mask), tokens)
+            stats.add("policy/approxkl_avg", masked_sum(0.5 * pg.log_ratio.square(), mask), tokens)
+            stats.add("policy/entropy_avg", masked_sum(entropy, mask), tokens)
+            stats.add("val/clipfrac_avg", masked_sum(vf.clipped.float(), mask), tokens)
+            stats.add("val/ratio", masked_sum(pg.ratio, mask), tokens)
+            stats.add("val/ratio_sq", masked_sum(pg.ratio.square(), mask), tokens)
+            stats.add("policy/skipped_fraction", float(skipped))  # micro-batches dropped by ppo.ratio_threshold
+
+    # ---- logging and evaluation ------------------------------------------------------------------
+
+    def sample_rows(self, rollout: Rollout, scores: Tensor, prompts: PromptSet, update: int, limit: int = 16) -> list[dict]:
+        """A table of this process's completions (only the main process's tracker writes it)."""
+        tokenizer = self.models.tokenizer
+        k1 = masked_sum(rollout.logprobs - rollout.ref_logprobs, rollout.response_mask, dim=1)
+        rows = []
+        for row, prompt_index in enumerate(self.last_prompt_indices[:limit]):
+            response = rollout.response_ids[row][rollout.response_mask[row]]
+            rows.append({
+                "update": update,
+                "prompt": prompts.texts[prompt_index] if isinstance(prompts.texts[prompt_index], str) else str(prompts.texts[prompt_index]),
+                "response": tokenizer.decode(response, skip_special_tokens=True),
+                "raw_score": float(rollout.raw_scores[row]),
+                "score": float(scores[row]),
+                "kl": float(k1[row]),
+                "ended_with_eos": bool(rollout.has_eos[row]),
+            })
+        return rows
+
+    @torch.no_grad()
+    def evaluate(self, prompts: PromptSet) -> dict[str, float]:
+        """Held-out prompts: RM score, KL to the reference, EOS rate, length and (built-in task) gold score.
+
+        Sampling uses its own seeded RNG inside `fork_rng`, so evaluating never changes the training run.
+        """
+        ppo, accelerator = self.cfg.ppo, self.accelerator
+        world, rank = accelerator.num_processes, accelerator.process_index
+        gold_score = _gold_judge(ppo.gold_judge)
+        stats = MetricSums()
+        local = list(range(rank, len(prompts.ids), world))
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.cfg.run.seed * 1_000_003 + rank)
+            for start in range(0, len(local), ppo.rollout_batch_size):
+                chunk = local[start:start + ppo.rollout_batch_size]
+                prompt_ids, prompt_mask = left_pad([prompts.ids[i] for i in chunk], self.pad_id, self.device)
+                rollout, _, _ = self.collect_rollout(prompt_ids, prompt_mask)
+                normalised, _ = self.final_scores(rollout.raw_scores, rollout.has_eos)
+                mask = rollout.response_mask
+                rows = float(len(chunk))
+                stats.add("eval/raw_score", rollout.raw_scores.sum(), rows)
+                stats.add("eval/rm_score", normalised.sum(), rows)  # normalised as in training, before the EOS penalty
+                stats.add("eval/kl", masked_sum(rollout.logprobs - rollout.ref_logprobs, mask), rows)
+                stats.add("eval/eos_rate", rollout.has_eos.sum(), rows)
+                stats.add("eval/response_length", mask.sum(), rows)
+                if gold_score is not None:
+                    tokenizer = self.models.tokenizer
+                    gold = [
+                        gold_score(prompts.texts[i], tokenizer.decode(rollout.response_ids[row][mask[row]], skip_special_tokens=True))
+                        for row, i in enumerate(chunk)
+                    ]
+                    stats.add("eval/gold_score", sum(gold), rows)
+        return stats.means(accelerator)
+
+
+def _gold_judge(name: Optional[str]):
+    if name is None:
+        return None
+    from data.judge import gold_score  # the built-in task's judge; imported only when asked for
+
+    return gold_score
+
+
+# --------------------------------------------------------------------------------------------------
+# Final models
+# --------------------------------------------------------------------------------------------------
+
+
+def _save_final_models(cfg: DictConfig, accelerator, model, tokenizer, run_dir: Path) -> dict[str, str]:
+    """run_dir/policy (HF directory + tokenizer, LoRA merged when model.lora.merge_on_save) and run_dir/value."""
+    from rlhf.modeling import save_model
+
+    accelerator.wait_for_everyone()
+    policy_dir, value_dir = run_dir / "policy", run_dir / "value"
+    plugin = _deepspeed_plugin(accelerator)
+    sharded = (plugin is not None and plugin.zero_stage == 3) or getattr(accelerator.state, "fsdp_plugin", None) is not None
+    unwrapped = accelerator.unwrap_model(model)
+    if sharded:  # gather full weights on every process, write from the main one
+        state = accelerator.get_state_dict(model)
+        if accelerator.is_main_process:
+            for name, module, out in (("policy.", unwrapped.policy, policy_dir), ("value_model.", unwrapped.value_model, value_dir)):
+                sub_state = {k[len(name):]: v for k, v in state.items() if k.startswith(name)}
+                module.save_pretrained(out, state_dict=sub_state, safe_serialization=True)
+                tokenizer.save_pretrained(out)
+    elif accelerator.is_main_process:
+        save_model(unwrapped.policy, tokenizer, policy_dir, merge=cfg.model.lora.merge_on_save)
+        save_model(unwrapped.value_model, tokenizer, value_dir, merge=False)
+    accelerator.wait_for_everyone()
+    return {"policy_dir": str(policy_dir), "value_dir": str(value_dir)}

@@ -1,0 +1,80 @@
+"""ppo/rollout.py: left padding, EOS truncation, and scores/logprobs/values that match unpadded forwards."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ppo.rollout import build_generation_config, encode_prompt, generate_responses, left_pad, score_responses
+
+TEMPERATURE = 0.7
+
+
+@pytest.fixture(scope="module")
+def models(tiny_model_dir):
+    from rlhf.modeling import load_causal_lm, load_scalar_model, load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    torch.manual_seed(3)
+    policy = load_causal_lm(str(tiny_model_dir), tokenizer).eval()
+    reward = load_scalar_model(str(tiny_model_dir), tokenizer).eval()  # random head: any scalar model will do
+    return tokenizer, policy, reward
+
+
+def test_encode_prompt_truncates_from_the_left_and_left_pad(models):
+    tokenizer, _, _ = models
+    full = encode_prompt(tokenizer, "User: Tell me about cats.\nAssistant:")
+    assert encode_prompt(tokenizer, "User: Tell me about cats.\nAssistant:", max_prompt_length=3) == full[-3:]
+    ids, mask = left_pad([[5, 6, 7], [8]], pad_token_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_generation_config_sets_every_sampling_knob():
+    config = build_generation_config(24, 0.7, top_k=0, top_p=1.0, do_sample=True, eos_token_id=2, pad_token_id=3)
+    # top_k=0 must mean "off", not transformers' default of 50, and no repetition penalty may sneak in.
+    assert config.top_k is None and config.top_p is None and config.temperature == 0.7 and config.repetition_penalty is None
+    greedy = build_generation_config(24, 0.7, top_k=5, top_p=0.9, do_sample=False, eos_token_id=2, pad_token_id=3)
+    assert greedy.do_sample is False and greedy.temperature is None and greedy.top_k is None
+
+
+@pytest.mark.parametrize("forward_batch_size", [1, 2])
+def test_scores_logprobs_values_match_unpadded_forwards(models, forward_batch_size):
+    tokenizer, policy, reward = models
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    prompts = [[10, 11, 12], [13]]  # different lengths: row 1 is left-padded by two
+    raw_responses = torch.tensor([[20, eos, 21, 22], [23, 24, 25, 26]])  # row 0 stops at its EOS; row 1 never does
+    prompt_ids, prompt_mask = left_pad(prompts, pad)
+    rollout = score_responses(
+        prompt_ids, prompt_mask, raw_responses, policy=policy, value_model=reward, reward_model=reward,
+        eos_token_id=eos, pad_token_id=pad, temperature=TEMPERATURE, forward_batch_size=forward_batch_size, reference=policy,
+    )
+    assert rollout.response_ids.tolist() == [[20, eos, pad, pad], [23, 24, 25, 26]]
+    assert rollout.response_mask.tolist() == [[True, True, False, False], [True] * 4]
+    assert rollout.has_eos.tolist() == [True, False]
+    torch.testing.assert_close(rollout.ref_logprobs, rollout.logprobs, rtol=0, atol=0)
+
+    kept = [[20, eos], [23, 24, 25, 26]]  # each response up to and including its EOS
+    for row, (prompt, response) in enumerate(zip(prompts, kept)):
+        sequence = torch.tensor([prompt + response])
+        with torch.no_grad():
+            logits = policy(sequence).logits[0, len(prompt) - 1:-1] / TEMPERATURE
+            expected_logprobs = torch.log_softmax(logits, -1).gather(-1, torch.tensor(response)[:, None]).squeeze(-1)
+            # transformers' own sequence-classification pooling on the unpadded sequence
+            expected_score = reward(sequence).logits[0, 0]
+            hidden = reward.model(sequence).last_hidden_state[0, len(prompt) - 1:-1]
+            expected_values = reward.score(hidden).squeeze(-1)
+        n = len(response)
+        torch.testing.assert_close(rollout.logprobs[row, :n], expected_logprobs, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(rollout.raw_scores[row], expected_score, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(rollout.values[row, :n], expected_values, rtol=1e-5, atol=1e-5)
+        assert torch.count_nonzero(rollout.logprobs[row, n:]) == 0 and torch.count_nonzero(rollout.values[row, n:]) == 0
+
+
+def test_generate_responses_samples_with_the_global_rng(models):
+    tokenizer, policy, _ = models
+    prompt_ids, prompt_mask = left_pad([[10, 11, 12], [13]], tokenizer.pad_token_id)
+    config = build_generation_config(5, 1.0, 0, 1.0, True, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    first = generate_responses(policy, prompt_ids, prompt_mask, config)
+    torch.manual_seed(0)
+    again = generate_responses(policy, prompt_ids, prompt_mask, config)
+    assert torch.equal(first, again) and first.shape[0] == 2 and first.shape[1] <= 5

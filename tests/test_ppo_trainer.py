@@ -1,0 +1,212 @@
+"""The PPO trainer on tiny models: learning, KL, masks, clipping, resume, LoRA, config errors."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ppo.trainer import NONDETERMINISTIC_PREFIXES, train
+from rlhf.config import load_config
+from rlhf.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core CI box threads make them 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ppo_models(tiny_model_dir, tmp_path_factory):
+    """The session's tiny Llama as policy and, with a fresh random scalar head, as reward model."""
+    from rlhf.modeling import load_scalar_model, load_tokenizer, save_model
+
+    root = tmp_path_factory.mktemp("ppo_models")
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    torch.manual_seed(1)
+    save_model(load_scalar_model(str(tiny_model_dir), tokenizer), tokenizer, root / "rm", merge=False)
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"User: Tell me about thing {i}.\nAssistant:"}) + "\n" for i in range(32)))
+    return {"policy": str(tiny_model_dir), "rm": str(root / "rm"), "prompts": str(prompts)}
+
+
+def ppo_config(ppo_models, out_dir, *overrides):
+    return load_config(None, [
+        f"model.name_or_path={ppo_models['policy']}", f"ppo.reward_model_path={ppo_models['rm']}",
+        f"data.train_file={ppo_models['prompts']}", f"run.output_dir={out_dir}", "tracking.plots=false",
+        "ppo.sample_every=0", "ppo.rollout_batch_size=8", "ppo.rollout_forward_batch_size=8", "ppo.max_new_tokens=6",
+        "train.logging_steps=1000", *overrides,
+    ])
+
+
+def reproducible(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if not k.startswith(NONDETERMINISTIC_PREFIXES)}
+
+
+def load_weights(model_dir) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(model_dir) / "model.safetensors"))
+
+
+def test_first_update_has_zero_kl_and_logs_every_metric(ppo_models, tmp_path):
+    result = train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=1", "ppo.sample_every=1"))
+    metrics = result["history"][0]
+    # The policy equals the reference before its first step, so every per-token KL is exactly 0.
+    assert metrics["objective/kl"] == 0.0 and metrics["objective/non_score_reward"] == 0.0
+    assert metrics["objective/rlhf_reward"] == pytest.approx(metrics["objective/scores"])
+    for key in ("objective/kl_coef", "objective/raw_scores", "objective/normalized_scores", "objective/entropy",
+                "policy/entropy_avg", "policy/approxkl_avg", "policy/clipfrac_avg", "val/clipfrac_avg", "val/ratio",
+                "val/ratio_var", "loss/policy_avg", "loss/value_avg", "val/response_length", "val/eos_rate",
+                "lr/policy", "lr/value", "perf/tokens_per_second", "time/generation", "time/scoring", "time/training",
+                "policy/grad_norm"):
+        assert math.isfinite(metrics[key]), key
+    # On the first mini-batch the new policy is the rollout policy: ratio exactly 1 there.
+    run_dir = Path(result["run_dir"])
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert logged[0]["step"] == 1 and logged[0]["objective/kl"] == 0.0
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 8 and {"prompt", "response", "raw_score", "score", "kl"} <= set(samples[0])
+    assert (run_dir / "policy" / "config.json").is_file() and (run_dir / "value" / "config.json").is_file()
+    assert json.loads((run_dir / "summary.json").read_text())["updates"] == 1
+
+
+def test_every_trainable_parameter_changes(ppo_models, tmp_path):
+    result = train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=1", "train.learning_rate=1e-3"))
+    before_policy = load_weights(ppo_models["policy"])
+    after_policy = load_weights(result["policy_dir"])
+    unchanged = [name for name, tensor in before_policy.items() if torch.equal(tensor, after_policy[name])]
+    assert unchanged == []
+    before_value, after_value = load_weights(ppo_models["rm"]), load_weights(result["value_dir"])
+    assert [name for name, tensor in before_value.items() if torch.equal(tensor, after_value[name])] == []
+
+
+@pytest.mark.slow
+def test_tiny_ppo_raises_reward_with_bounded_kl(ppo_models, tmp_path):
+    cfg = ppo_config(
+        ppo_models, tmp_path / "run", "ppo.num_updates=30", "ppo.rollout_batch_size=16", "ppo.rollout_forward_batch_size=16",
+        "ppo.max_new_tokens=8", "train.learning_rate=3e-3", "ppo.value_learning_rate=3e-3", "ppo.missing_eos_penalty=null",
+        "ppo.ppo_epochs=2", "train.lr_scheduler=constant", "ppo.temperature=1.0",
+    )
+    history = train(cfg)["history"]
+    first = sum(m["objective/raw_scores"] for m in history[:5]) / 5
+    last = sum(m["objective/raw_scores"] for m in history[-5:]) / 5
+    assert last > first + 0.4, (first, last)  # a random RM head's score rises by ~0.8 in this run
+    assert max(m["objective/kl"] for m in history) < 20.0  # nats per 8-token response, with kl_coef 0.05
+
+
+def test_gradient_clipping_is_applied(ppo_models, tmp_path):
+    """With plain SGD (lr 1) and one optimiser step, the parameters move by exactly the clip norm."""
+    max_norm = 1e-3
+    result = train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=1", "ppo.num_mini_batches=1",
+                              "train.optimizer=sgd", "train.learning_rate=1.0", "train.lr_scheduler=constant",
+                              f"train.max_grad_norm={max_norm}"))
+    assert result["history"][0]["policy/grad_norm"] > 10 * max_norm  # the clip is active
+    squared = 0.0
+    for before_dir, after_dir in ((ppo_models["policy"], result["policy_dir"]), (ppo_models["rm"], result["value_dir"])):
+        before, after = load_weights(before_dir), load_weights(after_dir)
+        squared += sum(float((after[name] - before[name]).double().square().sum()) for name in before)
+    assert math.sqrt(squared) == pytest.approx(max_norm, rel=1e-3)
+
+
+def test_adaptive_kl_coefficient_falls_while_kl_is_below_target(ppo_models, tmp_path):
+    history = train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=3", "ppo.adaptive_kl=true",
+                               "ppo.kl_target=6.0", "ppo.kl_horizon=100"))["history"]
+    coefs = [m["objective/kl_coef"] for m in history]
+    assert coefs[0] == 0.05
+    # KL ~0 << target: the error clips at -0.2, so each update multiplies by 1 - 0.2 * 8 / 100 = 0.984.
+    assert coefs[1] == pytest.approx(0.05 * 0.984) and coefs[2] == pytest.approx(0.05 * 0.984 ** 2)
+
+
+def test_resumed_run_reproduces_uninterrupted_run_bitwise(ppo_models, tmp_path):
+    common = ("ppo.num_updates=4", "ppo.save_every=2", "ppo.adaptive_kl=true", "ppo.kl_horizon=100", "ppo.sample_every=0")
+    straight = train(ppo_config(ppo_models, tmp_path / "straight", *common))
+    first_job = train(ppo_config(ppo_models, tmp_path / "resumed", *common, "ppo.updates_per_job=2"))
+    assert first_job["updates_done"] == 2 and not first_job["finished"]
+    assert not (tmp_path / "resumed" / "summary.json").exists()
+    second_job = train(ppo_config(ppo_models, tmp_path / "resumed", *common, "ppo.resume=true"))
+    assert second_job["updates_done"] == 4 and second_job["finished"]
+    resumed_history = first_job["history"] + second_job["history"]
+    assert [reproducible(m) for m in resumed_history] == [reproducible(m) for m in straight["history"]]
+    straight_weights, resumed_weights = load_weights(straight["policy_dir"]), load_weights(second_job["policy_dir"])
+    assert all(torch.equal(straight_weights[name], resumed_weights[name]) for name in straight_weights)
+    kept = sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir())
+    assert kept == ["update-000002", "update-000004"]
+
+
+def test_resume_rejects_changed_prompt_file(ppo_models, tmp_path):
+    train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=2", "ppo.updates_per_job=1"))
+    fewer = tmp_path / "fewer.jsonl"
+    fewer.write_text("".join(json.dumps({"prompt": f"p{i}"}) + "\n" for i in range(5)))
+    with pytest.raises(ConfigError, match="5"):
+        train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=2", "ppo.resume=true", f"data.train_file={fewer}"))
+
+
+def test_micro_batch_split_gives_the_same_trajectory(ppo_models, tmp_path):
+    """mini-batch 8 x accumulation 1 == mini-batch 8 as 4 micro-batches of 2 (token means over the mini-batch)."""
+    whole = train(ppo_config(ppo_models, tmp_path / "whole", "ppo.num_updates=2", "ppo.num_mini_batches=1"))["history"]
+    split = train(ppo_config(ppo_models, tmp_path / "split", "ppo.num_updates=2", "ppo.num_mini_batches=1",
+                             "train.gradient_accumulation_steps=4"))["history"]
+    for a, b in zip(whole, split):
+        for key, value in reproducible(a).items():
+            assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+
+
+def test_lora_reference_is_the_adapter_disabled_policy(ppo_models, tmp_path):
+    result = train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=2", "model.lora.enabled=true",
+                              "model.lora.r=4", "train.learning_rate=1e-2"))
+    first, second = result["history"]
+    assert first["objective/kl"] == 0.0  # a new adapter starts at zero: policy == adapter-disabled policy
+    assert second["objective/kl"] != 0.0  # ...and moves away once trained
+    saved = Path(result["policy_dir"])
+    assert not (saved / "adapter_config.json").exists()  # merged on save (model.lora.merge_on_save)
+    before, after = load_weights(ppo_models["policy"]), load_weights(saved)
+    assert any(not torch.equal(before[name], after[name]) for name in before)
+
+
+def test_eval_hook_logs_rm_score_kl_and_gold_score(ppo_models, tmp_path):
+    eval_file = tmp_path / "eval.jsonl"
+    eval_file.write_text("".join(json.dumps({"prompt": f"User: Tell me about cats {i}.\nAssistant:"}) + "\n" for i in range(6)))
+    result = train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=2", "ppo.eval_every=2",
+                              f"data.eval_file={eval_file}", "ppo.gold_judge=tiny"))
+    first, second = result["history"]
+    assert not any(key.startswith("eval/") for key in first)
+    for key in ("eval/rm_score", "eval/raw_score", "eval/kl", "eval/gold_score", "eval/eos_rate", "eval/response_length"):
+        assert math.isfinite(second[key]), key
+    summary = json.loads((Path(result["run_dir"]) / "summary.json").read_text())
+    assert summary["eval/gold_score"] == second["eval/gold_score"]
+
+
+def test_config_errors_name_the_key(ppo_models, tmp_path):
+    with pytest.raises(ConfigError, match="ppo.rollout_batch_size .* ppo.num_mini_batches"):
+        train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_mini_batches=3"))
+    with pytest.raises(ConfigError, match="train.gradient_accumulation_steps"):
+        train(ppo_config(ppo_models, tmp_path / "run", "train.gradient_accumulation_steps=3"))
+    with pytest.raises(ConfigError, match="ppo.reward_model_path"):
+        train(ppo_config(ppo_models, tmp_path / "run", "ppo.reward_model_path=null"))
+    with pytest.raises(ConfigError, match="ppo.ptx_file"):
+        train(ppo_config(ppo_models, tmp_path / "run", "ppo.ptx_coef=0.5"))
+
+
+def test_cli_reports_user_errors_without_traceback(ppo_models, tmp_path, capsys):
+    from rlhf.cli import main
+
+    code = main(["ppo", "--config", str(REPO / "configs" / "tiny" / "ppo.yaml"), "ppo.num_mini_batches=5"])
+    assert code == 2
+    assert "ppo.num_mini_batches" in capsys.readouterr().err
+
+
+def test_shipped_tiny_config_validates():
+    from ppo.trainer import check_config
+
+    cfg = load_config(REPO / "configs" / "tiny" / "ppo.yaml")
+    check_config(cfg)
+    assert cfg.ppo.reward_model_path == "runs/tiny/rm/model" and cfg.model.name_or_path == "runs/tiny/sft/model"
