@@ -271,6 +271,8 @@ def _merge_layer(cfg: DictConfig, layer: dict, source: str) -> DictConfig:
     _check_keys(layer, cfg, source)
     try:
         return OmegaConf.merge(cfg, layer)
+    except TypeError as exc:  # e.g. a list merged onto a section
+        raise ConfigError(f"bad value in {source}: {exc}") from None
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
         expected = ""

@@ -78,6 +78,7 @@ class PipelineSection:
     eval_num_prompts: int = 256  # held-out prompts in the final evaluation
     judge: Optional[str] = "tiny"  # gold judge for evaluation (None for a task without one)
     accelerate_config: Optional[str] = None  # launch training stages with `accelerate launch --config_file`
+    reuse_from: Optional[str] = None  # another pipeline directory whose finished sft/generate/rank/rm stages to link (sweeps over PPO keys)
 
 
 @dataclass
@@ -157,7 +158,7 @@ class Pipeline:
     # running ---------------------------------------------------------------------------------------
     def stage_config_overrides(self, stage: str) -> list[str]:
         p = self.cfg.pipeline
-        seed = [f"run.seed={self.cfg.run.seed}", f"run.name={self.cfg.run.name}-{stage}", f"tracking.group={self.cfg.run.name}"]
+        seed = [f"run.seed={self.cfg.run.seed}", f"run.name={self.cfg.run.name}-{stage}", f"tracking.group={self.cfg.tracking.group or self.cfg.run.name}"]
         tracking = [f"tracking.report_to=[{','.join(self.cfg.tracking.report_to)}]", f"tracking.wandb_mode={self.cfg.tracking.wandb_mode}", f"tracking.project={self.cfg.tracking.project}"]
         if stage == "sft":
             own = [f"model.name_or_path={self.base_model}", f"data.train_file={self.task_dir / 'sft_train.jsonl'}", f"data.eval_file={self.task_dir / 'sft_eval.jsonl'}"]
@@ -219,6 +220,18 @@ class Pipeline:
                 args += ["--judge", p.judge]
             self.run_command(stage, args)
 
+    def link_reused_stages(self) -> None:
+        """Symlink finished early stages from pipeline.reuse_from, so a PPO sweep trains SFT and the RM once."""
+        source = Path(self.cfg.pipeline.reuse_from)
+        for stage, name in (("sft", "sft"), ("generate", "candidates.jsonl"), ("rank", "rankings.jsonl"), ("rm", "rm")):
+            target, origin = self.out / name, source / name
+            if self.is_complete(stage) or not (source / self.marker(stage).relative_to(self.out)).exists():
+                continue
+            if target.is_symlink() or target.exists():
+                raise UserError(f"{target} exists but is incomplete; remove it or drop pipeline.reuse_from")
+            target.symlink_to(origin.resolve(), target_is_directory=origin.is_dir())
+            print(f"[pipeline] {stage}: reused from {origin}", flush=True)
+
     def validate_stage_configs(self) -> None:
         """Load each stage config with its overrides now, so a typo fails before hours of training."""
         for stage in TRAINING_STAGES:
@@ -236,6 +249,8 @@ class Pipeline:
         self.out.mkdir(parents=True, exist_ok=True)
         save_config(self.cfg, self.out)
         self.validate_stage_configs()
+        if self.cfg.pipeline.reuse_from:
+            self.link_reused_stages()
         first = STAGES.index(start) if start else 0
         last = STAGES.index(until) if until else len(STAGES) - 1
         for index, stage in enumerate(STAGES[: last + 1]):

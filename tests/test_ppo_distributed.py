@@ -1,4 +1,4 @@
-"""Two CPU processes (DDP over gloo, launched with torchrun through the real CLI) == one process.
+"""Two CPU processes (DDP over gloo, `torchrun ... -m rlhf ppo`, the real CLI) == one process.
 
 The same global batch (8 prompts: 8 on one process, 4 + 4 on two) with greedy decoding gives the same
 rollouts whichever process samples them, so the per-update metrics must agree. They agree to float
@@ -60,7 +60,8 @@ def test_two_processes_match_one_process(tiny_model_dir, tmp_path):
     config_file.write_text(OmegaConf.to_yaml(cfg))
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
                "--master_port", str(_free_port()), "-m", "rlhf", "ppo", "--config", str(config_file)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "CUDA_VISIBLE_DEVICES": ""}
+    # ACCELERATE_USE_CPU makes accelerate treat a torchrun world on CPU as MULTI_CPU (gloo) rather than ignore it.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     double = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]

@@ -33,6 +33,7 @@ def write_sft_data(directory: Path, rows_per_topic: int = 4) -> tuple[Path, Path
 
 
 def sft_config(tiny_model_dir, tmp_path: Path, *overrides: str):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     train, evaluation = write_sft_data(tmp_path)
     return load_config(
         REPO / "configs/tiny/sft.yaml",
