@@ -50,6 +50,8 @@ def rankings_rows(snapshot: dict[str, Any], include_all_bad: bool = True) -> lis
             "annotator": names[answer["reviewer_id"]],
             "all_bad": answer["all_bad"],
         }
+        if len(answer["ranking"]) == 1 and not answer["all_bad"]:
+            row["tie"] = True  # an explicit all-tied judgement (K=2 "tie"), valid for rlhf rm; gives no pairs
         if answer["rationale"]:
             row["rationale"] = answer["rationale"]
         rows.append(row)
@@ -65,7 +67,7 @@ def pairs_rows(snapshot: dict[str, Any], min_agreement: float = 0.5, include_all
 
 def raw_rows(snapshot: dict[str, Any]) -> list[dict]:
     names = {reviewer["id"]: reviewer["name"] for reviewer in snapshot["reviewers"]}
-    rows: list[dict] = [{"type": "settings", **snapshot["settings"]}]
+    rows: list[dict] = [{"type": "settings", **snapshot["settings"], "created_at": _iso(snapshot["settings"]["created_at"])}]
     for task in snapshot["tasks"]:
         row = {"type": "task", "id": task.id, "prompt": task.prompt, "responses": task.responses, "meta": task.meta}
         if task.guidelines is not None:

@@ -497,6 +497,9 @@ class AnnotationStore:
                 record["all_bad"] = bool(row["all_bad"])
                 record["unchanged_order"] = bool(row["unchanged_order"])
                 annotations.append(record)
-            settings = {row["key"]: row["value"] for row in conn.execute("SELECT key, value FROM settings") if row["key"] != "admin_token"}
+            settings: dict[str, Any] = {row["key"]: row["value"] for row in conn.execute("SELECT key, value FROM settings") if row["key"] != "admin_token"}
+            settings["overlap"] = int(settings["overlap"])
+            settings["lease_seconds"] = float(settings["lease_seconds"])
+            settings["created_at"] = float(settings["created_at"])
             settings["schema_version"] = conn.execute("PRAGMA user_version").fetchone()[0]
         return {"tasks": tasks, "reviewers": reviewers, "assignments": assignments, "annotations": annotations, "settings": settings}

@@ -15,6 +15,7 @@ about 340 MB). Machines shared with other jobs are noisy: the load average is pr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -70,9 +71,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="ppo-bench-") as tmp:
         root = Path(tmp)
-        policy_dir = init_tiny(root / "policy", _texts(), vocab_size=500, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=256)
-        tokenizer = load_tokenizer(str(policy_dir))
-        save_model(load_scalar_model(str(policy_dir), tokenizer), tokenizer, root / "rm", merge=False)
+        with contextlib.redirect_stdout(sys.stderr):
+            policy_dir = init_tiny(root / "policy", _texts(), vocab_size=500, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=256)
+            tokenizer = load_tokenizer(str(policy_dir))
+            save_model(load_scalar_model(str(policy_dir), tokenizer), tokenizer, root / "rm", merge=False)
         _prompts(root / "prompts.jsonl")
         cfg = load_config(None, [
             f"model.name_or_path={policy_dir}", f"ppo.reward_model_path={root / 'rm'}",
@@ -84,7 +86,8 @@ def main() -> None:
         ])
         load_before = os.getloadavg()[0]
         start = time.perf_counter()
-        result = train(cfg)
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON report
+            result = train(cfg)
         wall = time.perf_counter() - start
         measured = result["history"][args.warmup:]
 

@@ -479,6 +479,9 @@ class Loop:
         world, rank = accelerator.num_processes, accelerator.process_index
         gold_score = _gold_judge(ppo.gold_judge)
         stats = MetricSums()
+        keys = ["eval/raw_score", "eval/rm_score", "eval/kl", "eval/eos_rate", "eval/response_length"] + (["eval/gold_score"] if gold_score else [])
+        for key in keys:  # every process reduces the same names, even one left without prompts
+            stats.add(key, 0.0, 0.0)
         local = list(range(rank, len(prompts.ids), world))
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):

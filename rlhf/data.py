@@ -281,8 +281,9 @@ def check_candidates_row(row: dict) -> Problem:
 def check_rankings_row(row: dict) -> Problem:
     """Candidates fields plus "ranking": tiers of response ids, best first; every response exactly once.
 
-    A ranking that is one single tier says nothing and is an error, except when the reviewer flagged
-    `all_bad` (all equally unusable is a legitimate judgement; it simply yields no pairs).
+    A ranking that is one single tier says nothing and is an error, except when the reviewer flagged it:
+    `all_bad` (all equally unusable) or `tie` (all equally good, e.g. the "tie" button for K=2). Both are
+    legitimate judgements: they yield no pairs, and with several reviewers they count as votes for neither.
     """
     problem = check_candidates_row(row)
     if problem:
@@ -308,8 +309,11 @@ def check_rankings_row(row: dict) -> Problem:
     all_bad = row.get("all_bad")
     if all_bad is not None and not isinstance(all_bad, bool):
         return "all_bad", f"expected true or false, got {all_bad!r}"
-    if len(ranking) == 1 and not all_bad:
-        return "ranking", "a single tie of all responses gives no preference (rank them, or set all_bad)"
+    tie = row.get("tie")
+    if tie is not None and not isinstance(tie, bool):
+        return "tie", f"expected true or false, got {tie!r}"
+    if len(ranking) == 1 and not (all_bad or tie):
+        return "ranking", "a single tie of all responses gives no preference (rank them, or set all_bad or tie)"
     return _check_optional(row, "margin", _is_number, "a finite number") or _check_optional(
         row, "annotator", lambda v: isinstance(v, (str, int)), "a string or integer"
     )

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from rlhf.data import load_candidates, load_pairs, load_prompts, load_rankings, load_rows, load_sft, read_rows
+from rlhf.data import ranking_to_pairs, load_candidates, load_pairs, load_prompts, load_rankings, load_rows, load_sft, read_rows
 from rlhf.errors import DataError
 
 GOOD = {
@@ -140,6 +140,12 @@ def test_duplicate_row_ids_are_errors_but_other_annotators_are_not(tmp_path):
 def test_all_bad_single_tie_is_allowed(tmp_path):
     row = with_(GOOD["rankings"], ranking=[["a", "b", "c"]], all_bad=True)
     assert load_rankings(write_jsonl(tmp_path / "r.jsonl", [row]))[0]["all_bad"] is True
+
+
+def test_flagged_tie_single_tier_is_allowed_and_gives_no_pairs(tmp_path):
+    row = with_(GOOD["rankings"], ranking=[["a", "b", "c"]], tie=True)
+    assert load_rankings(write_jsonl(tmp_path / "r.jsonl", [row]))[0]["tie"] is True
+    assert ranking_to_pairs(row) == []
 
 
 def test_mixed_text_and_conversational_rows_are_rejected(tmp_path):

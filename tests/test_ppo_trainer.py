@@ -89,7 +89,6 @@ def test_every_trainable_parameter_changes(ppo_models, tmp_path):
     assert [name for name, tensor in before_value.items() if torch.equal(tensor, after_value[name])] == []
 
 
-@pytest.mark.slow
 def test_tiny_ppo_raises_reward_with_bounded_kl(ppo_models, tmp_path):
     cfg = ppo_config(
         ppo_models, tmp_path / "run", "ppo.num_updates=30", "ppo.rollout_batch_size=16", "ppo.rollout_forward_batch_size=16",
@@ -152,12 +151,49 @@ def test_resume_rejects_changed_prompt_file(ppo_models, tmp_path):
 
 def test_micro_batch_split_gives_the_same_trajectory(ppo_models, tmp_path):
     """mini-batch 8 x accumulation 1 == mini-batch 8 as 4 micro-batches of 2 (token means over the mini-batch)."""
-    whole = train(ppo_config(ppo_models, tmp_path / "whole", "ppo.num_updates=2", "ppo.num_mini_batches=1"))["history"]
-    split = train(ppo_config(ppo_models, tmp_path / "split", "ppo.num_updates=2", "ppo.num_mini_batches=1",
-                             "train.gradient_accumulation_steps=4"))["history"]
+    common = ("ppo.num_updates=2", "ppo.num_mini_batches=1", "ppo.entropy_coef=0.01")
+    whole = train(ppo_config(ppo_models, tmp_path / "whole", *common))["history"]
+    split = train(ppo_config(ppo_models, tmp_path / "split", *common, "train.gradient_accumulation_steps=4"))["history"]
     for a, b in zip(whole, split):
         for key, value in reproducible(a).items():
             assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+
+
+def test_prompt_stream_reshuffles_each_epoch_and_resumes_from_its_position():
+    from ppo.checkpoint import PromptStream
+
+    stream = PromptStream(5, seed=3)
+    torch.manual_seed(0)
+    first_epoch, second_epoch = stream.take(5), stream.take(5)
+    assert sorted(first_epoch) == sorted(second_epoch) == list(range(5)) and first_epoch != second_epoch
+    torch.manual_seed(123)  # the global RNG plays no part
+    resumed = PromptStream(5, seed=3)
+    resumed.position = 3
+    assert resumed.take(4) == first_epoch[3:] + second_epoch[:2]
+
+
+def test_ratio_threshold_skips_every_micro_batch_it_exceeds(ppo_models, tmp_path):
+    result = train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=1", "ppo.ratio_threshold=0.5"))
+    assert result["history"][0]["policy/skipped_fraction"] == 1.0  # mean ratio ~1 > 0.5 everywhere
+    before, after = load_weights(ppo_models["policy"]), load_weights(result["policy_dir"])
+    assert all(torch.equal(before[name], after[name]) for name in before)
+
+
+def test_k3_estimator_with_reward_whitening(ppo_models, tmp_path):
+    history = train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=3", "ppo.kl_estimator=k3",
+                               "ppo.whiten_rewards=true", "train.learning_rate=1e-2"))["history"]
+    assert history[0]["objective/kl_k3"] == 0.0
+    assert all(m["objective/kl_k3"] >= 0.0 for m in history) and history[-1]["objective/kl_k3"] > 0.0
+
+
+def test_ppo_ptx_adds_a_language_modelling_loss(ppo_models, tmp_path):
+    sft = tmp_path / "sft.jsonl"
+    sft.write_text("".join(json.dumps({"prompt": f"User: Tell me about cats {i}.\nAssistant:", "completion": " Cats purr."}) + "\n" for i in range(6)))
+    common = ("ppo.num_updates=2", "ppo.ptx_coef=0.5", f"ppo.ptx_file={sft}", "ppo.save_every=1")
+    history = train(ppo_config(ppo_models, tmp_path / "run", *common))["history"]
+    assert all(math.isfinite(m["loss/ptx_avg"]) and m["loss/ptx_avg"] > 0 for m in history)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "update-000002" / "custom_checkpoint_2.pkl", weights_only=False)
+    assert state["ptx_position"] == 2 * 2 * 4  # 2 updates x 2 micro-batches x 4 rows drawn from the ptx stream
 
 
 def test_lora_reference_is_the_adapter_disabled_policy(ppo_models, tmp_path):
