@@ -135,3 +135,19 @@ def save_checkpoint(accelerator, run_dir: str | Path, update: int, keep: Optiona
 
 def load_checkpoint(accelerator, path: str | Path) -> None:
     accelerator.load_state(str(path))
+
+
+def drop_logged_rows_after(run_dir: str | Path, update: int, names: tuple[str, ...] = ("metrics.jsonl", "samples.jsonl")) -> None:
+    """Forget rows logged after the checkpoint a run resumes from (they will be logged again), atomically."""
+    import json
+
+    from rlhf.files import write_text_atomic
+
+    for name in names:
+        path = Path(run_dir) / name
+        if not path.is_file():
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if not line.strip() or json.loads(line).get("step", 0) <= update]
+        if len(kept) != len(lines):
+            write_text_atomic(path, "".join(kept))

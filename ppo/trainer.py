@@ -13,6 +13,15 @@ norms are clipped over policy and value together (they share one optimiser, see 
 Everything a resumed run needs is checkpointed (ppo/checkpoint.py), and a resumed run on CPU
 reproduces the uninterrupted run's metrics bit for bit. The conventions follow "The N+ implementation
 details of RLHF with PPO" and TRL's last PPOTrainer; differences are listed in ppo/algorithm.py.
+
+Logged per update (TRL 1.12's names where it had one): objective/{kl (always the k1 sum), kl_<est>,
+kl_coef, raw_scores, normalized_scores, scores, non_score_reward, rlhf_reward, entropy}, loss/{policy,
+value, ptx}_avg, policy/{approxkl, clipfrac, entropy}_avg, policy/grad_norm (before clipping),
+policy/skipped_fraction, val/{clipfrac_avg, ratio, ratio_var, values, advantages, returns, eos_rate,
+response_length}, lr/{policy, value}, time/{generation, scoring, training, update},
+perf/tokens_per_second (prompt + response tokens of the rollout per second of the update), and every
+`ppo.eval_every` updates (and at update 0) eval/{rm_score, raw_score, kl, eos_rate, response_length,
+gold_score}.
 """
 from __future__ import annotations
 
@@ -41,7 +50,7 @@ from ppo.algorithm import (
     shape_rewards,
     value_loss,
 )
-from ppo.checkpoint import Progress, PromptStream, latest_checkpoint, load_checkpoint, save_checkpoint
+from ppo.checkpoint import Progress, PromptStream, drop_logged_rows_after, latest_checkpoint, load_checkpoint, save_checkpoint
 from ppo.data import PromptSet, PtxBatches, load_prompt_sets
 from ppo.kl_control import build_kl_controller
 from ppo.models import PolicyAndValue, PPOModels, build_models, build_optimizer
@@ -87,6 +96,8 @@ def train(cfg: DictConfig) -> dict:
         checkpoint = latest_checkpoint(run_dir)
         if checkpoint is not None:
             load_checkpoint(accelerator, checkpoint)
+            if accelerator.is_main_process:
+                drop_logged_rows_after(run_dir, progress.update)
             accelerator.print(f"ppo: resumed from {checkpoint} (update {progress.update})")
         else:
             accelerator.print(f"ppo: ppo.resume=true but {run_dir}/checkpoints has no checkpoint; starting from update 0")
@@ -99,6 +110,10 @@ def train(cfg: DictConfig) -> dict:
     if cfg.ppo.updates_per_job:
         last_update = min(last_update, progress.update + cfg.ppo.updates_per_job)
 
+    eval_at_start: dict[str, float] = {}
+    if eval_prompts is not None and progress.update == 0:  # the starting policy's numbers, for the curves
+        eval_at_start = loop.evaluate(eval_prompts)
+        tracker.log(eval_at_start, step=0)
     for update in range(first_update, last_update + 1):
         metrics, rollout, scores = loop.run_update(train_prompts, progress)
         progress.update = update
@@ -118,7 +133,8 @@ def train(cfg: DictConfig) -> dict:
     tracker.finish()
     if finished:
         _write_summary(accelerator, run_dir, paths, history, progress.update)
-    return {"run_dir": str(run_dir), "updates_done": progress.update, "finished": finished, "history": history, **paths}
+    return {"run_dir": str(run_dir), "updates_done": progress.update, "finished": finished, "history": history,
+            "eval_at_start": eval_at_start, **paths}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -229,8 +229,8 @@ def plot_ppo_runs(run_dirs: list[str], out_dir: Path) -> list[Path]:
     fig, (ax_reward, ax_kl) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
     for name, rows in runs.items():
         label = Path(name).name if len(runs) > 1 else None
-        ax_reward.plot(*series(rows, "env/score"), label=f"{label or ''} RM score".strip())
-        ax_reward.plot(*series(rows, "env/rlhf_reward"), linestyle="--", label=f"{label or ''} RM score - KL penalty".strip())
+        ax_reward.plot(*series(rows, "objective/scores"), label=f"{label or ''} RM score".strip())
+        ax_reward.plot(*series(rows, "objective/rlhf_reward"), linestyle="--", label=f"{label or ''} RM score - KL penalty".strip())
         ax_kl.plot(*series(rows, "objective/kl"), label=label)
     ax_reward.set_ylabel("reward (normalised)")
     ax_reward.legend(fontsize=7)
@@ -267,7 +267,7 @@ def plot_ppo_runs(run_dirs: list[str], out_dir: Path) -> list[Path]:
         fig, axis = plt.subplots(figsize=(6, 4))
         for name, rows in runs.items():
             kl = [r["objective/kl"] for r in rows if "objective/kl" in r][-5:]
-            reward_key = "eval/gold_score" if any("eval/gold_score" in r for r in rows) else "env/score"
+            reward_key = "eval/gold_score" if any("eval/gold_score" in r for r in rows) else "objective/scores"
             reward = [r[reward_key] for r in rows if reward_key in r][-5:]
             if kl and reward:
                 axis.scatter(mean(kl), mean(reward))

@@ -139,6 +139,21 @@ def test_resumed_run_reproduces_uninterrupted_run_bitwise(ppo_models, tmp_path):
     assert all(torch.equal(straight_weights[name], resumed_weights[name]) for name in straight_weights)
     kept = sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir())
     assert kept == ["update-000002", "update-000004"]
+    logged = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4]
+
+
+def test_resume_forgets_rows_logged_after_the_checkpoint(ppo_models, tmp_path):
+    """A job killed after logging update 3 but before its next checkpoint logs update 3 again on resume."""
+    common = ("ppo.num_updates=3", "ppo.save_every=2", "ppo.sample_every=1")
+    train(ppo_config(ppo_models, tmp_path / "run", *common))
+    import shutil
+
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "update-000003")  # as if killed before the final save
+    train(ppo_config(ppo_models, tmp_path / "run", *common, "ppo.resume=true"))
+    for name in ("metrics.jsonl", "samples.jsonl"):
+        steps = [json.loads(line)["step"] for line in (tmp_path / "run" / name).read_text().splitlines()]
+        assert steps == sorted(steps) and steps.count(3) == steps.count(1), (name, steps)
 
 
 def test_resume_rejects_changed_prompt_file(ppo_models, tmp_path):
@@ -215,8 +230,12 @@ def test_eval_hook_logs_rm_score_kl_and_gold_score(ppo_models, tmp_path):
                               f"data.eval_file={eval_file}", "ppo.gold_judge=tiny"))
     first, second = result["history"]
     assert not any(key.startswith("eval/") for key in first)
+    start = result["eval_at_start"]
     for key in ("eval/rm_score", "eval/raw_score", "eval/kl", "eval/gold_score", "eval/eos_rate", "eval/response_length"):
-        assert math.isfinite(second[key]), key
+        assert math.isfinite(second[key]) and math.isfinite(start[key]), key
+    assert start["eval/kl"] == 0.0  # before any update the policy is the reference
+    logged = [json.loads(line) for line in (Path(result["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logged] == [0, 1, 2]
     summary = json.loads((Path(result["run_dir"]) / "summary.json").read_text())
     assert summary["eval/gold_score"] == second["eval/gold_score"]
 
