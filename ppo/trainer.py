@@ -56,6 +56,7 @@ from ppo.kl_control import build_kl_controller
 from ppo.models import PolicyAndValue, PPOModels, build_models, build_optimizer
 from ppo.rollout import Rollout, build_generation_config, generate_responses, left_pad, score_responses, unwrapped_for_generation
 from rlhf.config import require
+from rlhf.distributed import accelerator_kwargs
 from rlhf.errors import ConfigError
 
 SUMMARY_FILE = "summary.json"
@@ -70,8 +71,9 @@ def train(cfg: DictConfig) -> dict:
     from rlhf.tracking import Tracker, prepare_run_dir, seed_everything
 
     check_config(cfg)
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.train.gradient_accumulation_steps, mixed_precision=MIXED_PRECISION[cfg.train.precision])
-    _configure_deepspeed_clipping(accelerator, cfg.train.max_grad_norm)
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.train.gradient_accumulation_steps, mixed_precision=MIXED_PRECISION[cfg.train.precision],
+                              **accelerator_kwargs())  # gloo / CPU mode for multi-process CPU runs, see rlhf.distributed
+    _configure_deepspeed(accelerator, cfg)
     run_dir = prepare_run_dir(cfg, accelerator.is_main_process)
     if accelerator.is_main_process:  # the pipeline reads summary.json as "stage complete"
         (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
@@ -181,11 +183,19 @@ def _deepspeed_plugin(accelerator):
     return getattr(accelerator.state, "deepspeed_plugin", None)
 
 
-def _configure_deepspeed_clipping(accelerator, max_grad_norm: float) -> None:
-    """Under DeepSpeed the engine clips (accelerator.clip_grad_norm_ is a no-op there): hand it our norm."""
+def _configure_deepspeed(accelerator, cfg: DictConfig) -> None:
+    """Fill the DeepSpeed config keys accelerate would take from a DataLoader (we prepare none).
+
+    The engine clips (accelerator.clip_grad_norm_ only reads its norm back), so it gets our norm; its
+    micro-batch is ours (a mini-batch split over train.gradient_accumulation_steps).
+    """
     plugin = _deepspeed_plugin(accelerator)
-    if plugin is not None:
-        plugin.deepspeed_config["gradient_clipping"] = float(max_grad_norm)
+    if plugin is None:
+        return
+    accumulation = cfg.train.gradient_accumulation_steps
+    plugin.deepspeed_config["gradient_clipping"] = float(cfg.train.max_grad_norm)
+    plugin.deepspeed_config["gradient_accumulation_steps"] = accumulation
+    plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.ppo.rollout_batch_size // cfg.ppo.num_mini_batches // accumulation
 
 
 def _without_auto(config: Any) -> Any:

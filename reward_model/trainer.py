@@ -31,6 +31,7 @@ from sft.stage_common import (
     clear_stale_summary,
     eval_and_save_schedule,
     is_main_process,
+    loading_on_one_process,
     precision_flags,
     resolve_resume_checkpoint,
     save_trained_model,
@@ -49,6 +50,8 @@ def has_eval_data(cfg: DictConfig) -> bool:
 def to_reward_config(cfg: DictConfig):
     """Our config -> `trl.RewardConfig` (used by both losses; it is a TrainingArguments)."""
     from trl import RewardConfig
+
+    from rlhf.distributed import training_arguments_kwargs
 
     train = cfg.train
     return RewardConfig(
@@ -80,6 +83,7 @@ def to_reward_config(cfg: DictConfig):
         **eval_and_save_schedule(train, has_eval_data(cfg)),
         save_total_limit=train.save_total_limit,
         dataloader_num_workers=train.dataloader_num_workers,
+        **training_arguments_kwargs(),  # multi-process CPU runs: gloo / use_cpu (see rlhf.distributed); else {}
         # the kwise collator reads columns no model forward has; RewardTrainer picks its own columns
         remove_unused_columns=cfg.rm.loss != "kwise",
         # model and data
@@ -128,7 +132,8 @@ def measure_saved_model(cfg: DictConfig, model_dir: Path, device, train_pairs: l
     from reward_model.scoring import preference_metrics, score_pairs
 
     tokenizer = load_tokenizer(str(model_dir))
-    model = load_scalar_model(str(model_dir), tokenizer).to(device).eval()
+    with loading_on_one_process():  # only the main process measures
+        model = load_scalar_model(str(model_dir), tokenizer).to(device).eval()
     batch_size = cfg.train.per_device_eval_batch_size
     measured: dict[str, Any] = {}
     if eval_pairs:

@@ -10,6 +10,7 @@ imports it from here until it moves.)
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 from pathlib import Path
@@ -106,6 +107,25 @@ def resolve_resume_checkpoint(value: Optional[str], checkpoints_dir: Path) -> Op
     return value
 
 
+@contextlib.contextmanager
+def loading_on_one_process():
+    """Let one rank `from_pretrained` a whole model while a ZeRO-3 run is live.
+
+    With ZeRO-3 configured, transformers partitions every model it loads across all ranks (a collective),
+    so a load on the main process alone would wait forever for the others. Inside this block loading is
+    plain; the DeepSpeed config is restored afterwards.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    live = hf_deepspeed._hf_deepspeed_config_weak_ref() if hf_deepspeed._hf_deepspeed_config_weak_ref else None
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if live is not None:
+            hf_deepspeed.set_hf_deepspeed_config(live)
+
+
 def save_trained_model(trainer, tokenizer, out_dir: Path, merge_lora: bool, auto_class_name: str) -> Path:
     """Write the trained model (+ tokenizer) to `out_dir` atomically; call on every rank.
 
@@ -127,13 +147,14 @@ def save_trained_model(trainer, tokenizer, out_dir: Path, merge_lora: bool, auto
     if accelerator.is_main_process:
         import transformers
 
-        if is_peft_model(trainer.model):
-            import peft
+        with loading_on_one_process():
+            if is_peft_model(trainer.model):
+                import peft
 
-            peft_class = getattr(peft, auto_class_name.replace("AutoModel", "AutoPeftModel"))
-            model = peft_class.from_pretrained(str(staging))
-        else:
-            model = getattr(transformers, auto_class_name).from_pretrained(str(staging))
+                peft_class = getattr(peft, auto_class_name.replace("AutoModel", "AutoPeftModel"))
+                model = peft_class.from_pretrained(str(staging))
+            else:
+                model = getattr(transformers, auto_class_name).from_pretrained(str(staging))
         save_model(model, tokenizer, out_dir, merge=merge_lora)
         shutil.rmtree(staging, ignore_errors=True)
     accelerator.wait_for_everyone()

@@ -47,6 +47,8 @@ def to_sft_config(cfg: DictConfig):
     """Our config -> `trl.SFTConfig`, field by field (the one place the two vocabularies meet)."""
     from trl import SFTConfig
 
+    from rlhf.distributed import training_arguments_kwargs
+
     train = cfg.train
     return SFTConfig(
         output_dir=str(Path(cfg.run.output_dir) / CHECKPOINTS_DIR),
@@ -77,6 +79,7 @@ def to_sft_config(cfg: DictConfig):
         **eval_and_save_schedule(train, has_eval_data(cfg)),
         save_total_limit=train.save_total_limit,
         dataloader_num_workers=train.dataloader_num_workers,
+        **training_arguments_kwargs(),  # multi-process CPU runs: gloo / use_cpu (see rlhf.distributed); else {}
         # data
         max_length=cfg.data.max_length,
         packing=cfg.sft.packing,

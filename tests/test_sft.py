@@ -20,6 +20,15 @@ REPO = Path(__file__).resolve().parents[1]
 TOPICS = ["cats", "the sea", "volcanoes", "dogs", "rain", "trees"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread; on a busy 2-core machine more threads spin (20x slower)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def write_sft_data(directory: Path, rows_per_topic: int = 4) -> tuple[Path, Path]:
     rows = [
         {"prompt": f"User: Tell me about {topic}.\nAssistant:", "completion": f" Hi! {topic.capitalize()} are nice. Hope this helps."}
@@ -94,7 +103,6 @@ def test_labels_cover_the_completion_and_eos_only(tiny_model_dir, tmp_path):
     assert no_eos.train_dataset[0]["labels"] == labels[:-1]
 
 
-@pytest.mark.slow
 def test_sft_cli_loss_falls_and_writes_the_run_directory(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -121,7 +129,6 @@ def test_sft_cli_loss_falls_and_writes_the_run_directory(tiny_model_dir, tmp_pat
     assert (run / "model" / "tokenizer.json").exists()
 
 
-@pytest.mark.slow
 def test_lora_trains_only_the_adapters_and_saves_them_merged(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -140,7 +147,6 @@ def test_lora_trains_only_the_adapters_and_saves_them_merged(tiny_model_dir, tmp
     assert torch.equal(base_params["lm_head.weight"], merged_params["lm_head.weight"])
 
 
-@pytest.mark.slow
 def test_resume_continues_from_the_checkpoint_step_with_the_same_losses(tiny_model_dir, tmp_path):
     from sft.trainer import train
 

@@ -1,0 +1,81 @@
+"""Process-group set-up that accelerate leaves to us, and per-rank seeding.
+
+    accelerate launch --config_file configs/accelerate/cpu_zero2.yaml -m rlhf sft --config configs/tiny/sft.yaml
+
+Choices. Accelerate picks the collective backend from the device it finds: NCCL on GPUs, gloo only when it
+is told the run is on CPU. Launched on a machine without GPUs (torchrun, or `accelerate launch` with a
+multi-process config) and not told, every process sets itself up as a lone process of world size 1:
+each reads the whole data set, trains alone and writes every file, and nothing fails. Two cases:
+plain DDP needs accelerate's CPU mode (`use_cpu` / `cpu=True`, which picks gloo); DeepSpeed has no CPU
+mode (it switches DeepSpeed off), so there the backend must be named: DeepSpeed then runs its CPU
+accelerator (DS_ACCELERATOR=cpu) over gloo. On GPUs, or in a single process, both helpers return {}
+and accelerate's own choice stands. The stages pass them on: `training_arguments_kwargs()` into
+`TrainingArguments` (SFT, reward model), `accelerator_kwargs()` into an `Accelerator` of our own (PPO).
+
+Randomness: what must agree across processes (data order, initial weights, dropout masks are off anyway)
+uses `run.seed` itself; what must differ (sampling responses) uses `seed_for_rank(run.seed, rank)`, so
+two processes never draw the same completions for their different prompts by sharing a stream.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+GLOO = "gloo"
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "false").strip().lower() in ("1", "true", "yes")
+
+
+def launched_distributed() -> bool:
+    """True inside a multi-process launch (torchrun, `accelerate launch`, the DeepSpeed launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def gpu_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
+def deepspeed_launch() -> bool:
+    """`accelerate launch` with a DeepSpeed config sets this for every process it starts."""
+    return _env_flag("ACCELERATE_USE_DEEPSPEED")
+
+
+def cpu_collectives() -> Optional[str]:
+    """"ddp" or "deepspeed" for a multi-process launch on a machine without GPUs; None otherwise."""
+    if not launched_distributed() or gpu_available():
+        return None
+    return "deepspeed" if deepspeed_launch() else "ddp"
+
+
+def training_arguments_kwargs() -> dict[str, Any]:
+    """Extra `transformers.TrainingArguments` fields for `cpu_collectives()` ({} when accelerate decides)."""
+    kind = cpu_collectives()
+    if kind == "ddp":
+        return {"use_cpu": True}
+    if kind == "deepspeed":
+        return {"ddp_backend": GLOO}
+    return {}
+
+
+def accelerator_kwargs() -> dict[str, Any]:
+    """Extra `accelerate.Accelerator(...)` arguments for `cpu_collectives()` ({} when accelerate decides)."""
+    kind = cpu_collectives()
+    if kind == "ddp":
+        return {"cpu": True}
+    if kind == "deepspeed":
+        from accelerate.utils import InitProcessGroupKwargs
+
+        return {"kwargs_handlers": [InitProcessGroupKwargs(backend=GLOO)]}
+    return {}
+
+
+def seed_for_rank(seed: int, rank: int) -> int:
+    """The seed of process `rank` for streams that must differ between processes (sampling).
+
+    Rank 0 keeps `seed`, so a one-process run draws exactly what rank 0 of a larger run draws.
+    """
+    return seed + rank
