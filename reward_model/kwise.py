@@ -117,11 +117,13 @@ class KwiseRewardTrainer(Trainer):
         mode = "train" if model.training else "eval"
         with torch.no_grad():
             gap = rewards[inputs["better"]] - rewards[inputs["worse"]]
-            accuracy = self.accelerator.gather_for_metrics((gap > 0).float().mean()).mean().item()
-            margin = self.accelerator.gather_for_metrics(gap.mean()).mean().item()
-            self._metrics[mode]["accuracy"].append(accuracy)
-            self._metrics[mode]["margin"].append(margin)
-            self._metrics[mode]["mean_reward"].append(self.accelerator.gather_for_metrics(rewards.mean()).mean().item())
+            # Sums and counts over all processes, not a mean of per-process means: ties give the
+            # processes' rankings different numbers of pairs.
+            sums = torch.stack([(gap > 0).float().sum(), gap.sum(), rewards.sum(), gap.new_tensor(gap.numel()), gap.new_tensor(rewards.numel())])
+            correct, gap_sum, reward_sum, num_pairs, num_rewards = self.accelerator.reduce(sums, reduction="sum").tolist()
+            self._metrics[mode]["accuracy"].append(correct / num_pairs)
+            self._metrics[mode]["margin"].append(gap_sum / num_pairs)
+            self._metrics[mode]["mean_reward"].append(reward_sum / num_rewards)
         return (loss, {"rewards": rewards}) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):

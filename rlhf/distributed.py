@@ -9,7 +9,8 @@ each reads the whole data set, trains alone and writes every file, and nothing f
 plain DDP needs accelerate's CPU mode (`use_cpu` / `cpu=True`, which picks gloo); DeepSpeed has no CPU
 mode (it switches DeepSpeed off), so there the backend must be named: DeepSpeed then runs its CPU
 accelerator (DS_ACCELERATOR=cpu) over gloo. On GPUs, or in a single process, both helpers return {}
-and accelerate's own choice stands. The stages pass them on: `training_arguments_kwargs()` into
+and accelerate's own choice stands (FSDP has no CPU mode in accelerate: on CPU it runs as DDP, with a
+warning). The stages pass them on: `training_arguments_kwargs()` into
 `TrainingArguments` (SFT, reward model), `accelerator_kwargs()` into an `Accelerator` of our own (PPO).
 
 Randomness: what must agree across processes (data order, initial weights, dropout masks are off anyway)
@@ -19,6 +20,7 @@ two processes never draw the same completions for their different prompts by sha
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Optional
 
 GLOO = "gloo"
@@ -45,10 +47,17 @@ def deepspeed_launch() -> bool:
 
 
 def cpu_collectives() -> Optional[str]:
-    """"ddp" or "deepspeed" for a multi-process launch on a machine without GPUs; None otherwise."""
+    """"ddp" or "deepspeed" for a multi-process launch on a machine without GPUs; None otherwise.
+
+    Accelerate runs FSDP on accelerators only, so an FSDP launch on CPU becomes plain DDP (with a warning).
+    """
     if not launched_distributed() or gpu_available():
         return None
-    return "deepspeed" if deepspeed_launch() else "ddp"
+    if deepspeed_launch():
+        return "deepspeed"
+    if _env_flag("ACCELERATE_USE_FSDP"):
+        warnings.warn("FSDP needs GPUs (accelerate has no CPU FSDP); this CPU run is plain DDP over gloo", stacklevel=2)
+    return "ddp"
 
 
 def training_arguments_kwargs() -> dict[str, Any]:
