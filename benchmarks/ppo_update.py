@@ -68,7 +68,11 @@ def main() -> None:
     from rlhf.config import load_config
     from rlhf.modeling import init_tiny, load_scalar_model, load_tokenizer, save_model
     from ppo.trainer import train
+    from transformers import LlamaForCausalLM  # noqa: F401  (the model class the run builds: counted with the imports)
 
+    # The same process's high-water mark before any model exists: what the imports alone cost, so the
+    # run's own share of the peak is visible beside it.
+    rss_after_imports_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     with tempfile.TemporaryDirectory(prefix="ppo-bench-") as tmp:
         root = Path(tmp)
         with contextlib.redirect_stdout(sys.stderr):
@@ -105,6 +109,7 @@ def main() -> None:
         "tokens_per_second": median("perf/tokens_per_second"),
         "response_tokens_per_update": round(statistics.mean(row["val/response_length"] * 16 for row in measured), 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "rss_after_imports_mb": rss_after_imports_mb,
         "total_wall_seconds_including_setup": round(wall, 2),
         "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "reference_trl_1.12": {"seconds_per_update": 0.58, "compute_seconds_per_update": 0.08, "peak_rss_mb": 490},

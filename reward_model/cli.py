@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, args.overrides)
 
     from reward_model.trainer import train
-    from sft.stage_common import is_main_process
+    from rlhf.hf_stage import is_main_process
 
     summary = train(cfg)
     if is_main_process():

@@ -24,73 +24,34 @@ from omegaconf import DictConfig
 
 from rlhf.config import require
 from rlhf.errors import ConfigError
-from sft.stage_common import (
-    CHECKPOINTS_DIR,
-    activation_checkpointing_flag,
+from rlhf.hf_stage import (
     MODEL_DIR,
     clear_stale_summary,
-    eval_and_save_schedule,
     is_main_process,
     loading_on_one_process,
-    precision_flags,
     resolve_resume_checkpoint,
     save_trained_model,
     slash_metrics,
     wait_for_everyone,
+    training_arguments_fields,
     write_summary,
 )
 
 TRAIN_METRIC_PAIRS = 512  # training pairs re-scored after training (a cheap look at over-fitting)
 
 
-def has_eval_data(cfg: DictConfig) -> bool:
-    return bool(cfg.data.eval_file) or bool(cfg.data.eval_fraction and cfg.data.eval_fraction > 0)
-
-
 def to_reward_config(cfg: DictConfig):
-    """Our config -> `trl.RewardConfig` (used by both losses; it is a TrainingArguments)."""
+    """Our config -> `trl.RewardConfig` (used by both losses): the shared TrainingArguments fields plus
+    the reward model's own."""
     from trl import RewardConfig
 
-    from rlhf.distributed import training_arguments_kwargs
-
-    train = cfg.train
     return RewardConfig(
-        output_dir=str(Path(cfg.run.output_dir) / CHECKPOINTS_DIR),
-        run_name=cfg.run.name,
-        seed=cfg.run.seed,
-        data_seed=cfg.run.seed,
-        # optimisation
-        optim=train.optimizer,
-        learning_rate=train.learning_rate,
-        weight_decay=train.weight_decay,
-        adam_beta1=train.adam_beta1,
-        adam_beta2=train.adam_beta2,
-        adam_epsilon=train.adam_epsilon,
-        lr_scheduler_type=train.lr_scheduler,
-        warmup_steps=train.warmup_ratio,  # transformers 5 reads a value < 1 as a ratio of the total steps
-        max_grad_norm=train.max_grad_norm,
-        per_device_train_batch_size=train.per_device_train_batch_size,  # pairs (pairwise) or rankings (kwise)
-        per_device_eval_batch_size=train.per_device_eval_batch_size,
-        gradient_accumulation_steps=train.gradient_accumulation_steps,
-        num_train_epochs=train.num_train_epochs,
-        max_steps=train.max_steps,
-        **activation_checkpointing_flag(train.gradient_checkpointing),  # TRL's default is True
-        **precision_flags(train.precision),  # TRL's default is bf16=True
-        # logging, evaluation, checkpoints
-        report_to="none",  # our Tracker receives the logs through TrackerCallback
-        logging_steps=train.logging_steps,
-        logging_first_step=True,
-        **eval_and_save_schedule(train, has_eval_data(cfg)),
-        save_total_limit=train.save_total_limit,
-        dataloader_num_workers=train.dataloader_num_workers,
-        **training_arguments_kwargs(),  # multi-process CPU runs: gloo / use_cpu (see rlhf.distributed); else {}
+        **training_arguments_fields(cfg),
         # the kwise collator reads columns no model forward has; RewardTrainer picks its own columns
         remove_unused_columns=cfg.rm.loss != "kwise",
-        # model and data
         disable_dropout=cfg.model.disable_dropout,
         max_length=cfg.data.max_length,
         center_rewards_coefficient=cfg.rm.center_rewards_coefficient,
-        dataset_num_proc=None,
     )
 
 

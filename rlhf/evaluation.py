@@ -22,7 +22,6 @@ from itertools import combinations
 from pathlib import Path
 from typing import Callable, Optional
 
-import torch
 
 from rlhf.errors import UserError
 
@@ -256,7 +255,7 @@ def plot_ppo_runs(run_dirs: list[str], out_dir: Path) -> list[Path]:
         twin.set_ylabel("RM score (normalised)", color="tab:blue")
         axis.grid(alpha=0.3)
         fig.legend(loc="lower right", fontsize=7)
-        fig.suptitle("Gold vs reward-model score on held-out prompts (a widening gap = over-optimisation)")
+        fig.suptitle("Gold vs reward-model score on held-out prompts\n(a widening gap = over-optimisation)", fontsize=10)
         fig.tight_layout()
         path = out_dir / "gold_vs_rm.png"
         fig.savefig(path, dpi=90)

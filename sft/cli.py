@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(split_wandb_style(list(argv or [])))
     cfg = load_config(args.config, args.overrides)
 
-    from sft.stage_common import is_main_process
+    from rlhf.hf_stage import is_main_process
     from sft.trainer import train
 
     summary = train(cfg)

@@ -40,7 +40,7 @@ def test_short_pipeline_end_to_end_and_resume(tiny_model_dir, tmp_path):
     command = [
         sys.executable, "-m", "rlhf", "pipeline", "--config", "configs/tiny/pipeline.yaml",
         f"run.output_dir={out}", f"pipeline.task_dir={tmp_path / 'task'}", f"pipeline.base_model={tiny_model_dir}",
-        "pipeline.candidate_prompts=24", "pipeline.eval_num_prompts=12", "generate.max_new_tokens=8", "tracking.report_to=[jsonl]",
+        "pipeline.candidate_prompts=24", "pipeline.eval_num_prompts=12", "generate.k=4", "generate.max_new_tokens=8", "tracking.report_to=[jsonl]",
         "sft.train.max_steps=4", "sft.train.eval_steps=4", "rm.train.max_steps=4", "rm.normalize_samples=16",
         "ppo.num_updates=2", "ppo.rollout_batch_size=8", "ppo.max_new_tokens=8", "ppo.eval_every=0",
     ]

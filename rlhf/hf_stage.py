@@ -1,4 +1,5 @@
-"""What the two HF-Trainer stages (SFT and the reward model) share: splits, resume, final save, summary.
+"""What the two HF-Trainer stages (SFT and the reward model) share: TrainingArguments fields, splits,
+resume, final save, summary.
 
 Both stages run a `transformers.Trainer` subclass whose checkpoints live in `<run.output_dir>/checkpoints`
 and hand a finished model to the next stage as `<run.output_dir>/model`. The final model is written with
@@ -65,6 +66,50 @@ def split_train_eval(cfg, load: Callable[[str], Any]):
     if cfg.data.max_samples:
         train = train.select(range(min(cfg.data.max_samples, len(train))))
     return train, evaluation
+
+
+def has_eval_data(cfg) -> bool:
+    return bool(cfg.data.eval_file) or bool(cfg.data.eval_fraction and cfg.data.eval_fraction > 0)
+
+
+def training_arguments_fields(cfg) -> dict[str, Any]:
+    """Our run/train sections as `transformers.TrainingArguments` fields, shared by `trl.SFTConfig` and
+    `trl.RewardConfig` (the one place the two vocabularies meet); each stage adds its own data fields."""
+    from rlhf.distributed import training_arguments_kwargs
+
+    train = cfg.train
+    return dict(
+        output_dir=str(Path(cfg.run.output_dir) / CHECKPOINTS_DIR),
+        run_name=cfg.run.name,
+        seed=cfg.run.seed,
+        data_seed=cfg.run.seed,
+        # optimisation
+        optim=train.optimizer,
+        learning_rate=train.learning_rate,
+        weight_decay=train.weight_decay,
+        adam_beta1=train.adam_beta1,
+        adam_beta2=train.adam_beta2,
+        adam_epsilon=train.adam_epsilon,
+        lr_scheduler_type=train.lr_scheduler,
+        warmup_steps=train.warmup_ratio,  # transformers 5 reads a value < 1 as a ratio of the total steps
+        max_grad_norm=train.max_grad_norm,
+        per_device_train_batch_size=train.per_device_train_batch_size,
+        per_device_eval_batch_size=train.per_device_eval_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        num_train_epochs=train.num_train_epochs,
+        max_steps=train.max_steps,
+        **activation_checkpointing_flag(train.gradient_checkpointing),  # TRL's default is True
+        **precision_flags(train.precision),  # TRL's default is bf16=True
+        # logging, evaluation, checkpoints
+        report_to="none",  # our Tracker receives the logs through TrackerCallback
+        logging_steps=train.logging_steps,
+        logging_first_step=True,
+        **eval_and_save_schedule(train, has_eval_data(cfg)),
+        save_total_limit=train.save_total_limit,
+        dataloader_num_workers=train.dataloader_num_workers,
+        **training_arguments_kwargs(),  # multi-process CPU runs: gloo / use_cpu (see rlhf.distributed); else {}
+        dataset_num_proc=None,
+    )
 
 
 def precision_flags(precision: str) -> dict[str, bool]:
