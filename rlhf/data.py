@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from rlhf.errors import DataError
+from rlhf.files import read_jsonl_numbered
 
 # --------------------------------------------------------------------------------------------------
 # Reading rows from any supported source
@@ -56,7 +57,7 @@ def read_rows(path: str | os.PathLike) -> list[tuple[int, dict]]:
                 raise DataError(f"{source}: cannot read Parquet file ({exc})") from None
         if suffix == ".json":
             return _read_json_file(local)
-        return _read_jsonl_file(local)
+        return read_jsonl_numbered(local)
     if local.suffix.lower() in LOCAL_SUFFIXES or source.startswith((".", "/", "~")):
         raise DataError(f"{source}: file not found")
     return _numbered(_read_hub_dataset(source), source)
@@ -71,29 +72,13 @@ def _numbered(rows: Iterable[Any], source: str) -> list[tuple[int, dict]]:
     return numbered
 
 
-def _read_jsonl_file(path: Path) -> list[tuple[int, dict]]:
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}: row {line_number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}: row {line_number}: expected a JSON object, got {type(row).__name__}")
-            rows.append((line_number, row))
-    return rows
-
-
 def _read_json_file(path: Path) -> list[tuple[int, dict]]:
     """A JSON array of objects, an object holding one such array, or JSON lines under a .json name."""
     text = path.read_text(encoding="utf-8")
     try:
         loaded = json.loads(text)
     except json.JSONDecodeError:
-        return _read_jsonl_file(path)  # `datasets` also accepts JSON lines in a .json file
+        return read_jsonl_numbered(path)  # `datasets` also accepts JSON lines in a .json file
     if isinstance(loaded, dict):
         lists = [value for value in loaded.values() if isinstance(value, list)]
         if len(lists) != 1:

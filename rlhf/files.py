@@ -56,11 +56,12 @@ def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> int:
     return count
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSONL file; a malformed line raises DataError naming the file and the 1-based row."""
+def read_jsonl_numbered(path: str | os.PathLike) -> list[tuple[int, dict]]:
+    """(1-based line number, row) for every non-blank line; a malformed line raises DataError naming
+    the file and the row (line numbers, so an error points at the line a person opens)."""
     from rlhf.errors import DataError
 
-    rows: list[dict] = []
+    rows: list[tuple[int, dict]] = []
     with open(path, encoding="utf-8") as handle:
         for row_number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -71,8 +72,13 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 raise DataError(f"{path}: row {row_number}: not valid JSON ({exc.msg})") from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}: row {row_number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+            rows.append((row_number, row))
     return rows
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Read a JSONL file; a malformed line raises DataError naming the file and the 1-based row."""
+    return [row for _, row in read_jsonl_numbered(path)]
 
 
 @contextlib.contextmanager
