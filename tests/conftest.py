@@ -24,3 +24,18 @@ def tiny_model_dir(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("tiny") / "model"
     return init_tiny(out, TINY_TEXTS, vocab_size=300, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_position_embeddings=128)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread; on a busy 2-core machine more threads spin (10-20x slower).
+
+    Modules that train tiny models in-process use it (`pytestmark = pytest.mark.usefixtures(...)`); the
+    distributed tests also need it so the in-process reference runs like each launched 1-thread process.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -29,19 +29,10 @@ from rlhf.config import load_config
 from rlhf.tracking import read_metrics
 from test_distributed_smoke import accelerate_launch
 
-pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+pytestmark = [pytest.mark.distributed, pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 REPO = Path(__file__).resolve().parents[1]
 REL = 1e-5
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The in-process reference runs on one thread, like each launched process (2 shared cores)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -21,13 +21,7 @@ POLITE = ["Hope this helps.", "It is nice.", "Have a nice day."]
 RUDE = ["Go away.", "I do not care.", "Ask someone else."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread; on a busy 2-core machine more threads spin (20x slower)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_rankings(count: int, seed: int = 0, k: int = 4) -> list[dict]:

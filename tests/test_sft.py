@@ -20,13 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 TOPICS = ["cats", "the sea", "volcanoes", "dogs", "rain", "trees"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread; on a busy 2-core machine more threads spin (20x slower)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_sft_data(directory: Path, rows_per_topic: int = 4) -> tuple[Path, Path]:
