@@ -32,8 +32,8 @@ from rlhf.hf_stage import (
     resolve_resume_checkpoint,
     save_trained_model,
     slash_metrics,
-    wait_for_everyone,
     training_arguments_fields,
+    wait_for_everyone,
     write_summary,
 )
 

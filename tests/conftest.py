@@ -26,6 +26,22 @@ def tiny_model_dir(tmp_path_factory):
     return init_tiny(out, TINY_TEXTS, vocab_size=300, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_position_embeddings=128)
 
 
+@pytest.fixture(scope="session")
+def tiny_reward_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny Llama with a fresh scalar head (seed 1), saved as an HF directory: the reward model (and
+    the value model's start) of the PPO tests. Read-only; the global RNG is left as it was."""
+    import torch
+
+    from rlhf.modeling import load_scalar_model, load_tokenizer, save_model
+
+    out = tmp_path_factory.mktemp("tiny_rm") / "rm"
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        save_model(load_scalar_model(str(tiny_model_dir), tokenizer), tokenizer, out, merge=False)
+    return out
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models run fastest on one thread; on a busy 2-core machine more threads spin (10-20x slower).

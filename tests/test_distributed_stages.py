@@ -210,16 +210,11 @@ sys.exit(code)
 
 
 @pytest.fixture(scope="module")
-def ppo_inputs(tiny_model_dir, tmp_path_factory):
-    """A reward model (the tiny LM with a fresh head) and 16 prompts."""
-    from rlhf.modeling import load_scalar_model, load_tokenizer, save_model
-
+def ppo_inputs(tiny_model_dir, tiny_reward_model_dir, tmp_path_factory):
+    """The tiny LM as policy, the shared tiny reward model, and 16 prompts."""
     root = tmp_path_factory.mktemp("ppo_inputs")
-    tokenizer = load_tokenizer(str(tiny_model_dir))
-    torch.manual_seed(1)
-    save_model(load_scalar_model(str(tiny_model_dir), tokenizer), tokenizer, root / "rm", merge=False)
     prompts = write_jsonl(root / "prompts.jsonl", [{"prompt": f"User: Tell me about thing {i}{'!' * (i % 3)}.\nAssistant:"} for i in range(16)])
-    return tiny_model_dir, root / "rm", prompts
+    return tiny_model_dir, tiny_reward_model_dir, prompts
 
 
 def ppo_config(ppo_inputs, out_dir: Path, per_process_batch: int, *overrides: str):

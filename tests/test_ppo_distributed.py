@@ -31,18 +31,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_processes_match_one_process(tiny_model_dir, tmp_path):
-    from rlhf.modeling import load_scalar_model, load_tokenizer, save_model
-
-    tokenizer = load_tokenizer(str(tiny_model_dir))
-    torch.manual_seed(1)
-    save_model(load_scalar_model(str(tiny_model_dir), tokenizer), tokenizer, tmp_path / "rm", merge=False)
+def test_two_processes_match_one_process(tiny_model_dir, tiny_reward_model_dir, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"User: Tell me about thing {i}{'!' * (i % 3)}.\nAssistant:"}) + "\n" for i in range(16)))
 
     def overrides(out_dir, per_process_batch):
         return [
-            f"model.name_or_path={tiny_model_dir}", f"ppo.reward_model_path={tmp_path / 'rm'}", f"data.train_file={prompts}",
+            f"model.name_or_path={tiny_model_dir}", f"ppo.reward_model_path={tiny_reward_model_dir}", f"data.train_file={prompts}",
             f"run.output_dir={out_dir}", "tracking.plots=false", "ppo.sample_every=0", "ppo.num_updates=2",
             f"ppo.rollout_batch_size={per_process_batch}", "ppo.rollout_forward_batch_size=4", "ppo.max_new_tokens=6",
             "ppo.do_sample=false", "ppo.num_mini_batches=1", "train.learning_rate=1e-3",

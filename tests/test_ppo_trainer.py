@@ -19,17 +19,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def ppo_models(tiny_model_dir, tmp_path_factory):
+def ppo_models(tiny_model_dir, tiny_reward_model_dir, tmp_path_factory):
     """The session's tiny Llama as policy and, with a fresh random scalar head, as reward model."""
-    from rlhf.modeling import load_scalar_model, load_tokenizer, save_model
-
     root = tmp_path_factory.mktemp("ppo_models")
-    tokenizer = load_tokenizer(str(tiny_model_dir))
-    torch.manual_seed(1)
-    save_model(load_scalar_model(str(tiny_model_dir), tokenizer), tokenizer, root / "rm", merge=False)
     prompts = root / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"User: Tell me about thing {i}.\nAssistant:"}) + "\n" for i in range(32)))
-    return {"policy": str(tiny_model_dir), "rm": str(root / "rm"), "prompts": str(prompts)}
+    return {"policy": str(tiny_model_dir), "rm": str(tiny_reward_model_dir), "prompts": str(prompts)}
 
 
 def ppo_config(ppo_models, out_dir, *overrides):
