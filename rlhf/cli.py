@@ -62,13 +62,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rlhf {name}: not implemented yet", file=sys.stderr)
             return 2
         raise
+    from rlhf.distributed import shut_down_process_group
     from rlhf.errors import UserError
 
+    succeeded = False
     try:
-        return int(module.main(rest) or 0)
+        code = int(module.main(rest) or 0)
+        succeeded = True
+        return code
     except UserError as exc:
         print(f"rlhf {name}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    finally:
+        shut_down_process_group(synchronize=succeeded)
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from accelerate import Accelerator
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlhf.distributed import accelerator_kwargs
+    from rlhf.distributed import accelerator_kwargs, shut_down_process_group
 
     accelerator = Accelerator(**accelerator_kwargs())
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             Path(args.out).write_text(text + "\n")
     accelerator.wait_for_everyone()
+    shut_down_process_group()  # as the rlhf CLI does: no teardown race at interpreter exit
     return 0
 
 

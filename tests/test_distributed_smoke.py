@@ -146,6 +146,29 @@ def test_with_a_gpu_accelerate_decides():
         assert distributed.training_arguments_kwargs() == {} and distributed.accelerator_kwargs() == {}
 
 
+@pytest.mark.parametrize("raises", [False, True])
+def test_the_cli_destroys_the_process_group_a_command_started(tmp_path, monkeypatch, raises):
+    """A command that started a process group leaves none behind, whether it finished or failed."""
+    import types
+
+    import torch.distributed as dist
+
+    from rlhf import cli
+    from rlhf.errors import UserError
+
+    def command_main(argv):
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+        assert dist.is_initialized()
+        if raises:
+            raise UserError("bad input")
+        return 0
+
+    monkeypatch.setitem(sys.modules, "fake_stage", types.SimpleNamespace(main=command_main))
+    monkeypatch.setitem(cli.SUBCOMMANDS, "fake", ("fake_stage", "a stage that starts a process group"))
+    assert cli.main(["fake"]) == (2 if raises else 0)
+    assert not dist.is_initialized()
+
+
 def test_seed_for_rank_keeps_rank_zero_and_differs_per_rank():
     from rlhf.distributed import seed_for_rank
 
