@@ -8,6 +8,7 @@ ranking, and takes the next task from the reply, as the page does. Afterwards th
 `rankings` export are counted against the answers the clients saw acknowledged. Latencies are of the
 ranking submissions (each one also leases and returns the next task). Prints one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,7 +82,9 @@ def main() -> None:
 
     acknowledged_pairs = {(name, task_id) for name, done in acknowledged.items() for task_id, _ in done}
     with sqlite3.connect(db) as conn:
-        in_db = conn.execute("SELECT count(*) FROM annotations WHERE kind = 'ranking' AND undone_at IS NULL").fetchone()[0]
+        in_db = conn.execute(
+            "SELECT count(*) FROM annotations WHERE kind = 'ranking' AND undone_at IS NULL"
+        ).fetchone()[0]
     store = AnnotationStore(db, create=False)
     exported = {(row["annotator"], row["id"]) for row in export_rows(store, "rankings")}
     store.close()
@@ -102,7 +105,9 @@ def main() -> None:
             "p95": round(1000 * percentile(latencies, 0.95), 2),
             "max": round(1000 * max(latencies), 2),
             "mean": round(1000 * statistics.fmean(latencies), 2),
-        } if latencies else None,
+        }
+        if latencies
+        else None,
         "sqlite": "WAL, synchronous=FULL (fsync per acknowledged answer)",
         "cpu_count": os.cpu_count(),
     }

@@ -12,6 +12,7 @@ metrics.jsonl); the first `--warmup` updates are dropped and the medians of the 
 Peak RSS is the whole process's high-water mark (imports included: torch + transformers alone are
 about 340 MB). Machines shared with other jobs are noisy: the load average is printed with the figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,9 @@ def _texts(count: int = 400) -> list[str]:
         import random
 
         rng = random.Random(0)
-        words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 8))) for _ in range(600)]
+        words = [
+            "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 8))) for _ in range(600)
+        ]
         texts = [" ".join(rng.choice(words) for _ in range(20)) for _ in range(count)]
     return texts
 
@@ -65,10 +68,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("WANDB_MODE", "disabled")
-    from rlhf.config import load_config
-    from rlhf.modeling import init_tiny, load_scalar_model, load_tokenizer, save_model
-    from ppo.trainer import train
     from transformers import LlamaForCausalLM  # noqa: F401  (the model class the run builds: counted with the imports)
+
+    from ppo.trainer import train
+    from rlhf.app.schema import load_config
+    from rlhf.modeling import init_tiny, load_scalar_model, load_tokenizer, save_model
 
     # The same process's high-water mark before any model exists: what the imports alone cost, so the
     # run's own share of the peak is visible beside it.
@@ -76,35 +80,75 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ppo-bench-") as tmp:
         root = Path(tmp)
         with contextlib.redirect_stdout(sys.stderr):
-            policy_dir = init_tiny(root / "policy", _texts(), vocab_size=500, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=256)
+            policy_dir = init_tiny(
+                root / "policy",
+                _texts(),
+                vocab_size=500,
+                hidden_size=64,
+                num_layers=2,
+                num_heads=4,
+                intermediate_size=256,
+            )
             tokenizer = load_tokenizer(str(policy_dir))
             save_model(load_scalar_model(str(policy_dir), tokenizer), tokenizer, root / "rm", merge=False)
         _prompts(root / "prompts.jsonl")
-        cfg = load_config(None, [
-            f"model.name_or_path={policy_dir}", f"ppo.reward_model_path={root / 'rm'}",
-            f"data.train_file={root / 'prompts.jsonl'}", f"run.output_dir={root / 'run'}",
-            f"ppo.num_updates={args.warmup + args.updates}", "ppo.rollout_batch_size=16", "ppo.rollout_forward_batch_size=16",
-            "ppo.max_new_tokens=24", "ppo.temperature=0.7", "ppo.ppo_epochs=1", "ppo.num_mini_batches=2",
-            "train.gradient_accumulation_steps=1", "train.precision=fp32", "ppo.sample_every=0", "ppo.save_every=0",
-            "tracking.report_to=[jsonl]", "tracking.plots=false", "train.logging_steps=1000000",
-        ])
+        cfg = load_config(
+            None,
+            [
+                f"model.name_or_path={policy_dir}",
+                f"ppo.reward_model_path={root / 'rm'}",
+                f"data.train_file={root / 'prompts.jsonl'}",
+                f"run.output_dir={root / 'run'}",
+                f"ppo.num_updates={args.warmup + args.updates}",
+                "ppo.rollout_batch_size=16",
+                "ppo.rollout_forward_batch_size=16",
+                "ppo.max_new_tokens=24",
+                "ppo.temperature=0.7",
+                "ppo.ppo_epochs=1",
+                "ppo.num_mini_batches=2",
+                "train.gradient_accumulation_steps=1",
+                "train.precision=fp32",
+                "ppo.sample_every=0",
+                "ppo.save_every=0",
+                "tracking.report_to=[jsonl]",
+                "tracking.plots=false",
+                "train.logging_steps=1000000",
+            ],
+        )
         load_before = os.getloadavg()[0]
         start = time.perf_counter()
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON report
             result = train(cfg)
         wall = time.perf_counter() - start
-        measured = result["history"][args.warmup:]
+        measured = result["history"][args.warmup :]
 
     def median(key: str) -> float:
         return round(statistics.median(row[key] for row in measured), 4)
 
     vocab = len(tokenizer)
     report = {
-        "config": {"hidden": 64, "layers": 2, "heads": 4, "ffn": 256, "vocab": vocab, "prompts_per_rollout": 16,
-                   "response_tokens": 24, "ppo_epochs": 1, "mini_batches": 2, "dtype": "fp32", "device": "cpu",
-                   "torch_threads": torch.get_num_threads(), "measured_updates": len(measured), "warmup_updates": args.warmup},
+        "config": {
+            "hidden": 64,
+            "layers": 2,
+            "heads": 4,
+            "ffn": 256,
+            "vocab": vocab,
+            "prompts_per_rollout": 16,
+            "response_tokens": 24,
+            "ppo_epochs": 1,
+            "mini_batches": 2,
+            "dtype": "fp32",
+            "device": "cpu",
+            "torch_threads": torch.get_num_threads(),
+            "measured_updates": len(measured),
+            "warmup_updates": args.warmup,
+        },
         "seconds_per_update": median("time/update"),
-        "seconds_by_phase": {"generation": median("time/generation"), "scoring": median("time/scoring"), "training": median("time/training")},
+        "seconds_by_phase": {
+            "generation": median("time/generation"),
+            "scoring": median("time/scoring"),
+            "training": median("time/training"),
+        },
         "seconds_per_update_min": round(min(row["time/update"] for row in measured), 4),
         "tokens_per_second": median("perf/tokens_per_second"),
         "response_tokens_per_update": round(statistics.mean(row["val/response_length"] * 16 for row in measured), 1),

@@ -15,6 +15,7 @@ eps inside the rsqrt, like TRL, and writes 0 outside the mask. Losses take an op
 number of tokens the mean is over) so the trainer can average over a whole mini-batch across
 micro-batches and processes instead of averaging per-micro-batch means.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -219,7 +220,9 @@ def shape_rewards(
 # --------------------------------------------------------------------------------------------------
 
 
-def compute_gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0, lam: float = 0.95) -> tuple[Tensor, Tensor]:
+def compute_gae(
+    rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[Tensor, Tensor]:
     """Generalised advantage estimation over the response; returns (advantages, returns), 0 off the mask.
 
     delta_t = r_t + gamma * V_{t+1} - V_t and A_t = delta_t + gamma * lam * A_{t+1}, where V and A
@@ -283,7 +286,9 @@ def policy_loss(
     The log ratio is forced to 0 off the mask: logits at padding are arbitrary and exp() of them could
     overflow into a nan that no mask removes from a gradient.
     """
-    log_ratio = torch.where(mask.bool(), logprobs - old_logprobs, torch.zeros((), dtype=logprobs.dtype, device=logprobs.device))
+    log_ratio = torch.where(
+        mask.bool(), logprobs - old_logprobs, torch.zeros((), dtype=logprobs.dtype, device=logprobs.device)
+    )
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)

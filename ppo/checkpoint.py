@@ -8,6 +8,7 @@ position) ride along. Each checkpoint is written under a hidden temporary name a
 process has finished, so `checkpoints/update-NNNNNN` either exists complete or not at all, and only the
 newest `keep` of them are kept.
 """
+
 from __future__ import annotations
 
 import re
@@ -81,7 +82,8 @@ class Progress:
 
         if int(state["num_prompts"]) != self.stream.num_prompts:
             raise ConfigError(
-                f"cannot resume: the checkpoint was made with {state['num_prompts']} training prompts, data.train_file now has "
+                f"cannot resume: the checkpoint was made with {state['num_prompts']} training prompts, "
+                "data.train_file now has "
                 f"{self.stream.num_prompts}; resume with the same data or start a new run.output_dir"
             )
         self.update = int(state["update"])
@@ -137,7 +139,9 @@ def load_checkpoint(accelerator, path: str | Path) -> None:
     accelerator.load_state(str(path))
 
 
-def drop_logged_rows_after(run_dir: str | Path, update: int, names: tuple[str, ...] = ("metrics.jsonl", "samples.jsonl")) -> None:
+def drop_logged_rows_after(
+    run_dir: str | Path, update: int, names: tuple[str, ...] = ("metrics.jsonl", "samples.jsonl")
+) -> None:
     """Forget rows logged after the checkpoint a run resumes from (they will be logged again), atomically."""
     import json
 

@@ -6,6 +6,7 @@ evaluation is asked for), so evaluation never scores prompts the policy was opti
 are SFT rows: prompt/completion strings (loss on the completion, as in SFT), message lists (loss on the
 whole chat-templated text) or a bare `text` field; they are drawn from their own resumable stream.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
-from omegaconf import DictConfig
 
 from ppo.checkpoint import PromptStream
+from ppo.config import PPOStageConfig
 from ppo.rollout import encode_prompt
 from rlhf.errors import ConfigError, DataError
 
@@ -28,7 +29,7 @@ class PromptSet:
     ids: list[list[int]]  # token ids, left-truncated to data.max_prompt_length
 
 
-def _rows(path: str, kind: str, cfg: DictConfig) -> list[dict]:
+def _rows(path: str, kind: str, cfg: PPOStageConfig) -> list[dict]:
     from rlhf.data import load_rows
 
     rows, report = load_rows(path, kind, skip_bad_rows=cfg.data.skip_bad_rows)
@@ -42,7 +43,7 @@ def _encode(rows: list[dict], tokenizer, max_prompt_length: int) -> PromptSet:
     return PromptSet(texts, [encode_prompt(tokenizer, text, max_prompt_length) for text in texts])
 
 
-def load_prompt_sets(cfg: DictConfig, tokenizer) -> tuple[PromptSet, Optional[PromptSet]]:
+def load_prompt_sets(cfg: PPOStageConfig, tokenizer) -> tuple[PromptSet, Optional[PromptSet]]:
     """(training prompts, held-out prompts or None when no evaluation is configured)."""
     rows = _rows(cfg.data.train_file, "prompts", cfg)
     if cfg.data.max_samples:
@@ -54,7 +55,10 @@ def load_prompt_sets(cfg: DictConfig, tokenizer) -> tuple[PromptSet, Optional[Pr
         else:
             held_out = max(1, math.ceil(len(rows) * cfg.data.eval_fraction))
             if held_out >= len(rows):
-                raise ConfigError(f"data.train_file has {len(rows)} prompts: too few to hold out data.eval_fraction={cfg.data.eval_fraction}; set data.eval_file")
+                raise ConfigError(
+                    f"data.train_file has {len(rows)} prompts: too few to hold out "
+                    f"data.eval_fraction={cfg.data.eval_fraction}; set data.eval_file"
+                )
             rows, eval_rows = rows[:-held_out], rows[-held_out:]
         eval_rows = eval_rows[: cfg.ppo.eval_num_prompts]
     if not rows:
@@ -100,4 +104,8 @@ class PtxBatches:
             input_ids[row, : len(ids)] = torch.tensor(ids)
             labels[row, : len(lab)] = torch.tensor(lab)
             attention_mask[row, : len(ids)] = 1
-        return {"ptx_input_ids": input_ids.to(device), "ptx_attention_mask": attention_mask.to(device), "ptx_labels": labels.to(device)}
+        return {
+            "ptx_input_ids": input_ids.to(device),
+            "ptx_attention_mask": attention_mask.to(device),
+            "ptx_labels": labels.to(device),
+        }

@@ -5,6 +5,7 @@ each rollout of n episodes, so a policy that drifts past the target gets pulled 
 stays close is allowed to move. Both controllers carry `state_dict()` / `load_state_dict()` so a resumed
 run continues with the coefficient it had, and the trainer checkpoints them with the models.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -53,5 +54,7 @@ class AdaptiveKLController:
         self.horizon = int(state.get("horizon", self.horizon))
 
 
-def build_kl_controller(kl_coef: float, adaptive: bool, target: float, horizon: int) -> FixedKLController | AdaptiveKLController:
+def build_kl_controller(
+    kl_coef: float, adaptive: bool, target: float, horizon: int
+) -> FixedKLController | AdaptiveKLController:
     return AdaptiveKLController(kl_coef, target, horizon) if adaptive else FixedKLController(kl_coef)

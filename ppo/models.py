@@ -10,6 +10,7 @@ starting point and the reference. The reward model is frozen and comes with the 
 stage 2 stored next to it (`reward_stats.json`). The value model starts from the reward model (or from
 the policy's backbone with a fresh head); with LoRA only the policy gets an adapter.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,11 +21,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from ppo.algorithm import position_ids_from_attention_mask
+from ppo.config import PPOStageConfig
 from ppo.rollout import response_logits, response_values, supports_logits_to_keep
+from rlhf.config import as_dict
 from rlhf.errors import ConfigError
 
 REWARD_STATS_FILE = "reward_stats.json"
@@ -89,7 +91,7 @@ def read_reward_stats(reward_model_path: str) -> tuple[Optional[float], Optional
         stats = json.loads(path.read_text(encoding="utf-8"))
         mean, std = float(stats["mean"]), float(stats["std"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path}: expected {{\"mean\": number, \"std\": number}} ({exc})") from None
+        raise ConfigError(f'{path}: expected {{"mean": number, "std": number}} ({exc})') from None
     if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
         raise ConfigError(f"{path}: mean must be finite and std positive, got mean={mean}, std={std}")
     return mean, std
@@ -99,11 +101,11 @@ def _is_adapter_dir(path: str) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
 
-def load_policy_weights(cfg: DictConfig, path: str, tokenizer) -> nn.Module:
+def load_policy_weights(cfg: PPOStageConfig, path: str, tokenizer) -> nn.Module:
     """The SFT policy as a plain causal LM; an adapter directory is loaded onto its base and merged."""
     from rlhf.modeling import check_tokenizer_matches, load_causal_lm
 
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg = as_dict(cfg.model)
     if _is_adapter_dir(path):
         from peft import PeftConfig, PeftModel
 
@@ -121,12 +123,14 @@ def _freeze(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def build_models(cfg: DictConfig) -> PPOModels:
+def build_models(cfg: PPOStageConfig) -> PPOModels:
     """Load tokenizer, policy (+LoRA), reference, reward model (+stats) and value model from the config."""
     from rlhf.modeling import apply_lora, check_tokenizer_matches, load_scalar_model, load_tokenizer
 
     policy_path = cfg.model.name_or_path
-    tokenizer = load_tokenizer(cfg.model.tokenizer or policy_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(
+        cfg.model.tokenizer or policy_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
+    )
     policy = load_policy_weights(cfg, policy_path, tokenizer)
 
     lora = cfg.model.lora.enabled
@@ -157,7 +161,7 @@ def build_models(cfg: DictConfig) -> PPOModels:
     return PPOModels(tokenizer, policy, value_model, reward_model, reference, reward_mean, reward_std)
 
 
-def build_optimizer(cfg: DictConfig, policy: nn.Module, value_model: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(cfg: PPOStageConfig, policy: nn.Module, value_model: nn.Module) -> torch.optim.Optimizer:
     """One optimiser, two parameter groups: the policy at train.learning_rate, the value model at its own LR."""
     train = cfg.train
     value_lr = cfg.ppo.value_learning_rate if cfg.ppo.value_learning_rate is not None else train.learning_rate
@@ -167,9 +171,14 @@ def build_optimizer(cfg: DictConfig, policy: nn.Module, value_model: nn.Module) 
     ]
     if train.optimizer in ("adamw_torch", "adamw_torch_fused"):
         return torch.optim.AdamW(
-            groups, betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_epsilon,
-            weight_decay=train.weight_decay, fused=train.optimizer == "adamw_torch_fused" or None,
+            groups,
+            betas=(train.adam_beta1, train.adam_beta2),
+            eps=train.adam_epsilon,
+            weight_decay=train.weight_decay,
+            fused=train.optimizer == "adamw_torch_fused" or None,
         )
     if train.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=train.learning_rate, weight_decay=train.weight_decay)
-    raise ConfigError(f"bad value for 'train.optimizer': {train.optimizer!r}; PPO supports adamw_torch, adamw_torch_fused, sgd")
+    raise ConfigError(
+        f"bad value for 'train.optimizer': {train.optimizer!r}; PPO supports adamw_torch, adamw_torch_fused, sgd"
+    )

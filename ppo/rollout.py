@@ -10,6 +10,7 @@ reward model's score at the last real token) run over `forward_batch_size` rows 
 memory, with position ids derived from the attention mask so left padding does not shift positions.
 Only the response slice of the LM head is computed (`logits_to_keep`) where the model supports it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,7 +28,6 @@ from ppo.algorithm import (
     position_ids_from_attention_mask,
     truncate_after_eos,
 )
-
 
 # --------------------------------------------------------------------------------------------------
 # Prompts
@@ -48,15 +48,17 @@ def encode_prompt(tokenizer, prompt: str | list[dict], max_prompt_length: Option
     return ids
 
 
-def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+def left_pad(
+    sequences: Sequence[Sequence[int]], pad_token_id: int, device: torch.device | str = "cpu"
+) -> tuple[Tensor, Tensor]:
     """Left-pad id lists to one width: (input_ids, attention_mask)."""
     width = max(len(seq) for seq in sequences)
     input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, seq in enumerate(sequences):
         if len(seq):
-            input_ids[row, width - len(seq):] = torch.as_tensor(list(seq), dtype=torch.long)
-            attention_mask[row, width - len(seq):] = 1
+            input_ids[row, width - len(seq) :] = torch.as_tensor(list(seq), dtype=torch.long)
+            attention_mask[row, width - len(seq) :] = 1
     return input_ids.to(device), attention_mask.to(device)
 
 
@@ -106,17 +108,23 @@ def supports_logits_to_keep(model: nn.Module) -> bool:
     return "logits_to_keep" in inspect.signature(_hf_model(model).forward).parameters
 
 
-def response_logits(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, response_length: int, keep_slice: Optional[bool] = None) -> Tensor:
+def response_logits(
+    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, response_length: int, keep_slice: Optional[bool] = None
+) -> Tensor:
     """Logits that predict each response token: [B, R, V] (positions P-1 .. P+R-2)."""
     position_ids = position_ids_from_attention_mask(attention_mask)
     kwargs: dict[str, Any] = {}
     if keep_slice if keep_slice is not None else supports_logits_to_keep(model):
         kwargs["logits_to_keep"] = response_length + 1
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, **kwargs).logits
-    return logits[:, -response_length - 1:-1]
+    logits = model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, **kwargs
+    ).logits
+    return logits[:, -response_length - 1 : -1]
 
 
-def token_scalars(scalar_model: nn.Module, input_ids: Tensor, attention_mask: Tensor, positions: slice | Tensor) -> Tensor:
+def token_scalars(
+    scalar_model: nn.Module, input_ids: Tensor, attention_mask: Tensor, positions: slice | Tensor
+) -> Tensor:
     """The scalar head applied to the backbone's hidden states at `positions`: [B, len] (float32).
 
     A sequence-classification model's own forward pools one position; PPO needs a value per token.
@@ -126,7 +134,9 @@ def token_scalars(scalar_model: nn.Module, input_ids: Tensor, attention_mask: Te
     hf_model = _hf_model(scalar_model)
     backbone = getattr(hf_model, hf_model.base_model_prefix)
     position_ids = position_ids_from_attention_mask(attention_mask)
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False).last_hidden_state
+    hidden = backbone(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    ).last_hidden_state
     if isinstance(positions, Tensor):  # one position per row
         hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), positions].unsqueeze(1)
     else:
@@ -140,16 +150,20 @@ def response_values(value_model: nn.Module, input_ids: Tensor, attention_mask: T
     return token_scalars(value_model, input_ids, attention_mask, slice(total - response_length - 1, total - 1))
 
 
-def sequence_scores(reward_model: nn.Module, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor) -> Tensor:
+def sequence_scores(
+    reward_model: nn.Module, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor
+) -> Tensor:
     """The reward model's score at the last real token of each response (its EOS, or the last token): [B]."""
     prompt_width = input_ids.shape[1] - response_mask.shape[1]
-    return token_scalars(reward_model, input_ids, attention_mask, prompt_width + last_token_index(response_mask)).squeeze(1)
+    return token_scalars(
+        reward_model, input_ids, attention_mask, prompt_width + last_token_index(response_mask)
+    ).squeeze(1)
 
 
 def chunked(fn: Callable[..., Tensor], batch_size: int, *tensors: Tensor) -> Tensor:
     """Apply `fn` to row chunks of `tensors` and concatenate: bounds activation memory of no-grad passes."""
     rows = tensors[0].shape[0]
-    return torch.cat([fn(*(t[start:start + batch_size] for t in tensors)) for start in range(0, rows, batch_size)])
+    return torch.cat([fn(*(t[start : start + batch_size] for t in tensors)) for start in range(0, rows, batch_size)])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -157,7 +171,15 @@ def chunked(fn: Callable[..., Tensor], batch_size: int, *tensors: Tensor) -> Ten
 # --------------------------------------------------------------------------------------------------
 
 
-def build_generation_config(max_new_tokens: int, temperature: float, top_k: int, top_p: float, do_sample: bool, eos_token_id: int, pad_token_id: int):
+def build_generation_config(
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    do_sample: bool,
+    eos_token_id: int,
+    pad_token_id: int,
+):
     """Every sampling knob explicit, so a model's own generation_config (say top_k=50) cannot leak in."""
     from transformers import GenerationConfig
 
@@ -178,12 +200,16 @@ def build_generation_config(max_new_tokens: int, temperature: float, top_k: int,
 
 
 @torch.no_grad()
-def generate_responses(policy: nn.Module, prompt_ids: Tensor, prompt_mask: Tensor, generation_config, synced_gpus: bool = False) -> Tensor:
+def generate_responses(
+    policy: nn.Module, prompt_ids: Tensor, prompt_mask: Tensor, generation_config, synced_gpus: bool = False
+) -> Tensor:
     """Sampled response ids [B, R'] (R' <= max_new_tokens: generation stops when every row has ended).
 
     `synced_gpus` keeps every process stepping until all are done (ZeRO-3 without gathered weights)."""
-    output = policy.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation_config, synced_gpus=synced_gpus)
-    return output[:, prompt_ids.shape[1]:]
+    output = policy.generate(
+        input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation_config, synced_gpus=synced_gpus
+    )
+    return output[:, prompt_ids.shape[1] :]
 
 
 @torch.no_grad()
@@ -221,9 +247,25 @@ def score_responses(
     logprobs = chunked(logprobs_of(policy), forward_batch_size, input_ids, attention_mask, response_ids) * mask
     with reference_context():
         ref_model = reference if reference is not None else policy
-        ref_logprobs = chunked(logprobs_of(ref_model), forward_batch_size, input_ids, attention_mask, response_ids) * mask
-    values = chunked(lambda i, a: response_values(value_model, i, a, response_length), forward_batch_size, input_ids, attention_mask) * mask
-    raw_scores = chunked(lambda i, a, m: sequence_scores(reward_model, i, a, m), forward_batch_size, input_ids, attention_mask, response_mask)
+        ref_logprobs = (
+            chunked(logprobs_of(ref_model), forward_batch_size, input_ids, attention_mask, response_ids) * mask
+        )
+    values = (
+        chunked(
+            lambda i, a: response_values(value_model, i, a, response_length),
+            forward_batch_size,
+            input_ids,
+            attention_mask,
+        )
+        * mask
+    )
+    raw_scores = chunked(
+        lambda i, a, m: sequence_scores(reward_model, i, a, m),
+        forward_batch_size,
+        input_ids,
+        attention_mask,
+        response_mask,
+    )
     return Rollout(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,
@@ -243,7 +285,9 @@ def score_responses(
 
 
 @contextlib.contextmanager
-def unwrapped_for_generation(model: nn.Module, accelerator, gather_zero3_params: bool = True, unwrapped: Optional[nn.Module] = None) -> Iterator[nn.Module]:
+def unwrapped_for_generation(
+    model: nn.Module, accelerator, gather_zero3_params: bool = True, unwrapped: Optional[nn.Module] = None
+) -> Iterator[nn.Module]:
     """The bare module to call `generate` on.
 
     Under DeepSpeed ZeRO-3 each layer's weights live in shards that forward hooks gather one layer at a
@@ -251,7 +295,9 @@ def unwrapped_for_generation(model: nn.Module, accelerator, gather_zero3_params:
     lifting the hooks meanwhile) trades memory for a far faster generation; set
     `ppo.zero3_gather_for_generation=false` when the full model does not fit on one device.
     """
-    unwrapped = unwrapped if unwrapped is not None else accelerator.unwrap_model(model)  # unwrap_model costs ms per call
+    unwrapped = (
+        unwrapped if unwrapped is not None else accelerator.unwrap_model(model)
+    )  # unwrap_model costs ms per call
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     if plugin is None or plugin.zero_stage != 3 or not gather_zero3_params:
         yield unwrapped
@@ -260,7 +306,11 @@ def unwrapped_for_generation(model: nn.Module, accelerator, gather_zero3_params:
 
     with deepspeed.zero.GatheredParameters(list(model.parameters())):
         offload = getattr(getattr(model, "optimizer", None), "parameter_offload", None)
-        can_lift = offload is not None and hasattr(offload, "_remove_module_hooks") and hasattr(offload, "setup_zero_stage3_hooks")
+        can_lift = (
+            offload is not None
+            and hasattr(offload, "_remove_module_hooks")
+            and hasattr(offload, "setup_zero_stage3_hooks")
+        )
         if can_lift:  # DeepSpeed internals (0.14 - 0.19): without this the hooks re-gather every layer per token
             offload._remove_module_hooks()
             offload.forward_hooks.clear()

@@ -23,6 +23,7 @@ perf/tokens_per_second (prompt + response tokens of the rollout per second of th
 `ppo.eval_every` updates (and at update 0) eval/{rm_score, raw_score, kl, eos_rate, response_length,
 gold_score}.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,29 +51,49 @@ from ppo.algorithm import (
     shape_rewards,
     value_loss,
 )
-from ppo.checkpoint import Progress, PromptStream, drop_logged_rows_after, latest_checkpoint, load_checkpoint, save_checkpoint
+from ppo.checkpoint import (
+    Progress,
+    PromptStream,
+    drop_logged_rows_after,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from ppo.config import PPOStageConfig
 from ppo.data import PromptSet, PtxBatches, load_prompt_sets
 from ppo.kl_control import build_kl_controller
 from ppo.models import PolicyAndValue, PPOModels, build_models, build_optimizer
-from ppo.rollout import Rollout, build_generation_config, generate_responses, left_pad, score_responses, unwrapped_for_generation
-from rlhf.config import require
+from ppo.rollout import (
+    Rollout,
+    build_generation_config,
+    generate_responses,
+    left_pad,
+    score_responses,
+    unwrapped_for_generation,
+)
+from rlhf.config import require, typed
 from rlhf.distributed import accelerator_kwargs
 from rlhf.errors import ConfigError
+from rlhf.plugins import load_judge
 
 SUMMARY_FILE = "summary.json"
 MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 NONDETERMINISTIC_PREFIXES = ("time/", "perf/")  # wall-clock metrics; everything else is reproducible on CPU
 
 
-def train(cfg: DictConfig) -> dict:
+def train(cfg: PPOStageConfig | DictConfig) -> dict:
     """Run PPO as configured; returns the run directory, saved model paths and per-update metrics."""
+    cfg = typed(cfg, PPOStageConfig)
     from accelerate import Accelerator
 
     from rlhf.tracking import Tracker, prepare_run_dir, seed_everything
 
     check_config(cfg)
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.train.gradient_accumulation_steps, mixed_precision=MIXED_PRECISION[cfg.train.precision],
-                              **accelerator_kwargs())  # gloo / CPU mode for multi-process CPU runs, see rlhf.distributed
+    accelerator = Accelerator(
+        gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+        mixed_precision=MIXED_PRECISION[cfg.train.precision],
+        **accelerator_kwargs(),
+    )  # gloo / CPU mode for multi-process CPU runs, see rlhf.distributed
     _configure_deepspeed(accelerator, cfg)
     run_dir = prepare_run_dir(cfg, accelerator.is_main_process)
     if accelerator.is_main_process:  # the pipeline reads summary.json as "stage complete"
@@ -83,7 +104,11 @@ def train(cfg: DictConfig) -> dict:
     models = build_models(cfg)
     tokenizer = models.tokenizer
     train_prompts, eval_prompts = load_prompt_sets(cfg, tokenizer)
-    ptx = PtxBatches(cfg.ppo.ptx_file, tokenizer, cfg.data.max_length, cfg.run.seed, cfg.data.skip_bad_rows) if cfg.ppo.ptx_coef > 0 else None
+    ptx = (
+        PtxBatches(cfg.ppo.ptx_file, tokenizer, cfg.data.max_length, cfg.run.seed, cfg.data.skip_bad_rows)
+        if cfg.ppo.ptx_coef > 0
+        else None
+    )
     progress = Progress(PromptStream(len(train_prompts.ids), cfg.run.seed), ptx.stream if ptx else None)
     optimizer = build_optimizer(cfg, models.policy, models.value_model)
     scheduler = _build_scheduler(cfg, optimizer)
@@ -102,7 +127,9 @@ def train(cfg: DictConfig) -> dict:
                 drop_logged_rows_after(run_dir, progress.update)
             accelerator.print(f"ppo: resumed from {checkpoint} (update {progress.update})")
         else:
-            accelerator.print(f"ppo: ppo.resume=true but {run_dir}/checkpoints has no checkpoint; starting from update 0")
+            accelerator.print(
+                f"ppo: ppo.resume=true but {run_dir}/checkpoints has no checkpoint; starting from update 0"
+            )
 
     loop = Loop(cfg, accelerator, model, optimizer, scheduler, models, kl_controller, ptx)
     tracker = Tracker(cfg, run_dir, accelerator.is_main_process)
@@ -135,8 +162,14 @@ def train(cfg: DictConfig) -> dict:
     tracker.finish()
     if finished:
         _write_summary(accelerator, run_dir, paths, history, progress.update)
-    return {"run_dir": str(run_dir), "updates_done": progress.update, "finished": finished, "history": history,
-            "eval_at_start": eval_at_start, **paths}
+    return {
+        "run_dir": str(run_dir),
+        "updates_done": progress.update,
+        "finished": finished,
+        "history": history,
+        "eval_at_start": eval_at_start,
+        **paths,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -144,46 +177,61 @@ def train(cfg: DictConfig) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
-def check_config(cfg: DictConfig) -> None:
+def check_config(cfg: PPOStageConfig) -> None:
     """Stage-specific rules, each naming its config key."""
     require(cfg, "model.name_or_path", "ppo.reward_model_path", "data.train_file")
     ppo = cfg.ppo
     per_mini_batch, remainder = divmod(ppo.rollout_batch_size, ppo.num_mini_batches)
     if ppo.num_mini_batches < 1 or remainder:
-        raise ConfigError(f"ppo.rollout_batch_size ({ppo.rollout_batch_size}) must be a multiple of ppo.num_mini_batches ({ppo.num_mini_batches})")
+        raise ConfigError(
+            f"ppo.rollout_batch_size ({ppo.rollout_batch_size}) must be a multiple of ppo.num_mini_batches "
+            f"({ppo.num_mini_batches})"
+        )
     accumulation = cfg.train.gradient_accumulation_steps
     if accumulation < 1 or per_mini_batch % accumulation:
         raise ConfigError(
-            f"a mini-batch of {per_mini_batch} rollouts (ppo.rollout_batch_size / ppo.num_mini_batches) must be a multiple of "
+            f"a mini-batch of {per_mini_batch} rollouts (ppo.rollout_batch_size / ppo.num_mini_batches) must be a "
+            "multiple of "
             f"train.gradient_accumulation_steps ({accumulation})"
         )
-    positive = {"ppo.num_updates": ppo.num_updates, "ppo.max_new_tokens": ppo.max_new_tokens, "ppo.ppo_epochs": ppo.ppo_epochs,
-                "ppo.rollout_forward_batch_size": ppo.rollout_forward_batch_size, "ppo.temperature": ppo.temperature}
+    positive = {
+        "ppo.num_updates": ppo.num_updates,
+        "ppo.max_new_tokens": ppo.max_new_tokens,
+        "ppo.ppo_epochs": ppo.ppo_epochs,
+        "ppo.rollout_forward_batch_size": ppo.rollout_forward_batch_size,
+        "ppo.temperature": ppo.temperature,
+    }
     for key, value in positive.items():
         if not value > 0:
             raise ConfigError(f"bad value for '{key}': {value!r}; expected a positive number")
     if ppo.ptx_coef > 0 and not ppo.ptx_file:
         raise ConfigError("ppo.ptx_coef > 0 needs ppo.ptx_file (SFT rows for the language-modelling loss)")
-    if ppo.gold_judge not in (None, "tiny"):
-        raise ConfigError(f"bad value for 'ppo.gold_judge': {ppo.gold_judge!r}; expected null or tiny")
+    load_judge(ppo.gold_judge, "ppo.gold_judge")  # a bad spec stops here, before any model loads
     if ppo.updates_per_job is not None and ppo.updates_per_job < 1:
-        raise ConfigError(f"bad value for 'ppo.updates_per_job': {ppo.updates_per_job}; expected a positive number or null")
+        raise ConfigError(
+            f"bad value for 'ppo.updates_per_job': {ppo.updates_per_job}; expected a positive number or null"
+        )
 
 
-def _build_scheduler(cfg: DictConfig, optimizer):
+def _build_scheduler(cfg: PPOStageConfig, optimizer):
     """LR schedule over every optimiser step of the run (stepped by hand: accelerate's wrapper would step
     it once per process)."""
     from transformers import get_scheduler
 
     total_steps = cfg.ppo.num_updates * cfg.ppo.ppo_epochs * cfg.ppo.num_mini_batches
-    return get_scheduler(cfg.train.lr_scheduler, optimizer, num_warmup_steps=math.ceil(cfg.train.warmup_ratio * total_steps), num_training_steps=total_steps)
+    return get_scheduler(
+        cfg.train.lr_scheduler,
+        optimizer,
+        num_warmup_steps=math.ceil(cfg.train.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
 
 
 def _deepspeed_plugin(accelerator):
     return getattr(accelerator.state, "deepspeed_plugin", None)
 
 
-def _configure_deepspeed(accelerator, cfg: DictConfig) -> None:
+def _configure_deepspeed(accelerator, cfg: PPOStageConfig) -> None:
     """Fill the DeepSpeed config keys accelerate would take from a DataLoader (we prepare none).
 
     The engine clips (accelerator.clip_grad_norm_ only reads its norm back), so it gets our norm; its
@@ -195,7 +243,9 @@ def _configure_deepspeed(accelerator, cfg: DictConfig) -> None:
     accumulation = cfg.train.gradient_accumulation_steps
     plugin.deepspeed_config["gradient_clipping"] = float(cfg.train.max_grad_norm)
     plugin.deepspeed_config["gradient_accumulation_steps"] = accumulation
-    plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.ppo.rollout_batch_size // cfg.ppo.num_mini_batches // accumulation
+    plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
+        cfg.ppo.rollout_batch_size // cfg.ppo.num_mini_batches // accumulation
+    )
 
 
 def _without_auto(config: Any) -> Any:
@@ -258,9 +308,15 @@ class MetricSums:
         names = sorted(self._sums)
         if not names:
             return {}
-        values = torch.stack([torch.as_tensor(self._sums[n][i], dtype=torch.float64).to(accelerator.device) for i in (0, 1) for n in names])
+        values = torch.stack(
+            [
+                torch.as_tensor(self._sums[n][i], dtype=torch.float64).to(accelerator.device)
+                for i in (0, 1)
+                for n in names
+            ]
+        )
         values = accelerator.reduce(values, reduction="sum") if accelerator.num_processes > 1 else values
-        totals, counts = values[: len(names)].tolist(), values[len(names):].tolist()
+        totals, counts = values[: len(names)].tolist(), values[len(names) :].tolist()
         return {name: (total / count if count else float("nan")) for name, total, count in zip(names, totals, counts)}
 
 
@@ -276,7 +332,7 @@ def _sync(device: torch.device) -> None:
 
 @dataclass
 class Loop:
-    cfg: DictConfig
+    cfg: PPOStageConfig
     accelerator: Any
     model: Any  # the prepared PolicyAndValue
     optimizer: Any
@@ -289,10 +345,16 @@ class Loop:
         tokenizer = self.models.tokenizer
         self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
         ppo = self.cfg.ppo
-        self.generation_config = build_generation_config(ppo.max_new_tokens, ppo.temperature, ppo.top_k, ppo.top_p, ppo.do_sample, self.eos_id, self.pad_id)
+        self.generation_config = build_generation_config(
+            ppo.max_new_tokens, ppo.temperature, ppo.top_k, ppo.top_p, ppo.do_sample, self.eos_id, self.pad_id
+        )
         plugin = _deepspeed_plugin(self.accelerator)
-        self.zero3_synced_generation = plugin is not None and plugin.zero_stage == 3 and not ppo.zero3_gather_for_generation
-        self.unwrapped = self.accelerator.unwrap_model(self.model)  # the same module all run; unwrapping costs ms per call
+        self.zero3_synced_generation = (
+            plugin is not None and plugin.zero_stage == 3 and not ppo.zero3_gather_for_generation
+        )
+        self.unwrapped = self.accelerator.unwrap_model(
+            self.model
+        )  # the same module all run; unwrapping costs ms per call
 
     @property
     def device(self) -> torch.device:
@@ -310,14 +372,16 @@ class Loop:
         world, rank = accelerator.num_processes, accelerator.process_index
         start = time.perf_counter()
         global_indices = progress.stream.take(ppo.rollout_batch_size * world)  # every process advances the same stream
-        local_indices = global_indices[rank * ppo.rollout_batch_size:(rank + 1) * ppo.rollout_batch_size]
+        local_indices = global_indices[rank * ppo.rollout_batch_size : (rank + 1) * ppo.rollout_batch_size]
         self.last_prompt_indices = local_indices
 
         prompt_ids, prompt_mask = left_pad([prompts.ids[i] for i in local_indices], self.pad_id, self.device)
         rollout, generation_seconds, scoring_seconds = self.collect_rollout(prompt_ids, prompt_mask)
 
         train_start = time.perf_counter()
-        learning_rates = [group["lr"] for group in self.optimizer.param_groups]  # in effect for this update's first step
+        learning_rates = [
+            group["lr"] for group in self.optimizer.param_groups
+        ]  # in effect for this update's first step
         stats = MetricSums()
         scores, advantages, returns = self.shape_and_advantages(rollout, stats)
         self.optimise(rollout, advantages, returns, stats)
@@ -330,17 +394,19 @@ class Loop:
         self.kl_controller.update(metrics["objective/kl"], ppo.rollout_batch_size * world)
         update_seconds = time.perf_counter() - start
         rollout_tokens = metrics.pop("perf/rollout_tokens_per_sequence") * ppo.rollout_batch_size * world
-        metrics.update({
-            "lr/policy": learning_rates[0],
-            "lr/value": learning_rates[1],
-            "episodes": float((progress.update + 1) * ppo.rollout_batch_size * world),
-            "epoch": progress.stream.epoch,
-            "time/generation": generation_seconds,
-            "time/scoring": scoring_seconds,
-            "time/training": training_seconds,
-            "time/update": update_seconds,
-            "perf/tokens_per_second": rollout_tokens / update_seconds,
-        })
+        metrics.update(
+            {
+                "lr/policy": learning_rates[0],
+                "lr/value": learning_rates[1],
+                "episodes": float((progress.update + 1) * ppo.rollout_batch_size * world),
+                "epoch": progress.stream.epoch,
+                "time/generation": generation_seconds,
+                "time/scoring": scoring_seconds,
+                "time/training": training_seconds,
+                "time/update": update_seconds,
+                "perf/tokens_per_second": rollout_tokens / update_seconds,
+            }
+        )
         return metrics, rollout, scores
 
     @torch.no_grad()
@@ -349,17 +415,35 @@ class Loop:
         ppo, accelerator = self.cfg.ppo, self.accelerator
         self.model.eval()
         start = time.perf_counter()
-        with unwrapped_for_generation(self.model, accelerator, ppo.zero3_gather_for_generation, self.unwrapped) as unwrapped, accelerator.autocast():
-            raw_responses = generate_responses(unwrapped.policy, prompt_ids, prompt_mask, self.generation_config, synced_gpus=self.zero3_synced_generation)
+        with (
+            unwrapped_for_generation(
+                self.model, accelerator, ppo.zero3_gather_for_generation, self.unwrapped
+            ) as unwrapped,
+            accelerator.autocast(),
+        ):
+            raw_responses = generate_responses(
+                unwrapped.policy,
+                prompt_ids,
+                prompt_mask,
+                self.generation_config,
+                synced_gpus=self.zero3_synced_generation,
+            )
         _sync(self.device)
         generated = time.perf_counter()
         unwrapped = self.unwrapped
         with accelerator.autocast():
             rollout = score_responses(
-                prompt_ids, prompt_mask, raw_responses,
-                policy=unwrapped.policy, value_model=unwrapped.value_model, reward_model=self.models.reward_model,
-                eos_token_id=self.eos_id, pad_token_id=self.pad_id, temperature=ppo.temperature,
-                forward_batch_size=ppo.rollout_forward_batch_size, reference=self.models.reference,
+                prompt_ids,
+                prompt_mask,
+                raw_responses,
+                policy=unwrapped.policy,
+                value_model=unwrapped.value_model,
+                reward_model=self.models.reward_model,
+                eos_token_id=self.eos_id,
+                pad_token_id=self.pad_id,
+                temperature=ppo.temperature,
+                forward_batch_size=ppo.rollout_forward_batch_size,
+                reference=self.models.reference,
                 reference_context=self.models.reference_context(unwrapped.policy),
             )
         _sync(self.device)
@@ -419,16 +503,31 @@ class Loop:
         for _ in range(ppo.ppo_epochs):
             order = torch.randperm(batch_size, device=self.device)
             for mb_start in range(0, batch_size, mini_batch):
-                mb_indices = order[mb_start:mb_start + mini_batch]
+                mb_indices = order[mb_start : mb_start + mini_batch]
                 tokens = self._all_reduce_sum(rollout.response_mask[mb_indices].sum().float())
                 # Each micro-batch contributes sum/normalizer; accelerate divides by the accumulation steps
                 # and DDP averages over processes, so the gradient is the mini-batch token mean.
                 normalizer = tokens / (accelerator.num_processes * accumulation)
                 for micro_start in range(0, mini_batch, micro_batch):
-                    indices = mb_indices[micro_start:micro_start + micro_batch]
-                    self._micro_step(rollout.select(indices), advantages[indices], returns[indices], normalizer, response_length, stats)
+                    indices = mb_indices[micro_start : micro_start + micro_batch]
+                    self._micro_step(
+                        rollout.select(indices),
+                        advantages[indices],
+                        returns[indices],
+                        normalizer,
+                        response_length,
+                        stats,
+                    )
 
-    def _micro_step(self, batch: Rollout, advantages: Tensor, returns: Tensor, normalizer: Tensor, response_length: int, stats: MetricSums) -> None:
+    def _micro_step(
+        self,
+        batch: Rollout,
+        advantages: Tensor,
+        returns: Tensor,
+        normalizer: Tensor,
+        response_length: int,
+        stats: MetricSums,
+    ) -> None:
         ppo, accelerator, model = self.cfg.ppo, self.accelerator, self.model
         mask = batch.response_mask
         ptx_batch = self.ptx.next_batch(mask.shape[0], self.device) if self.ptx is not None else {}
@@ -477,22 +576,28 @@ class Loop:
 
     # ---- logging and evaluation ------------------------------------------------------------------
 
-    def sample_rows(self, rollout: Rollout, scores: Tensor, prompts: PromptSet, update: int, limit: int = 16) -> list[dict]:
+    def sample_rows(
+        self, rollout: Rollout, scores: Tensor, prompts: PromptSet, update: int, limit: int = 16
+    ) -> list[dict]:
         """A table of this process's completions (only the main process's tracker writes it)."""
         tokenizer = self.models.tokenizer
         k1 = masked_sum(rollout.logprobs - rollout.ref_logprobs, rollout.response_mask, dim=1)
         rows = []
         for row, prompt_index in enumerate(self.last_prompt_indices[:limit]):
             response = rollout.response_ids[row][rollout.response_mask[row]]
-            rows.append({
-                "update": update,
-                "prompt": prompts.texts[prompt_index] if isinstance(prompts.texts[prompt_index], str) else str(prompts.texts[prompt_index]),
-                "response": tokenizer.decode(response, skip_special_tokens=True),
-                "raw_score": float(rollout.raw_scores[row]),
-                "score": float(scores[row]),
-                "kl": float(k1[row]),
-                "ended_with_eos": bool(rollout.has_eos[row]),
-            })
+            rows.append(
+                {
+                    "update": update,
+                    "prompt": prompts.texts[prompt_index]
+                    if isinstance(prompts.texts[prompt_index], str)
+                    else str(prompts.texts[prompt_index]),
+                    "response": tokenizer.decode(response, skip_special_tokens=True),
+                    "raw_score": float(rollout.raw_scores[row]),
+                    "score": float(scores[row]),
+                    "kl": float(k1[row]),
+                    "ended_with_eos": bool(rollout.has_eos[row]),
+                }
+            )
         return rows
 
     @torch.no_grad()
@@ -503,9 +608,11 @@ class Loop:
         """
         ppo, accelerator = self.cfg.ppo, self.accelerator
         world, rank = accelerator.num_processes, accelerator.process_index
-        gold_score = _gold_judge(ppo.gold_judge)
+        gold_score = load_judge(ppo.gold_judge, "ppo.gold_judge")
         stats = MetricSums()
-        keys = ["eval/raw_score", "eval/rm_score", "eval/kl", "eval/eos_rate", "eval/response_length"] + (["eval/gold_score"] if gold_score else [])
+        keys = ["eval/raw_score", "eval/rm_score", "eval/kl", "eval/eos_rate", "eval/response_length"] + (
+            ["eval/gold_score"] if gold_score else []
+        )
         for key in keys:  # every process reduces the same names, even one left without prompts
             stats.add(key, 0.0, 0.0)
         local = list(range(rank, len(prompts.ids), world))
@@ -513,7 +620,7 @@ class Loop:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.cfg.run.seed * 1_000_003 + rank)
             for start in range(0, len(local), ppo.rollout_batch_size):
-                chunk = local[start:start + ppo.rollout_batch_size]
+                chunk = local[start : start + ppo.rollout_batch_size]
                 prompt_ids, prompt_mask = left_pad([prompts.ids[i] for i in chunk], self.pad_id, self.device)
                 rollout, _, _ = self.collect_rollout(prompt_ids, prompt_mask)
                 normalised, _ = self.final_scores(rollout.raw_scores, rollout.has_eos)
@@ -527,19 +634,14 @@ class Loop:
                 if gold_score is not None:
                     tokenizer = self.models.tokenizer
                     gold = [
-                        gold_score(prompts.texts[i], tokenizer.decode(rollout.response_ids[row][mask[row]], skip_special_tokens=True))
+                        gold_score(
+                            prompts.texts[i],
+                            tokenizer.decode(rollout.response_ids[row][mask[row]], skip_special_tokens=True),
+                        )
                         for row, i in enumerate(chunk)
                     ]
                     stats.add("eval/gold_score", sum(gold), rows)
         return stats.means(accelerator)
-
-
-def _gold_judge(name: Optional[str]):
-    if name is None:
-        return None
-    from data.judge import gold_score  # the built-in task's judge; imported only when asked for
-
-    return gold_score
 
 
 # --------------------------------------------------------------------------------------------------
@@ -547,20 +649,25 @@ def _gold_judge(name: Optional[str]):
 # --------------------------------------------------------------------------------------------------
 
 
-def _save_final_models(cfg: DictConfig, accelerator, model, tokenizer, run_dir: Path) -> dict[str, str]:
+def _save_final_models(cfg: PPOStageConfig, accelerator, model, tokenizer, run_dir: Path) -> dict[str, str]:
     """run_dir/policy (HF directory + tokenizer, LoRA merged when model.lora.merge_on_save) and run_dir/value."""
     from rlhf.modeling import save_model
 
     accelerator.wait_for_everyone()
     policy_dir, value_dir = run_dir / "policy", run_dir / "value"
     plugin = _deepspeed_plugin(accelerator)
-    sharded = (plugin is not None and plugin.zero_stage == 3) or getattr(accelerator.state, "fsdp_plugin", None) is not None
+    sharded = (plugin is not None and plugin.zero_stage == 3) or getattr(
+        accelerator.state, "fsdp_plugin", None
+    ) is not None
     unwrapped = accelerator.unwrap_model(model)
     if sharded:  # gather full weights on every process, write from the main one
         state = accelerator.get_state_dict(model)
         if accelerator.is_main_process:
-            for name, module, out in (("policy.", unwrapped.policy, policy_dir), ("value_model.", unwrapped.value_model, value_dir)):
-                sub_state = {k[len(name):]: v for k, v in state.items() if k.startswith(name)}
+            for name, module, out in (
+                ("policy.", unwrapped.policy, policy_dir),
+                ("value_model.", unwrapped.value_model, value_dir),
+            ):
+                sub_state = {k[len(name) :]: v for k, v in state.items() if k.startswith(name)}
                 module.save_pretrained(out, state_dict=sub_state, safe_serialization=True)
                 tokenizer.save_pretrained(out)
     elif accelerator.is_main_process:

@@ -11,6 +11,7 @@ so a ranking's loss is divided by the pairs it actually has; rankings are then a
 many pairs does not outweigh one with few. The loss is a pure function of the scores so it can be checked
 against the pairwise form by hand and by autograd.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -43,7 +44,9 @@ def kwise_ranking_loss(
     if margin is not None:
         gap = gap - margin
     pair_loss = -F.logsigmoid(gap)
-    group_sum = torch.zeros(num_groups, dtype=pair_loss.dtype, device=pair_loss.device).index_add(0, pair_group, pair_loss)
+    group_sum = torch.zeros(num_groups, dtype=pair_loss.dtype, device=pair_loss.device).index_add(
+        0, pair_group, pair_loss
+    )
     pairs_per_group = torch.bincount(pair_group, minlength=num_groups).to(pair_loss.dtype)
     loss = (group_sum / pairs_per_group).mean()
     if center_rewards_coefficient:
@@ -119,8 +122,18 @@ class KwiseRewardTrainer(Trainer):
             gap = rewards[inputs["better"]] - rewards[inputs["worse"]]
             # Sums and counts over all processes, not a mean of per-process means: ties give the
             # processes' rankings different numbers of pairs.
-            sums = torch.stack([(gap > 0).float().sum(), gap.sum(), rewards.sum(), gap.new_tensor(gap.numel()), gap.new_tensor(rewards.numel())])
-            correct, gap_sum, reward_sum, num_pairs, num_rewards = self.accelerator.reduce(sums, reduction="sum").tolist()
+            sums = torch.stack(
+                [
+                    (gap > 0).float().sum(),
+                    gap.sum(),
+                    rewards.sum(),
+                    gap.new_tensor(gap.numel()),
+                    gap.new_tensor(rewards.numel()),
+                ]
+            )
+            correct, gap_sum, reward_sum, num_pairs, num_rewards = self.accelerator.reduce(
+                sums, reduction="sum"
+            ).tolist()
             self._metrics[mode]["accuracy"].append(correct / num_pairs)
             self._metrics[mode]["margin"].append(gap_sum / num_pairs)
             self._metrics[mode]["mean_reward"].append(reward_sum / num_rewards)

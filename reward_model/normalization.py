@@ -8,6 +8,7 @@ are SFT samples). The sample is `rm.normalize_samples` distinct prompt/responses
 seed, from `rm.normalize_data_file` (any file `rlhf rm score` reads) or else the training responses.
 The result is `reward_stats.json` in the model directory: {"mean", "std", "num_samples", "source"}.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,14 +18,19 @@ from typing import Any, Sequence
 
 import torch
 
-from rlhf.files import write_json_atomic
 from reward_model.score import REWARD_STATS_FILE, read_prompt_responses
+from rlhf.files import write_json_atomic
 
 
 def reward_stats(scores: torch.Tensor, source: str) -> dict[str, Any]:
     """Mean and (population) std of a sample of scores."""
     scores = scores.double()
-    return {"mean": scores.mean().item(), "std": scores.std(unbiased=False).item(), "num_samples": int(scores.numel()), "source": source}
+    return {
+        "mean": scores.mean().item(),
+        "std": scores.std(unbiased=False).item(),
+        "num_samples": int(scores.numel()),
+        "source": source,
+    }
 
 
 def distinct_prompt_responses(prompts: Sequence[Any], responses: Sequence[Any]) -> list[tuple[Any, Any]]:
@@ -38,11 +44,15 @@ def distinct_prompt_responses(prompts: Sequence[Any], responses: Sequence[Any]) 
     return out
 
 
-def normalization_sample(train_pairs: list[dict], data_file: str | None, num_samples: int, seed: int) -> tuple[list[tuple[Any, Any]], str]:
+def normalization_sample(
+    train_pairs: list[dict], data_file: str | None, num_samples: int, seed: int
+) -> tuple[list[tuple[Any, Any]], str]:
     """(up to num_samples distinct (prompt, response), source description)."""
     if data_file:
         rows = read_prompt_responses(data_file)
-        candidates = distinct_prompt_responses([row["prompt"] for _, row, rs in rows for _ in rs], [r for _, _, rs in rows for r in rs])
+        candidates = distinct_prompt_responses(
+            [row["prompt"] for _, row, rs in rows for _ in rs], [r for _, _, rs in rows for r in rs]
+        )
         source = str(data_file)
     else:
         prompts = [pair["prompt"] for pair in train_pairs for _ in (0, 1)]
@@ -54,7 +64,9 @@ def normalization_sample(train_pairs: list[dict], data_file: str | None, num_sam
     return candidates, source
 
 
-def compute_reward_stats(model, tokenizer, sample: list[tuple[Any, Any]], source: str, batch_size: int = 32) -> dict[str, Any]:
+def compute_reward_stats(
+    model, tokenizer, sample: list[tuple[Any, Any]], source: str, batch_size: int = 32
+) -> dict[str, Any]:
     from reward_model.scoring import score_texts
 
     scores = score_texts(model, tokenizer, [p for p, _ in sample], [r for _, r in sample], batch_size)

@@ -7,6 +7,7 @@ same prompt and responses never sit on both sides; the kwise loss gathers a grou
 batch element (each distinct response tokenised and scored once); and evaluation reports accuracy per
 group. Pairs files without `group` make each pair its own group (kwise then reduces to pairwise).
 """
+
 from __future__ import annotations
 
 import random
@@ -29,7 +30,10 @@ def detect_format(path: str, declared: str = "auto") -> str:
         return "rankings"
     if "chosen" in first and "rejected" in first:
         return "pairs"
-    raise DataError(f"{path}: row {row_number}: cannot tell the format: expected a 'ranking' field (rankings) or 'chosen' and 'rejected' (pairs); set rm.data_format")
+    raise DataError(
+        f"{path}: row {row_number}: cannot tell the format: expected a 'ranking' field (rankings) or 'chosen' and "
+        "'rejected' (pairs); set rm.data_format"
+    )
 
 
 def _loaded(result):
@@ -42,7 +46,9 @@ def _loaded(result):
     return result
 
 
-def load_preference_pairs(path: str, data_format: str = "auto", min_agreement: float = 0.5, skip_bad_rows: bool = False) -> list[dict]:
+def load_preference_pairs(
+    path: str, data_format: str = "auto", min_agreement: float = 0.5, skip_bad_rows: bool = False
+) -> list[dict]:
     """Validated pairs {"prompt", "chosen", "rejected", "group"[, "margin"]} from a rankings or pairs file."""
     from rlhf.data import load_pairs, load_rankings, majority_vote_pairs
 
@@ -51,7 +57,10 @@ def load_preference_pairs(path: str, data_format: str = "auto", min_agreement: f
         rankings = _loaded(load_rankings(path, skip_bad_rows=skip_bad_rows)).to_list()
         pairs, disputed = majority_vote_pairs(rankings, min_agreement)
         if disputed:
-            print(f"rlhf rm: {path}: {len(disputed)} pair(s) without a clear reviewer majority left out (rm.min_agreement={min_agreement})")
+            print(
+                f"rlhf rm: {path}: {len(disputed)} pair(s) without a clear reviewer majority left out "
+                f"(rm.min_agreement={min_agreement})"
+            )
     else:
         pairs = _loaded(load_pairs(path, skip_bad_rows=skip_bad_rows)).to_list()
         for index, pair in enumerate(pairs):
@@ -60,7 +69,14 @@ def load_preference_pairs(path: str, data_format: str = "auto", min_agreement: f
             pair["group"] = str(pair["group"])
     if not pairs:
         raise DataError(f"{path}: no preference pairs (every ranking was a tie or all_bad)")
-    return [{key: value for key, value in pair.items() if key in ("prompt", "chosen", "rejected", "group", "margin") and value is not None} for pair in pairs]
+    return [
+        {
+            key: value
+            for key, value in pair.items()
+            if key in ("prompt", "chosen", "rejected", "group", "margin") and value is not None
+        }
+        for pair in pairs
+    ]
 
 
 def split_by_group(pairs: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -68,7 +84,10 @@ def split_by_group(pairs: list[dict], eval_fraction: float, seed: int) -> tuple[
     groups = sorted({pair["group"] for pair in pairs})
     num_eval = max(1, round(len(groups) * eval_fraction))
     if num_eval >= len(groups):
-        raise ConfigError(f"data.eval_fraction={eval_fraction} leaves no training rankings ({len(groups)} in all); lower it or give data.eval_file")
+        raise ConfigError(
+            f"data.eval_fraction={eval_fraction} leaves no training rankings ({len(groups)} in all); lower it or "
+            "give data.eval_file"
+        )
     held_out = set(random.Random(seed).sample(groups, num_eval))
     return [p for p in pairs if p["group"] not in held_out], [p for p in pairs if p["group"] in held_out]
 
@@ -102,7 +121,10 @@ def require_margins(pairs: list[dict]) -> None:
     """rm.use_margin needs a margin on every pair (rankings give theirs to each of their pairs)."""
     missing = sum(1 for pair in pairs if "margin" not in pair)
     if missing:
-        raise ConfigError(f"rm.use_margin=true but {missing} pair(s) have no 'margin' (add it to the data, or set rm.use_margin=false)")
+        raise ConfigError(
+            f"rm.use_margin=true but {missing} pair(s) have no 'margin' (add it to the data, or set "
+            "rm.use_margin=false)"
+        )
 
 
 def group_rankings(pairs: list[dict]) -> list[dict[str, Any]]:
@@ -111,7 +133,18 @@ def group_rankings(pairs: list[dict]) -> list[dict[str, Any]]:
 
     rows: dict[str, dict[str, Any]] = {}
     for pair in pairs:
-        row = rows.setdefault(pair["group"], {"group": pair["group"], "prompt": pair["prompt"], "responses": [], "better": [], "worse": [], "margin": [], "_index": {}})
+        row = rows.setdefault(
+            pair["group"],
+            {
+                "group": pair["group"],
+                "prompt": pair["prompt"],
+                "responses": [],
+                "better": [],
+                "worse": [],
+                "margin": [],
+                "_index": {},
+            },
+        )
         indices = []
         for response in (pair["chosen"], pair["rejected"]):
             key = json.dumps(response, ensure_ascii=False)
@@ -137,15 +170,21 @@ def kwise_dataset(pairs: list[dict], tokenizer, max_length: Optional[int]):
     dropped = 0
     for ranking in group_rankings(pairs):
         ids = [preference_input_ids(tokenizer, ranking["prompt"], response) for response in ranking["responses"]]
-        keep = [i for i, (b, w) in enumerate(zip(ranking["better"], ranking["worse"])) if not max_length or (len(ids[b]) <= max_length and len(ids[w]) <= max_length)]
+        keep = [
+            i
+            for i, (b, w) in enumerate(zip(ranking["better"], ranking["worse"]))
+            if not max_length or (len(ids[b]) <= max_length and len(ids[w]) <= max_length)
+        ]
         dropped += len(ranking["better"]) - len(keep)
         if keep:
-            rows.append({
-                "response_ids": ids,
-                "better": [ranking["better"][i] for i in keep],
-                "worse": [ranking["worse"][i] for i in keep],
-                "margin": [ranking["margin"][i] for i in keep],
-            })
+            rows.append(
+                {
+                    "response_ids": ids,
+                    "better": [ranking["better"][i] for i in keep],
+                    "worse": [ranking["worse"][i] for i in keep],
+                    "margin": [ranking["margin"][i] for i in keep],
+                }
+            )
     if dropped:
         print(f"rlhf rm: {dropped} pair(s) longer than data.max_length={max_length} tokens left out")
     if not rows:

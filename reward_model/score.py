@@ -8,6 +8,7 @@ an SFT row's `completion`), `reward` inside each of `responses` (candidates, ran
 (minus the mean in the model's reward_stats.json) when that file exists, which is what PPO optimises.
 The output is written atomically; a row without a response stops the run naming its row and field.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,14 +32,20 @@ def responses_of(row: dict, source: str, row_number: int) -> list[Any]:
         try:
             return [response["text"] for response in row["responses"]]
         except (TypeError, KeyError):
-            raise DataError(f"{source}: row {row_number}: field 'responses': expected a list of {{id, text}} objects") from None
+            raise DataError(
+                f"{source}: row {row_number}: field 'responses': expected a list of {{id, text}} objects"
+            ) from None
     if "chosen" in row and "rejected" in row:
         return [row["chosen"], row["rejected"]]
-    raise DataError(f"{source}: row {row_number}: field 'response': missing field (a row needs response, completion, responses, or chosen and rejected)")
+    raise DataError(
+        f"{source}: row {row_number}: field 'response': missing field (a row needs response, completion, responses, "
+        "or chosen and rejected)"
+    )
 
 
 def with_rewards(row: dict, rewards: list[float], mean: Optional[float]) -> dict:
     """A copy of `row` with its rewards placed next to its responses (see module docstring)."""
+
     def fields(reward: float, suffix: str = "") -> dict[str, float]:
         out = {f"reward{suffix}": reward}
         if mean is not None:
@@ -68,13 +75,15 @@ def load_reward_stats(model_dir: str | Path) -> Optional[dict]:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def score_file(model_dir: str, data_path: str, out_path: str, batch_size: int = 32, device: Optional[str] = None) -> int:
+def score_file(
+    model_dir: str, data_path: str, out_path: str, batch_size: int = 32, device: Optional[str] = None
+) -> int:
     """Score every response of `data_path` with the reward model in `model_dir`; returns rows written."""
     import torch
 
+    from reward_model.scoring import score_texts
     from rlhf.files import write_jsonl_atomic
     from rlhf.modeling import load_scalar_model, load_tokenizer
-    from reward_model.scoring import score_texts
 
     if not Path(model_dir).is_dir():
         raise DataError(f"--model {model_dir}: no such model directory")

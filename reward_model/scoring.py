@@ -7,6 +7,7 @@ at the last real (non-pad) token, which transformers' sequence-classification mo
 `pad_token_id`; we also pass position ids derived from the attention mask, so left padding (as PPO and
 `rlhf.scoring` use) gives the same score as right padding or none.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -20,7 +21,10 @@ def preference_input_ids(tokenizer, prompt: Any, response: Any) -> list[int]:
     """Token ids of prompt + response as the reward model sees them (see module docstring)."""
     if isinstance(prompt, list):
         if not getattr(tokenizer, "chat_template", None):
-            raise ConfigError(f"conversational preference data needs a tokenizer with a chat template; {getattr(tokenizer, 'name_or_path', '?')} has none")
+            raise ConfigError(
+                "conversational preference data needs a tokenizer with a chat template; "
+                f"{getattr(tokenizer, 'name_or_path', '?')} has none"
+            )
         reply = response if isinstance(response, list) else [{"role": "assistant", "content": response}]
         return list(tokenizer.apply_chat_template(prompt + reply, tokenize=True, return_dict=True)["input_ids"])
     text = prompt + response
@@ -33,7 +37,12 @@ def sequence_rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     """(B,) scalar rewards of a padded batch (either padding side), read at each row's last real token."""
     from rlhf.scoring import position_ids_from_mask
 
-    outputs = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False)
+    outputs = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    )
     return outputs.logits.squeeze(-1)
 
 
@@ -52,13 +61,17 @@ def score_sequences(model, sequences: Sequence[Sequence[int]], pad_token_id: int
     return scores
 
 
-def score_texts(model, tokenizer, prompts: Sequence[Any], responses: Sequence[Any], batch_size: int = 32) -> torch.Tensor:
+def score_texts(
+    model, tokenizer, prompts: Sequence[Any], responses: Sequence[Any], batch_size: int = 32
+) -> torch.Tensor:
     """Scores of prompt/response pairs (plain text or conversational)."""
     sequences = [preference_input_ids(tokenizer, prompt, response) for prompt, response in zip(prompts, responses)]
     return score_sequences(model, sequences, tokenizer.pad_token_id, batch_size)
 
 
-def preference_metrics(pairs: list[dict], chosen_scores: torch.Tensor, rejected_scores: torch.Tensor) -> dict[str, float]:
+def preference_metrics(
+    pairs: list[dict], chosen_scores: torch.Tensor, rejected_scores: torch.Tensor
+) -> dict[str, float]:
     """Held-out metrics of scored pairs: accuracy, reward means/stds, margin, and accuracy per ranking.
 
     `group_accuracy` averages each ranking's own pair accuracy (rankings weigh equally);

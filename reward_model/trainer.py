@@ -14,6 +14,7 @@ main process to measure held-out pairwise accuracy, reward means/stds, margin an
 and to write `reward_stats.json` (mean/std of a sample of policy responses) for PPO's normalisation.
 `summary.json` is written last.
 """
+
 from __future__ import annotations
 
 import time
@@ -22,7 +23,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from rlhf.config import require
+from reward_model.config import RMStageConfig
+from rlhf.config import require, typed
 from rlhf.errors import ConfigError
 from rlhf.hf_stage import (
     MODEL_DIR,
@@ -40,7 +42,7 @@ from rlhf.hf_stage import (
 TRAIN_METRIC_PAIRS = 512  # training pairs re-scored after training (a cheap look at over-fitting)
 
 
-def to_reward_config(cfg: DictConfig):
+def to_reward_config(cfg: RMStageConfig):
     """Our config -> `trl.RewardConfig` (used by both losses): the shared TrainingArguments fields plus
     the reward model's own."""
     from trl import RewardConfig
@@ -55,7 +57,9 @@ def to_reward_config(cfg: DictConfig):
     )
 
 
-def build_trainer(cfg: DictConfig, args, model, tokenizer, train_pairs: list[dict], eval_pairs: list[dict], callbacks: list):
+def build_trainer(
+    cfg: RMStageConfig, args, model, tokenizer, train_pairs: list[dict], eval_pairs: list[dict], callbacks: list
+):
     """trl.RewardTrainer (pairwise) or KwiseRewardTrainer (kwise) on the given pairs."""
     from reward_model.preference_data import kwise_dataset, pairwise_dataset
 
@@ -84,13 +88,15 @@ def build_trainer(cfg: DictConfig, args, model, tokenizer, train_pairs: list[dic
     )
 
 
-def measure_saved_model(cfg: DictConfig, model_dir: Path, device, train_pairs: list[dict], eval_pairs: list[dict]) -> dict[str, Any]:
+def measure_saved_model(
+    cfg: RMStageConfig, model_dir: Path, device, train_pairs: list[dict], eval_pairs: list[dict]
+) -> dict[str, Any]:
     """Held-out (and a sample of training) metrics of the saved model, and its reward_stats.json."""
     import random
 
-    from rlhf.modeling import load_scalar_model, load_tokenizer
     from reward_model.normalization import compute_reward_stats, normalization_sample, write_reward_stats
     from reward_model.scoring import preference_metrics, score_pairs
+    from rlhf.modeling import load_scalar_model, load_tokenizer
 
     tokenizer = load_tokenizer(str(model_dir))
     with loading_on_one_process():  # only the main process measures
@@ -98,26 +104,49 @@ def measure_saved_model(cfg: DictConfig, model_dir: Path, device, train_pairs: l
     batch_size = cfg.train.per_device_eval_batch_size
     measured: dict[str, Any] = {}
     if eval_pairs:
-        measured.update({f"eval/{k}": v for k, v in preference_metrics(eval_pairs, *score_pairs(model, tokenizer, eval_pairs, batch_size)).items()})
-    train_sample = train_pairs if len(train_pairs) <= TRAIN_METRIC_PAIRS else random.Random(cfg.run.seed).sample(train_pairs, TRAIN_METRIC_PAIRS)
+        measured.update(
+            {
+                f"eval/{k}": v
+                for k, v in preference_metrics(
+                    eval_pairs, *score_pairs(model, tokenizer, eval_pairs, batch_size)
+                ).items()
+            }
+        )
+    train_sample = (
+        train_pairs
+        if len(train_pairs) <= TRAIN_METRIC_PAIRS
+        else random.Random(cfg.run.seed).sample(train_pairs, TRAIN_METRIC_PAIRS)
+    )
     train_metrics = preference_metrics(train_sample, *score_pairs(model, tokenizer, train_sample, batch_size))
     measured.update({"train/accuracy": train_metrics["accuracy"], "train/margin_mean": train_metrics["margin_mean"]})
-    sample, source = normalization_sample(train_pairs, cfg.rm.normalize_data_file, cfg.rm.normalize_samples, cfg.run.seed)
+    sample, source = normalization_sample(
+        train_pairs, cfg.rm.normalize_data_file, cfg.rm.normalize_samples, cfg.run.seed
+    )
     stats = compute_reward_stats(model, tokenizer, sample, source, batch_size)
     write_reward_stats(model_dir, stats)
-    measured.update({"reward_stats/mean": stats["mean"], "reward_stats/std": stats["std"], "reward_stats/num_samples": stats["num_samples"]})
+    measured.update(
+        {
+            "reward_stats/mean": stats["mean"],
+            "reward_stats/std": stats["std"],
+            "reward_stats/num_samples": stats["num_samples"],
+        }
+    )
     return measured
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: RMStageConfig | DictConfig) -> dict[str, Any]:
     """Train the reward model as configured; returns the summary (also written to summary.json)."""
+    cfg = typed(cfg, RMStageConfig)
+    from reward_model.preference_data import require_margins, train_eval_pairs
     from rlhf.modeling import apply_lora, count_parameters, load_scalar_model, load_tokenizer
     from rlhf.tracking import Tracker, TrackerCallback, prepare_run_dir, seed_everything
-    from reward_model.preference_data import require_margins, train_eval_pairs
 
     require(cfg, "model.name_or_path", "data.train_file")
     if cfg.model.lora.enabled and not cfg.model.lora.merge_on_save:
-        raise ConfigError("model.lora.merge_on_save=false: the reward model must be saved merged (PPO and `rlhf rm score` load a plain model directory)")
+        raise ConfigError(
+            "model.lora.merge_on_save=false: the reward model must be saved merged (PPO and `rlhf rm score` load a "
+            "plain model directory)"
+        )
     started = time.time()
     args = to_reward_config(cfg)  # first: it sets up the (possibly distributed) process state
     main = is_main_process()
@@ -129,7 +158,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     train_pairs, eval_pairs = train_eval_pairs(cfg)
     if cfg.rm.use_margin:
         require_margins(train_pairs + eval_pairs)
-    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.revision, cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(
+        cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.revision, cfg.model.trust_remote_code
+    )
     model = load_scalar_model(cfg.model, tokenizer)
     if cfg.model.lora.enabled:
         model = apply_lora(model, cfg.model.lora, task_type="SEQ_CLS")  # peft also trains the new head
@@ -143,21 +174,31 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "num_parameters": count_parameters(trainer.model),
         "trainable_parameters": count_parameters(trainer.model, trainable_only=True),
     }  # counted before saving: merging LoRA changes the module tree
-    model_dir = save_trained_model(trainer, tokenizer, run_dir / MODEL_DIR, cfg.model.lora.merge_on_save, "AutoModelForSequenceClassification")
+    model_dir = save_trained_model(
+        trainer, tokenizer, run_dir / MODEL_DIR, cfg.model.lora.merge_on_save, "AutoModelForSequenceClassification"
+    )
 
-    summary: dict[str, Any] = {"stage": "rm", "loss": cfg.rm.loss, "model_dir": str(model_dir), **slash_metrics(metrics), **parameter_counts}
+    summary: dict[str, Any] = {
+        "stage": "rm",
+        "loss": cfg.rm.loss,
+        "model_dir": str(model_dir),
+        **slash_metrics(metrics),
+        **parameter_counts,
+    }
     if main:
         measured = measure_saved_model(cfg, model_dir, args.device, train_pairs, eval_pairs)
         tracker.log(measured, step=trainer.state.global_step)
         summary.update(measured)
     wait_for_everyone()
-    summary.update({
-        "train/global_step": trainer.state.global_step,
-        "train/num_pairs": len(train_pairs),
-        "train/num_groups": len({pair["group"] for pair in train_pairs}),
-        "resumed_from": resume,
-        "wall_time_s": round(time.time() - started, 2),
-    })
+    summary.update(
+        {
+            "train/global_step": trainer.state.global_step,
+            "train/num_pairs": len(train_pairs),
+            "train/num_groups": len({pair["group"] for pair in train_pairs}),
+            "resumed_from": resume,
+            "wall_time_s": round(time.time() - started, 2),
+        }
+    )
     tracker.finish()
     write_summary(run_dir, summary)
     return summary

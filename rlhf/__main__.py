@@ -1,6 +1,7 @@
 """`python -m rlhf ...` and `accelerate launch -m rlhf <stage> ...` enter here."""
+
 import sys
 
-from rlhf.cli import main
+from rlhf.app.cli import main
 
 sys.exit(main())

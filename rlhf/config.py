@@ -2,6 +2,9 @@
 
     rlhf config show --config configs/tiny/ppo.yaml ppo.kl_coef=0.02 train.learning_rate=1e-5
 
+This module is the machinery and the sections every stage shares; each stage's own section sits next to
+the stage (sft/config.py, reward_model/config.py, ppo/config.py) and rlhf/app/schema.py composes them.
+
 The schema is a tree of dataclasses turned into an OmegaConf structured config, so merging, type
 coercion and `key=value` overrides come from OmegaConf. What we add: a YAML file may name a `base:`
 file (or a list of them) that it extends; every key is checked against the schema *before* merging so
@@ -9,13 +12,14 @@ an unknown key fails with the file or override it came from and the closest vali
 name the key, the value and the expected type. The resolved config is saved as `config.yaml` in every
 run directory and loads back to the same config, so a run can be repeated from that file alone.
 """
+
 from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional, TypeVar
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -49,6 +53,7 @@ class ModelConfig:
     name_or_path: str = MISSING  # hub id or local directory of the starting model
     tokenizer: Optional[str] = None  # tokenizer hub id or directory (default: name_or_path)
     revision: Optional[str] = None  # hub revision (branch, tag or commit)
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"dtype": ("float32", "bfloat16", "float16", "auto")}
     dtype: str = "float32"  # float32 | bfloat16 | float16 | auto: weight dtype when loading
     trust_remote_code: bool = False  # allow custom modelling code from the hub
     attn_implementation: Optional[str] = None  # eager | sdpa | flash_attention_2 (default: transformers')
@@ -69,6 +74,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"precision": ("fp32", "bf16", "fp16")}
     optimizer: str = "adamw_torch"  # transformers optimizer name (adamw_torch, adamw_torch_fused, sgd, ...)
     learning_rate: float = 1e-5  # peak learning rate
     weight_decay: float = 0.0  # decoupled weight decay
@@ -95,6 +101,7 @@ class TrainConfig:
 
 @dataclass
 class TrackingConfig:
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"wandb_mode": ("auto", "online", "offline", "disabled")}
     report_to: list[str] = field(default_factory=lambda: ["jsonl"])  # any of jsonl, wandb, tensorboard
     project: str = "rlhf"  # wandb project
     entity: Optional[str] = None  # wandb entity (team or user)
@@ -102,78 +109,6 @@ class TrackingConfig:
     tags: list[str] = field(default_factory=list)  # wandb tags
     wandb_mode: str = "auto"  # auto (offline when no API key) | online | offline | disabled
     plots: bool = True  # write PNG plots of the logged curves at the end of a run
-
-
-@dataclass
-class SFTSection:
-    completion_only_loss: bool = True  # loss on completion tokens only (False: on all tokens)
-    packing: bool = False  # pack several examples into one max_length sequence
-    use_chat_template: str = "auto"  # auto (when the tokenizer has one) | always | never
-    add_eos: bool = True  # end every completion with the EOS token so the policy learns to stop
-
-
-@dataclass
-class RMSection:
-    loss: str = "pairwise"  # pairwise (Bradley-Terry via trl.RewardTrainer) | kwise (InstructGPT, ours)
-    data_format: str = "auto"  # auto | rankings | pairs: the format of data.train_file
-    use_margin: bool = False  # subtract the row's margin inside the sigmoid (Llama-2 style)
-    center_rewards_coefficient: Optional[float] = None  # penalise (r_c + r_r)^2 to centre rewards
-    normalize_samples: int = 256  # responses scored after training to get the reward mean/std for PPO
-    normalize_data_file: Optional[str] = None  # reference responses to score (default: the training responses)
-    min_agreement: float = 0.5  # multi-reviewer pairs need more than this share of votes to count
-
-
-@dataclass
-class PPOSection:
-    # models
-    reward_model_path: Optional[str] = None  # trained reward model directory (required)
-    ref_model_path: Optional[str] = None  # reference policy (default: model.name_or_path)
-    value_model_path: Optional[str] = None  # value model init (default: reward_model_path)
-    value_init: str = "reward_model"  # reward_model | policy (policy backbone with a fresh scalar head)
-    # rollout
-    num_updates: int = 100  # PPO updates (one rollout + optimisation each)
-    rollout_batch_size: int = 16  # prompts per rollout per process
-    rollout_forward_batch_size: int = 16  # chunk size of the no-grad forward passes in a rollout
-    max_new_tokens: int = 24  # response length budget
-    temperature: float = 0.7  # sampling temperature (also divides logits for policy and reference logprobs)
-    top_k: int = 0  # top-k sampling (0: off)
-    top_p: float = 1.0  # nucleus sampling (1.0: off)
-    do_sample: bool = True  # sample responses (False: greedy decoding, for debugging and exactness tests)
-    # reward shaping
-    kl_coef: float = 0.05  # initial coefficient of the per-token KL penalty
-    kl_estimator: str = "k1"  # k1 | k2 | k3 estimator folded into the reward
-    adaptive_kl: bool = False  # Ziegler et al. adaptive KL controller
-    kl_target: float = 6.0  # adaptive controller's target KL (nats per response)
-    kl_horizon: int = 10000  # adaptive controller's horizon (episodes)
-    missing_eos_penalty: Optional[float] = 1.0  # subtracted from the score of responses without EOS
-    normalize_reward: bool = True  # shift RM scores by the mean stored with the reward model
-    normalize_reward_std: bool = False  # also divide by the stored std
-    reward_clip: Optional[float] = None  # clip normalised scores to [-c, c]
-    whiten_rewards: bool = False  # whiten the shaped per-token rewards
-    # advantages and losses
-    gamma: float = 1.0  # discount
-    lam: float = 0.95  # GAE lambda
-    whiten_advantages: bool = True  # whiten advantages over each rollout
-    cliprange: float = 0.2  # policy ratio clip
-    cliprange_value: float = 0.2  # value clip around the rollout values
-    vf_coef: float = 0.1  # value loss coefficient
-    entropy_coef: float = 0.0  # entropy bonus coefficient
-    ratio_threshold: Optional[float] = None  # skip a mini-batch whose mean ratio exceeds this
-    # optimisation
-    ppo_epochs: int = 1  # passes over each rollout
-    num_mini_batches: int = 2  # mini-batches per epoch (gradient accumulation splits them further)
-    value_learning_rate: Optional[float] = None  # value model LR (default: train.learning_rate)
-    ptx_coef: float = 0.0  # PPO-ptx: weight of the LM loss on SFT data (0: off)
-    ptx_file: Optional[str] = None  # SFT data for PPO-ptx
-    # bookkeeping
-    save_every: int = 0  # checkpoint every N updates (0: at the end only)
-    eval_every: int = 0  # evaluate on data.eval_file every N updates (0: never)
-    eval_num_prompts: int = 64  # held-out prompts per evaluation
-    sample_every: int = 10  # log a table of sample completions every N updates
-    resume: bool = False  # resume from the newest checkpoint in run.output_dir
-    updates_per_job: Optional[int] = None  # checkpoint and stop after this many updates (time-limited jobs; rerun with ppo.resume=true)
-    gold_judge: Optional[str] = None  # "tiny" to log the built-in task's gold score in evaluations
-    zero3_gather_for_generation: bool = True  # under ZeRO-3, gather weights once per rollout for generation
 
 
 @dataclass
@@ -186,29 +121,18 @@ class GenerateSection:
 
 
 @dataclass
-class Config:
+class CommonConfig:
+    """The sections every stage reads. Each stage adds its own section (sft/config.py, reward_model/config.py,
+    ppo/config.py); the `rlhf` command's full schema (rlhf/app/schema.py) holds them all."""
+
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    sft: SFTSection = field(default_factory=SFTSection)
-    rm: RMSection = field(default_factory=RMSection)
-    ppo: PPOSection = field(default_factory=PPOSection)
     generate: GenerateSection = field(default_factory=GenerateSection)
 
 
-# Values that some string fields may take: checked after merging so a typo fails before training.
-CHOICES: dict[str, tuple[str, ...]] = {
-    "model.dtype": ("float32", "bfloat16", "float16", "auto"),
-    "train.precision": ("fp32", "bf16", "fp16"),
-    "tracking.wandb_mode": ("auto", "online", "offline", "disabled"),
-    "sft.use_chat_template": ("auto", "always", "never"),
-    "rm.loss": ("pairwise", "kwise"),
-    "rm.data_format": ("auto", "rankings", "pairs"),
-    "ppo.kl_estimator": ("k1", "k2", "k3"),
-    "ppo.value_init": ("reward_model", "policy"),
-}
 REPORT_TO_CHOICES = ("jsonl", "wandb", "tensorboard")
 BASE_KEY = "base"  # a YAML file's list of files it extends (paths relative to that file)
 
@@ -217,7 +141,7 @@ BASE_KEY = "base"  # a YAML file's list of files it extends (paths relative to t
 # --------------------------------------------------------------------------------------------------
 
 
-def schema(schema_cls: type = Config) -> DictConfig:
+def schema(schema_cls: type = CommonConfig) -> DictConfig:
     """The defaults as a struct-mode OmegaConf config (unknown keys are rejected)."""
     cfg = OmegaConf.structured(schema_cls)
     OmegaConf.set_struct(cfg, True)
@@ -252,7 +176,9 @@ def _check_keys(layer: Any, reference: DictConfig, source: str, prefix: str = ""
     for key, value in layer.items():
         path = f"{prefix}{key}"
         if not isinstance(reference, DictConfig) or key not in reference.keys():
-            raise ConfigError(f"unknown config key '{path}' in {source}{_closest(path, _flat_keys(schema_of(reference)))}")
+            raise ConfigError(
+                f"unknown config key '{path}' in {source}{_closest(path, _flat_keys(schema_of(reference)))}"
+            )
         child = reference._get_node(key)
         if isinstance(child, DictConfig) and isinstance(value, dict):
             _check_keys(value, child, source, path + ".")
@@ -311,7 +237,7 @@ def _read_yaml(path: Path) -> dict:
     return loaded
 
 
-def _layers_of_file(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict, str]]:
+def file_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict, str]]:
     """The file's layers in merge order: its bases (recursively) first, then the file itself."""
     path = path.resolve()
     if path in seen:
@@ -322,7 +248,7 @@ def _layers_of_file(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict,
         bases = [bases]
     layers: list[tuple[dict, str]] = []
     for base in bases:
-        layers.extend(_layers_of_file((path.parent / base), seen + (path,)))
+        layers.extend(file_layers((path.parent / base), seen + (path,)))
     layers.append((body, str(path)))
     return layers
 
@@ -340,13 +266,13 @@ def parse_override(text: str) -> tuple[str, Any]:
 def load_config(
     config_file: str | os.PathLike | None = None,
     overrides: list[str] | tuple[str, ...] = (),
-    schema_cls: type = Config,
+    schema_cls: type = CommonConfig,
     require_complete: bool = True,
 ) -> DictConfig:
     """Schema defaults <- config file (with its bases) <- dotted overrides, then validated."""
     cfg = schema(schema_cls)
     if config_file is not None:
-        for layer, source in _layers_of_file(Path(config_file)):
+        for layer, source in file_layers(Path(config_file)):
             cfg = _merge_layer(cfg, layer, source)
     for text in overrides:
         key, value = parse_override(text)
@@ -366,22 +292,73 @@ def validate(cfg: DictConfig, require_complete: bool = True) -> None:
     if require_complete:
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:
-            raise ConfigError(f"missing required config value '{missing[0]}' (set it in the config file or as an override {missing[0]}=...)")
-    for key, choices in CHOICES.items():
-        value = OmegaConf.select(cfg, key, throw_on_missing=False)
-        if value is not None and value not in choices:
-            raise ConfigError(f"bad value for '{key}': {value!r}; expected one of {', '.join(choices)}")
+            raise ConfigError(
+                f"missing required config value '{missing[0]}' (set it in the config file or as an override "
+                f"{missing[0]}=...)"
+            )
+    for section in cfg.keys():  # a section's allowed values sit on its dataclass, as CHOICES
+        section_type = OmegaConf.get_type(cfg, section)
+        for name, choices in getattr(section_type, "CHOICES", {}).items():
+            value = OmegaConf.select(cfg, f"{section}.{name}", throw_on_missing=False)
+            if value is not None and value not in choices:
+                raise ConfigError(f"bad value for '{section}.{name}': {value!r}; expected one of {', '.join(choices)}")
     report_to = OmegaConf.select(cfg, "tracking.report_to")
     for backend in report_to or []:
         if backend not in REPORT_TO_CHOICES:
-            raise ConfigError(f"bad value in 'tracking.report_to': {backend!r}; expected any of {', '.join(REPORT_TO_CHOICES)}")
+            raise ConfigError(
+                f"bad value in 'tracking.report_to': {backend!r}; expected any of {', '.join(REPORT_TO_CHOICES)}"
+            )
 
 
-def require(cfg: DictConfig, *keys: str) -> None:
+def _get_dotted(cfg: Any, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        if isinstance(node, DictConfig):
+            node = OmegaConf.select(node, part, throw_on_missing=False)
+        else:
+            node = getattr(node, part, None)
+        if node is None:
+            return None
+    return node
+
+
+def require(cfg: Any, *keys: str) -> None:
     """Stage-specific required values: raise a ConfigError naming the first unset key."""
     for key in keys:
-        if OmegaConf.select(cfg, key, throw_on_missing=False) in (None, ""):
-            raise ConfigError(f"missing required config value '{key}' (set it in the config file or as an override {key}=...)")
+        if _get_dotted(cfg, key) in (None, "", MISSING):
+            raise ConfigError(
+                f"missing required config value '{key}' (set it in the config file or as an override {key}=...)"
+            )
+
+
+StageConfig = TypeVar("StageConfig")
+
+
+def typed(cfg: Any, stage_cls: type[StageConfig]) -> StageConfig:
+    """The stage's own typed view of a config: its dataclass, holding only the sections it declares.
+
+    Accepts the loaded DictConfig (of the full schema or the stage's own) or an instance already typed,
+    so tests and the CLI hand a stage the same object. A value still missing stays MISSING for `require`."""
+    if isinstance(cfg, stage_cls):
+        return cfg
+    if is_dataclass(cfg):
+        cfg = OmegaConf.structured(cfg)
+    picked = {f.name: cfg[f.name] for f in fields(stage_cls) if f.name in cfg}
+    view = OmegaConf.merge(OmegaConf.structured(stage_cls), picked)
+    missing = sorted(OmegaConf.missing_keys(view))
+    if missing:
+        raise ConfigError(
+            f"missing required config value '{missing[0]}' (set it in the config file or as an override "
+            f"{missing[0]}=...)"
+        )
+    return OmegaConf.to_object(view)  # type: ignore[return-value]
+
+
+def as_dict(cfg: Any) -> dict:
+    """A config (DictConfig or typed dataclass) as plain nested dicts."""
+    if is_dataclass(cfg):
+        cfg = OmegaConf.structured(cfg)
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
 def to_yaml(cfg: DictConfig) -> str:
@@ -395,11 +372,6 @@ def save_config(cfg: DictConfig, run_dir: str | os.PathLike) -> Path:
     path = Path(run_dir) / "config.yaml"
     write_text_atomic(path, to_yaml(cfg))
     return path
-
-
-def to_object(cfg: DictConfig) -> Config:
-    """The config as plain dataclasses (for code that prefers attribute access without OmegaConf)."""
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -421,17 +393,3 @@ def split_wandb_style(argv: list[str]) -> list[str]:
         else:
             out.append(arg)
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`rlhf config show --config X [overrides]`: print the resolved config."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="rlhf config", description="Inspect configs.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    show = sub.add_parser("show", help="print the resolved config (defaults <- file <- overrides)")
-    add_config_arguments(show)
-    args = parser.parse_args(split_wandb_style(list(argv or [])))
-    cfg = load_config(args.config, args.overrides, require_complete=False)
-    print(to_yaml(cfg), end="")
-    return 0

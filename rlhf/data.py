@@ -15,6 +15,7 @@ can put all C(K,2) pairs of one ranking into one batch element. With several rev
 prompt/response set, `majority_vote_pairs` keeps a pair only when a clear majority agrees on its
 direction (see its docstring for the exact rule); the rest go to a separate "disputed" list.
 """
+
 from __future__ import annotations
 
 import json
@@ -98,7 +99,9 @@ def _read_saved_dataset(path: Path) -> list[dict]:
         raise DataError(f"{path}: not a dataset directory written by save_to_disk ({exc})") from None
     if isinstance(loaded, datasets.DatasetDict):
         if "train" not in loaded:
-            raise DataError(f"{path}: a DatasetDict without a 'train' split (splits: {', '.join(loaded)}); save one split")
+            raise DataError(
+                f"{path}: a DatasetDict without a 'train' split (splits: {', '.join(loaded)}); save one split"
+            )
         loaded = loaded["train"]
     return loaded.to_list()
 
@@ -111,7 +114,9 @@ def _read_hub_dataset(name: str) -> list[dict]:
     try:
         return datasets.load_dataset(repo, split=split or "train").to_list()
     except Exception as exc:  # noqa: BLE001 - unknown name, no network, ...: one clear line
-        raise DataError(f"{name}: not a local file or directory, and loading it as a hub dataset failed ({exc})") from None
+        raise DataError(
+            f"{name}: not a local file or directory, and loading it as a hub dataset failed ({exc})"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -150,7 +155,10 @@ def _check_messages(messages: Any, name: str, last_role: Optional[str] = None, a
         if not allow_empty and not message["content"].strip():
             return f"{where}.content", "empty text"
     if last_role is not None and messages[-1]["role"] != last_role:
-        return f"{name}[{len(messages) - 1}].role", f"the last message must be from the {last_role}, got {messages[-1]['role']!r}"
+        return (
+            f"{name}[{len(messages) - 1}].role",
+            f"the last message must be from the {last_role}, got {messages[-1]['role']!r}",
+        )
     return None
 
 
@@ -234,7 +242,11 @@ def _check_responses(row: dict) -> Problem:
         where = f"responses[{index}]"
         if not isinstance(response, dict):
             return where, f"expected an {{id, text}} object, got {type(response).__name__}"
-        if not isinstance(response.get("id"), (str, int)) or isinstance(response.get("id"), bool) or response.get("id") == "":
+        if (
+            not isinstance(response.get("id"), (str, int))
+            or isinstance(response.get("id"), bool)
+            or response.get("id") == ""
+        ):
             return f"{where}.id", "missing or not a string/integer"
         if str(response["id"]) in seen:
             return f"{where}.id", f"duplicate response id {response['id']!r}"
@@ -284,7 +296,10 @@ def check_rankings_row(row: dict) -> Problem:
         for response_id in tier:
             key = str(response_id)
             if key not in known:
-                return f"ranking[{tier_index}]", f"unknown response id {response_id!r} (responses are {', '.join(sorted(known))})"
+                return (
+                    f"ranking[{tier_index}]",
+                    f"unknown response id {response_id!r} (responses are {', '.join(sorted(known))})",
+                )
             if key in placed:
                 return f"ranking[{tier_index}]", f"response id {response_id!r} is ranked twice"
             placed.add(key)
@@ -382,7 +397,9 @@ def _reason_category(field_name: str, reason: str) -> str:
     return f"{field_name}: {reason}"
 
 
-def validate_rows(kind: str, rows: list[tuple[int, dict]], source: str, skip_bad_rows: bool = False) -> tuple[list[dict], SkipReport]:
+def validate_rows(
+    kind: str, rows: list[tuple[int, dict]], source: str, skip_bad_rows: bool = False
+) -> tuple[list[dict], SkipReport]:
     """Check every row; raise on the first bad one, or (skip_bad_rows) drop bad rows and report them."""
     if kind not in CHECKERS:
         raise DataError(f"unknown data format {kind!r}; expected one of {', '.join(CHECKERS)}")
@@ -403,7 +420,11 @@ def validate_rows(kind: str, rows: list[tuple[int, dict]], source: str, skip_bad
             if first_style is None:
                 first_style = (style, row_number)
             elif style != first_style[0]:
-                problem = (style[0], f"{style[1]} row in a file whose row {first_style[1]} is {first_style[0][1]}; use one style per file")
+                problem = (
+                    style[0],
+                    f"{style[1]} row in a file whose row {first_style[1]} is {first_style[0][1]}; use one style per "
+                    "file",
+                )
         if problem is not None:
             field_name, reason = problem
             message = f"{source}: row {row_number}: field '{field_name}': {reason}"
@@ -417,7 +438,10 @@ def validate_rows(kind: str, rows: list[tuple[int, dict]], source: str, skip_bad
         kept.append(row)
     report.kept = len(kept)
     if report.total and not kept:
-        raise DataError(f"{source}: no valid rows ({report.summary()}); first problem: {report.examples[0] if report.examples else '?'}")
+        raise DataError(
+            f"{source}: no valid rows ({report.summary()}); first problem: "
+            f"{report.examples[0] if report.examples else '?'}"
+        )
     if not rows:
         raise DataError(f"{source}: no rows")
     return kept, report
@@ -439,7 +463,9 @@ def rows_to_dataset(rows: list[dict], source: str = "data"):
     try:
         return datasets.Dataset.from_dict(columns)
     except Exception as exc:  # noqa: BLE001 - Arrow type clashes (e.g. meta fields with mixed types)
-        raise DataError(f"{source}: rows cannot be stored as one table ({exc}); keep each field's type the same on every row") from None
+        raise DataError(
+            f"{source}: rows cannot be stored as one table ({exc}); keep each field's type the same on every row"
+        ) from None
 
 
 def load_rows(path: str | os.PathLike, kind: str, skip_bad_rows: bool = False) -> tuple[list[dict], SkipReport]:
@@ -513,7 +539,12 @@ def ranking_to_pairs(row: dict, group: Optional[str] = None) -> list[dict]:
                 for loser in lower:
                     if texts[winner] == texts[loser]:
                         continue
-                    pair = {"prompt": row["prompt"], "chosen": texts[winner], "rejected": texts[loser], "group": group_id}
+                    pair = {
+                        "prompt": row["prompt"],
+                        "chosen": texts[winner],
+                        "rejected": texts[loser],
+                        "group": group_id,
+                    }
                     if row.get("margin") is not None:
                         pair["margin"] = row["margin"]
                     pairs.append(pair)
@@ -585,7 +616,12 @@ def majority_vote_pairs(rankings: list[dict], min_agreement: float = 0.5) -> tup
                 winner, loser = (first, second) if first_leads else (second, first)
                 votes_for, votes_against = (wins_first, wins_second) if first_leads else (wins_second, wins_first)
                 share = votes_for / voters
-                pair = {"prompt": rows[0]["prompt"], "chosen": texts[winner], "rejected": texts[loser], "group": group_id}
+                pair = {
+                    "prompt": rows[0]["prompt"],
+                    "chosen": texts[winner],
+                    "rejected": texts[loser],
+                    "group": group_id,
+                }
                 if share > min_agreement and votes_for != votes_against:
                     winning_margins = [m for m in (margins_first if first_leads else margins_second) if m is not None]
                     if winning_margins:

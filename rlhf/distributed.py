@@ -17,6 +17,7 @@ Randomness: what must agree across processes (data order, initial weights, dropo
 uses `run.seed` itself; what must differ (sampling responses) uses `seed_for_rank(run.seed, rank)`, so
 two processes never draw the same completions for their different prompts by sharing a stream.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,7 +48,7 @@ def deepspeed_launch() -> bool:
 
 
 def cpu_collectives() -> Optional[str]:
-    """"ddp" or "deepspeed" for a multi-process launch on a machine without GPUs; None otherwise.
+    """ "ddp" or "deepspeed" for a multi-process launch on a machine without GPUs; None otherwise.
 
     Accelerate runs FSDP on accelerators only, so an FSDP launch on CPU becomes plain DDP (with a warning).
     """

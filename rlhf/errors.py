@@ -2,6 +2,7 @@
 
 Raise these for anything the user can fix (a config key, a data row, a path); let real bugs raise normally.
 """
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@
 Every output the pipeline writes goes through a temporary name in the same directory and an
 `os.replace`, so a crash or a bad row never leaves a half-written file behind.
 """
+
 from __future__ import annotations
 
 import contextlib

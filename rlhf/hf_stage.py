@@ -9,6 +9,7 @@ atomically. `summary.json` is written last: the pipeline reads its presence as "
 stale one is removed when a stage starts. (This module would sit better in `rlhf/`; the reward model
 imports it from here until it moves.)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -58,7 +59,10 @@ def split_train_eval(cfg, load: Callable[[str], Any]):
             raise ConfigError(f"data.eval_fraction must be in (0, 1); got {cfg.data.eval_fraction}")
         num_eval = max(1, round(len(train) * cfg.data.eval_fraction))
         if num_eval >= len(train):
-            raise ConfigError(f"data.eval_fraction={cfg.data.eval_fraction} leaves no training rows in {cfg.data.train_file} ({len(train)} rows)")
+            raise ConfigError(
+                f"data.eval_fraction={cfg.data.eval_fraction} leaves no training rows in {cfg.data.train_file} "
+                f"({len(train)} rows)"
+            )
         split = train.train_test_split(test_size=num_eval, seed=cfg.run.seed)
         train, evaluation = split["train"], split["test"]
     else:
@@ -121,7 +125,11 @@ def activation_checkpointing_flag(enabled: bool) -> dict[str, bool]:
     """train.gradient_checkpointing under the name this transformers reads (TRL's default is True)."""
     from transformers import TrainingArguments
 
-    name = "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ else "gradient_checkpointing"
+    name = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+        else "gradient_checkpointing"
+    )
     return {name: enabled}  # transformers 5.x renamed it; the old name still works but warns
 
 
@@ -212,7 +220,7 @@ def slash_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     for key, value in metrics.items():
         for prefix in ("eval", "train"):
             if key.startswith(prefix + "_"):
-                key = f"{prefix}/{key[len(prefix) + 1:]}"
+                key = f"{prefix}/{key[len(prefix) + 1 :]}"
                 break
         renamed[key] = value
     return renamed

@@ -12,6 +12,7 @@ reads its score at the last non-pad token (transformers' sequence classification
 BPE tokenizer trained locally, saved as an ordinary HF directory, so tests and the quickstart take the
 same `from_pretrained` path as a hub id.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,7 +63,9 @@ def load_tokenizer(name_or_path: str, revision: Optional[str] = None, trust_remo
 def ensure_pad_token(tokenizer) -> bool:
     """Add a dedicated pad token when there is none or it equals EOS; returns whether one was added."""
     if tokenizer.eos_token_id is None:
-        raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '?')} has no EOS token; the policy could never stop")
+        raise ValueError(
+            f"tokenizer {getattr(tokenizer, 'name_or_path', '?')} has no EOS token; the policy could never stop"
+        )
     if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
         return False
     tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
@@ -93,7 +96,16 @@ def disable_dropout(model: nn.Module) -> nn.Module:
             module.p = 0.0
     config = getattr(model, "config", None)
     if config is not None:
-        for name in ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout", "hidden_dropout_prob", "attention_probs_dropout_prob"):
+        for name in (
+            "attention_dropout",
+            "hidden_dropout",
+            "resid_pdrop",
+            "embd_pdrop",
+            "attn_pdrop",
+            "dropout",
+            "hidden_dropout_prob",
+            "attention_probs_dropout_prob",
+        ):
             if isinstance(getattr(config, name, None), float):
                 setattr(config, name, 0.0)
     return model
@@ -111,11 +123,20 @@ def _match_tokenizer(model, tokenizer) -> None:
         model.generation_config.eos_token_id = tokenizer.eos_token_id
 
 
-def load_causal_lm(model_cfg_or_path: Any, tokenizer=None, dtype: str | torch.dtype | None = None, disable_dropout_: Optional[bool] = None):
+def load_causal_lm(
+    model_cfg_or_path: Any,
+    tokenizer=None,
+    dtype: str | torch.dtype | None = None,
+    disable_dropout_: Optional[bool] = None,
+):
     """A causal LM from a hub id or directory (`model_cfg_or_path`: a path or a `model` config section)."""
     from transformers import AutoModelForCausalLM
 
-    path = model_cfg_or_path if isinstance(model_cfg_or_path, (str, os.PathLike)) else _field(model_cfg_or_path, "name_or_path")
+    path = (
+        model_cfg_or_path
+        if isinstance(model_cfg_or_path, (str, os.PathLike))
+        else _field(model_cfg_or_path, "name_or_path")
+    )
     dtype = dtype if dtype is not None else _field(model_cfg_or_path, "dtype", "float32")
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype)}
     revision = _field(model_cfg_or_path, "revision")
@@ -148,11 +169,20 @@ def scalar_head(model) -> nn.Linear:
     raise ValueError(f"cannot find the scalar head of {type(model).__name__}")
 
 
-def load_scalar_model(model_cfg_or_path: Any, tokenizer=None, dtype: str | torch.dtype | None = None, disable_dropout_: Optional[bool] = None):
+def load_scalar_model(
+    model_cfg_or_path: Any,
+    tokenizer=None,
+    dtype: str | torch.dtype | None = None,
+    disable_dropout_: Optional[bool] = None,
+):
     """A model with a 1-output scalar head (reward or value model); a new head gets the Ziegler init."""
     from transformers import AutoModelForSequenceClassification
 
-    path = model_cfg_or_path if isinstance(model_cfg_or_path, (str, os.PathLike)) else _field(model_cfg_or_path, "name_or_path")
+    path = (
+        model_cfg_or_path
+        if isinstance(model_cfg_or_path, (str, os.PathLike))
+        else _field(model_cfg_or_path, "name_or_path")
+    )
     dtype = dtype if dtype is not None else _field(model_cfg_or_path, "dtype", "float32")
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype), "num_labels": 1}
     if _field(model_cfg_or_path, "revision"):
@@ -161,7 +191,9 @@ def load_scalar_model(model_cfg_or_path: Any, tokenizer=None, dtype: str | torch
         kwargs["trust_remote_code"] = True
     model, info = AutoModelForSequenceClassification.from_pretrained(str(path), output_loading_info=True, **kwargs)
     head = scalar_head(model)
-    if any(key.endswith(("score.weight", "classifier.weight", "v_head.weight")) for key in info.get("missing_keys", [])):
+    if any(
+        key.endswith(("score.weight", "classifier.weight", "v_head.weight")) for key in info.get("missing_keys", [])
+    ):
         init_scalar_head(head, model.config.hidden_size)
     _match_tokenizer(model, tokenizer)
     if tokenizer is None and model.config.pad_token_id is None:
@@ -224,7 +256,9 @@ def count_parameters(model, trainable_only: bool = False) -> int:
 # The tiny preset
 # --------------------------------------------------------------------------------------------------
 
-TINY_DEFAULTS = dict(vocab_size=1024, hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512, max_position_embeddings=256)
+TINY_DEFAULTS = dict(
+    vocab_size=1024, hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512, max_position_embeddings=256
+)
 FALLBACK_TEXTS = [
     "User: Tell me about the sea.\nAssistant: Hi! The sea is salty. Waves move. Hope this helps.",
     "User: What do you know about cats?\nAssistant: Hello! Cats purr. Cats like naps. Have a nice day.",
@@ -262,9 +296,16 @@ def build_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
     core = Tokenizer(models.BPE(unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     core.train_from_iterator(list(texts), trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token=PAD_TOKEN)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token=PAD_TOKEN
+    )
 
 
 def init_tiny(
@@ -315,9 +356,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     texts = texts_from_files(args.texts) if args.texts else None
     out = init_tiny(
-        args.out, texts, vocab_size=args.vocab_size, hidden_size=args.hidden_size, num_layers=args.num_layers,
-        num_heads=args.num_heads, intermediate_size=args.intermediate_size,
-        max_position_embeddings=args.max_position_embeddings, seed=args.seed,
+        args.out,
+        texts,
+        vocab_size=args.vocab_size,
+        hidden_size=args.hidden_size,
+        num_layers=args.num_layers,
+        num_heads=args.num_heads,
+        intermediate_size=args.intermediate_size,
+        max_position_embeddings=args.max_position_embeddings,
+        seed=args.seed,
     )
     from transformers import AutoModelForCausalLM
 

@@ -6,6 +6,7 @@ available (its files land in the run directory, ready for `wandb sync`). Only th
 other ranks get a tracker with no backends. At `finish()` the logged curves are drawn as PNGs under
 `plots/` so a person can look at a run without any dashboard.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,14 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from rlhf.config import CommonConfig, as_dict
 
 # --------------------------------------------------------------------------------------------------
 # Run directory and seeding
 # --------------------------------------------------------------------------------------------------
 
 
-def prepare_run_dir(cfg: DictConfig, is_main_process: bool = True) -> Path:
+def prepare_run_dir(cfg: CommonConfig, is_main_process: bool = True) -> Path:
     """Create run.output_dir and write the resolved config.yaml into it (main process only)."""
     from rlhf.config import save_config
 
@@ -95,14 +96,16 @@ class JsonlBackend:
     def log_samples(self, rows: list[dict], step: int) -> None:
         with open(self.samples_path, "a", encoding="utf-8") as handle:
             for row in rows:
-                handle.write(json.dumps({"step": step, **{k: _jsonable(v) for k, v in row.items()}}, ensure_ascii=False) + "\n")
+                handle.write(
+                    json.dumps({"step": step, **{k: _jsonable(v) for k, v in row.items()}}, ensure_ascii=False) + "\n"
+                )
 
     def finish(self) -> None:
         self._handle.close()
 
 
 class WandbBackend:
-    def __init__(self, cfg: DictConfig, run_dir: Path):
+    def __init__(self, cfg: CommonConfig, run_dir: Path):
         import wandb
 
         self._wandb = wandb
@@ -115,7 +118,7 @@ class WandbBackend:
             name=cfg.run.name,
             dir=str(run_dir),
             mode=mode,
-            config=OmegaConf.to_container(cfg, resolve=True),
+            config=as_dict(cfg),
             reinit="finish_previous",
         )
 
@@ -161,7 +164,7 @@ class TensorboardBackend:
 class Tracker:
     """Fan-out logger for one stage run. Safe to use on every rank: non-main ranks log nothing."""
 
-    def __init__(self, cfg: DictConfig, run_dir: str | os.PathLike, is_main_process: bool = True):
+    def __init__(self, cfg: CommonConfig, run_dir: str | os.PathLike, is_main_process: bool = True):
         self.run_dir = Path(run_dir)
         self.make_plots = bool(cfg.tracking.plots) and is_main_process
         self.backends: list[Any] = []

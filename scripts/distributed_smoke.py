@@ -1,6 +1,7 @@
 """Check a distributed set-up on a tiny model: one optimiser step and one generation, figures as JSON.
 
-    accelerate launch --config_file configs/accelerate/cpu_zero3.yaml scripts/distributed_smoke.py --model runs/tiny/base
+    accelerate launch --config_file configs/accelerate/cpu_zero3.yaml \\
+        scripts/distributed_smoke.py --model runs/tiny/base
     python scripts/distributed_smoke.py --model runs/tiny/base          # the one-process reference
 
 Every launch configuration should print the same numbers as the one-process run: the loss of a fixed
@@ -14,6 +15,7 @@ Adam's normalisation. Under ZeRO-3 the completions are generated with every weig
 shards fetched layer by layer and `synced_gpus=True` so that no process leaves the collective early.
 The main process alone prints and writes the JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,16 +36,27 @@ TEXTS = [
     "User: Count to three.\nAssistant: One, two, three.",
     "User: What do bees make?\nAssistant: Bees make honey from nectar.",
 ]  # lengths differ on purpose: padding must not leak into the token mean
-PROMPTS = ["User: Tell me about cats.\nAssistant:", "User: Say hi.\nAssistant:", "User: Name a fruit.\nAssistant:", "User: What is the sea?\nAssistant:"]
+PROMPTS = [
+    "User: Tell me about cats.\nAssistant:",
+    "User: Say hi.\nAssistant:",
+    "User: Name a fruit.\nAssistant:",
+    "User: What is the sea?\nAssistant:",
+]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="causal LM directory or hub id (e.g. from `rlhf model init-tiny`)")
+    parser.add_argument(
+        "--model", required=True, help="causal LM directory or hub id (e.g. from `rlhf model init-tiny`)"
+    )
     parser.add_argument("--out", help="also write the JSON here (main process)")
     parser.add_argument("--learning-rate", type=float, default=0.5)
     parser.add_argument("--max-new-tokens", type=int, default=8)
-    parser.add_argument("--no-gather", action="store_true", help="ZeRO-3: generate from shards (synced_gpus) instead of gathered weights")
+    parser.add_argument(
+        "--no-gather",
+        action="store_true",
+        help="ZeRO-3: generate from shards (synced_gpus) instead of gathered weights",
+    )
     return parser.parse_args(argv)
 
 
@@ -51,7 +64,7 @@ def slice_for_rank(items: list, rank: int, world: int) -> list:
     if len(items) % world:
         raise SystemExit(f"{len(items)} items do not split evenly over {world} processes")
     per_process = len(items) // world
-    return items[rank * per_process:(rank + 1) * per_process]
+    return items[rank * per_process : (rank + 1) * per_process]
 
 
 def token_loss_sum(model, tokenizer, texts: list[str], device: torch.device) -> torch.Tensor:
@@ -60,7 +73,9 @@ def token_loss_sum(model, tokenizer, texts: list[str], device: torch.device) -> 
     batch = tokenizer(texts, return_tensors="pt", padding=True).to(device)
     targets = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)[:, 1:]
     logits = model(**batch).logits[:, :-1].float()
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum")
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
+    )
 
 
 def num_targets(tokenizer, texts: list[str]) -> int:
@@ -130,12 +145,16 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer.padding_side = "left"  # generation continues from the last real token
     prompt_batch = tokenizer(local_prompts, return_tensors="pt", padding=True).to(accelerator.device)
     gather = zero_stage(accelerator) == 3 and not args.no_gather
-    with torch.no_grad(), (gathered_parameters(model, accelerator) if gather else contextlib.nullcontext()):
+    with torch.no_grad(), gathered_parameters(model, accelerator) if gather else contextlib.nullcontext():
         output = unwrapped.generate(
-            **prompt_batch, max_new_tokens=args.max_new_tokens, min_new_tokens=args.max_new_tokens, do_sample=False,
-            pad_token_id=tokenizer.pad_token_id, synced_gpus=zero_stage(accelerator) == 3 and not gather,
+            **prompt_batch,
+            max_new_tokens=args.max_new_tokens,
+            min_new_tokens=args.max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            synced_gpus=zero_stage(accelerator) == 3 and not gather,
         )
-    completions = accelerator.gather(output[:, prompt_batch["input_ids"].shape[1]:].contiguous())
+    completions = accelerator.gather(output[:, prompt_batch["input_ids"].shape[1] :].contiguous())
 
     result = {
         "distributed_type": str(accelerator.distributed_type).split(".")[-1],

@@ -11,4 +11,6 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
 fi
 . .venv/bin/activate
 export WANDB_MODE=${WANDB_MODE:-offline} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+# Lint and format first: a style slip fails in seconds, not after the suite.
+ruff check . && ruff format --check .
 python -m pytest -q "$@"

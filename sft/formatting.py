@@ -10,6 +10,7 @@ With `always`, plain string pairs are wrapped as one user/assistant exchange. TR
 to plain completions itself; `sft.add_eos=false` is the one case we tokenise here, because TRL has no
 switch for it.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -73,7 +74,12 @@ def prepare_sft_dataset(dataset, tokenizer, use_chat_template: str = "auto", add
     shaped = dataset.map(convert, remove_columns=columns, desc="Shaping SFT rows")
     if add_eos or isinstance(shaped[0]["prompt"], list):
         return shaped  # TRL appends EOS to plain completions; chat templates end their turns themselves
-    return shaped.map(tokenize_without_eos, fn_kwargs={"tokenizer": tokenizer}, remove_columns=["prompt", "completion"], desc="Tokenising SFT rows without EOS")
+    return shaped.map(
+        tokenize_without_eos,
+        fn_kwargs={"tokenizer": tokenizer},
+        remove_columns=["prompt", "completion"],
+        desc="Tokenising SFT rows without EOS",
+    )
 
 
 def tokenize_without_eos(row: dict[str, str], tokenizer) -> dict[str, list[int]]:

@@ -13,6 +13,7 @@ LoRA is applied by `rlhf.modeling.apply_lora` (adapters only train) and merged i
 when `model.lora.merge_on_save`. Metrics go through our Tracker (TRL's own reporting is off), eval loss
 and perplexity are measured on the held-out split at the end, and `summary.json` is written last.
 """
+
 from __future__ import annotations
 
 import time
@@ -21,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from rlhf.config import require
+from rlhf.config import require, typed
 from rlhf.hf_stage import (
     MODEL_DIR,
     clear_stale_summary,
@@ -34,9 +35,10 @@ from rlhf.hf_stage import (
     training_arguments_fields,
     write_summary,
 )
+from sft.config import SFTStageConfig
 
 
-def to_sft_config(cfg: DictConfig):
+def to_sft_config(cfg: SFTStageConfig):
     """Our config -> `trl.SFTConfig`: the shared TrainingArguments fields plus SFT's data fields."""
     from trl import SFTConfig
 
@@ -48,7 +50,7 @@ def to_sft_config(cfg: DictConfig):
     )
 
 
-def load_sft_splits(cfg: DictConfig, tokenizer):
+def load_sft_splits(cfg: SFTStageConfig, tokenizer):
     """Validated train/eval datasets, shaped into prompt/completion rows."""
     from rlhf.data import load_sft
     from sft.formatting import prepare_sft_dataset
@@ -58,13 +60,15 @@ def load_sft_splits(cfg: DictConfig, tokenizer):
     return shape(train_rows), (shape(eval_rows) if eval_rows is not None else None)
 
 
-def build_trainer(cfg: DictConfig, args, callbacks: list | tuple = ()):
+def build_trainer(cfg: SFTStageConfig, args, callbacks: list | tuple = ()):
     """Tokenizer, model (LoRA-wrapped when enabled), shaped data and the `trl.SFTTrainer` over them."""
     from trl import SFTTrainer
 
     from rlhf.modeling import apply_lora, load_causal_lm, load_tokenizer
 
-    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.revision, cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(
+        cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.revision, cfg.model.trust_remote_code
+    )
     model = load_causal_lm(cfg.model, tokenizer)
     if cfg.model.lora.enabled:
         model = apply_lora(model, cfg.model.lora, task_type="CAUSAL_LM")
@@ -79,8 +83,9 @@ def build_trainer(cfg: DictConfig, args, callbacks: list | tuple = ()):
     )
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: SFTStageConfig | DictConfig) -> dict[str, Any]:
     """Run SFT as configured; returns the summary (also written to <run.output_dir>/summary.json)."""
+    cfg = typed(cfg, SFTStageConfig)
     from rlhf.modeling import count_parameters
     from rlhf.tracking import Tracker, TrackerCallback, prepare_run_dir, seed_everything
 
@@ -103,17 +108,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "num_parameters": count_parameters(trainer.model),
         "trainable_parameters": count_parameters(trainer.model, trainable_only=True),
     }  # counted before saving: merging LoRA changes the module tree
-    model_dir = save_trained_model(trainer, tokenizer, run_dir / MODEL_DIR, cfg.model.lora.merge_on_save, "AutoModelForCausalLM")
-    summary: dict[str, Any] = {"stage": "sft", "model_dir": str(model_dir), **slash_metrics(metrics), **parameter_counts}
+    model_dir = save_trained_model(
+        trainer, tokenizer, run_dir / MODEL_DIR, cfg.model.lora.merge_on_save, "AutoModelForCausalLM"
+    )
+    summary: dict[str, Any] = {
+        "stage": "sft",
+        "model_dir": str(model_dir),
+        **slash_metrics(metrics),
+        **parameter_counts,
+    }
     if "eval/loss" in summary:
         summary["eval/perplexity"] = perplexity(summary["eval/loss"])
-    summary.update({
-        "train/global_step": trainer.state.global_step,
-        "train/num_examples": len(train_dataset),
-        "eval/num_examples": len(eval_dataset) if eval_dataset is not None else 0,
-        "resumed_from": resume,
-        "wall_time_s": round(time.time() - started, 2),
-    })
+    summary.update(
+        {
+            "train/global_step": trainer.state.global_step,
+            "train/num_examples": len(train_dataset),
+            "eval/num_examples": len(eval_dataset) if eval_dataset is not None else 0,
+            "resumed_from": resume,
+            "wall_time_s": round(time.time() - started, 2),
+        }
+    )
     tracker.finish()
     write_summary(run_dir, summary)
     return summary

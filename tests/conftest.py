@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny model built once per session (no network), quiet libraries."""
+
 from __future__ import annotations
 
 import os
@@ -23,7 +24,16 @@ def tiny_model_dir(tmp_path_factory):
     from rlhf.modeling import init_tiny
 
     out = tmp_path_factory.mktemp("tiny") / "model"
-    return init_tiny(out, TINY_TEXTS, vocab_size=300, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_position_embeddings=128)
+    return init_tiny(
+        out,
+        TINY_TEXTS,
+        vocab_size=300,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -236,7 +236,7 @@ def test_exports_contain_exactly_what_was_done(store, server, tmp_path):
     # the admin API serves the same export, and the CLI writes it to a file
     response = httpx.get(f"{server}/api/admin/export?format=rankings", headers={"Authorization": f"Bearer {store.admin_token}"})
     assert [json.loads(line) for line in response.text.splitlines()] == export_rows(store, "rankings")
-    from rlhf.cli import main
+    from rlhf.app.cli import main
 
     out = tmp_path / "pairs.jsonl"
     assert main(["annotate", "export", "--db", str(store.path), "--format", "pairs", "--out", str(out)]) == 0
@@ -262,7 +262,7 @@ def test_admin_stats_report_agreement_and_disputed_pairs(store, server):
 
 
 def test_cli_add_reviewer_stats_and_user_errors(tmp_path, capsys):
-    from rlhf.cli import main
+    from rlhf.app.cli import main
 
     db = tmp_path / "cli.db"
     assert main(["annotate", "add-reviewer", "zoe", "--db", str(db), "--url", "http://127.0.0.1:9999"]) == 0

@@ -41,7 +41,7 @@ def _annotated_store(tmp_path) -> AnnotationStore:
 @pytest.mark.slow
 @pytest.mark.skipif(train_reward_model is None, reason="reward model stage not available yet")
 def test_a_rankings_export_trains_the_reward_model(tmp_path, tiny_model_dir):
-    from rlhf.config import load_config
+    from rlhf.app.schema import load_config
 
     store = _annotated_store(tmp_path)
     rankings_file = tmp_path / "rankings.jsonl"

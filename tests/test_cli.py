@@ -1,10 +1,11 @@
 """The `rlhf` entry point: help lists every subcommand; unknown commands are suggested."""
+
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from rlhf.cli import SUBCOMMANDS, main
+from rlhf.app.cli import SUBCOMMANDS, main
 
 
 def test_help_lists_every_subcommand(capsys):
@@ -12,7 +13,19 @@ def test_help_lists_every_subcommand(capsys):
     out = capsys.readouterr().out
     for name in ["sft", "rm", "ppo", "pipeline", "eval", "generate", "annotate", "sweep", "data", "model", "config"]:
         assert f"  {name} " in out
-    assert set(SUBCOMMANDS) >= {"sft", "rm", "ppo", "pipeline", "eval", "generate", "annotate", "sweep", "data", "model", "config"}
+    assert set(SUBCOMMANDS) >= {
+        "sft",
+        "rm",
+        "ppo",
+        "pipeline",
+        "eval",
+        "generate",
+        "annotate",
+        "sweep",
+        "data",
+        "model",
+        "config",
+    }
 
 
 def test_unknown_command_suggests(capsys):

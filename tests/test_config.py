@@ -1,4 +1,5 @@
 """Config system: inheritance, overrides, errors that name key + source + suggestion, round trip."""
+
 from __future__ import annotations
 
 import subprocess
@@ -8,7 +9,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from rlhf.config import load_config, require, save_config
+from rlhf import config as core
+from rlhf.app.schema import load_config
+from rlhf.config import require, save_config
 from rlhf.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,7 +24,10 @@ def write(path: Path, text: str) -> Path:
 
 @pytest.fixture
 def stage_file(tmp_path):
-    write(tmp_path / "base.yaml", "model:\n  name_or_path: base-model\ntrain:\n  learning_rate: 1.0e-4\n  per_device_train_batch_size: 4\n")
+    write(
+        tmp_path / "base.yaml",
+        "model:\n  name_or_path: base-model\ntrain:\n  learning_rate: 1.0e-4\n  per_device_train_batch_size: 4\n",
+    )
     return write(tmp_path / "stage.yaml", "base: base.yaml\ntrain:\n  learning_rate: 3.0e-4\nppo:\n  kl_coef: 0.1\n")
 
 
@@ -90,12 +96,16 @@ def test_resolved_config_round_trips(stage_file, tmp_path):
     assert OmegaConf.to_container(again) == OmegaConf.to_container(cfg)
 
 
-@pytest.mark.parametrize("path", sorted(p for p in (REPO / "configs").rglob("*.yaml") if "accelerate" not in p.parts and "sweeps" not in p.parts), ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in (REPO / "configs").rglob("*.yaml") if "accelerate" not in p.parts and "sweeps" not in p.parts),
+    ids=lambda p: str(p.relative_to(REPO)),
+)
 def test_every_shipped_config_validates(path):
     if path.name == "pipeline.yaml":  # a pipeline file has its own schema (and validates its stage files)
-        from rlhf.pipeline import PipelineConfig
+        from rlhf.app.pipeline import PipelineConfig
 
-        cfg = load_config(path, schema_cls=PipelineConfig)
+        cfg = core.load_config(path, schema_cls=PipelineConfig)
         for stage in ("sft", "rm", "ppo"):
             assert (REPO / cfg.pipeline[f"{stage}_config"]).exists()
     else:
@@ -104,6 +114,11 @@ def test_every_shipped_config_validates(path):
 
 
 def test_cli_exits_2_with_message(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "rlhf", "config", "show", "train.learnin_rate=1"], capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-m", "rlhf", "config", "show", "train.learnin_rate=1"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert result.returncode == 2
     assert "did you mean train.learning_rate?" in result.stderr and "Traceback" not in result.stderr

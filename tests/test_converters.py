@@ -1,4 +1,5 @@
 """Converters for public preference datasets, each on a small sample written in that dataset's layout."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,7 @@ import math
 
 import pytest
 
-from rlhf.converters import convert_rows
+from rlhf.commands.converters import convert_rows
 from rlhf.errors import DataError
 
 
@@ -16,7 +17,10 @@ def numbered(rows):
 
 # ----------------------------------------------------------------------------- Anthropic HH-RLHF
 HH = [
-    {"chosen": "\n\nHuman: What is 2+2?\n\nAssistant: 4.", "rejected": "\n\nHuman: What is 2+2?\n\nAssistant: Five, obviously."},
+    {
+        "chosen": "\n\nHuman: What is 2+2?\n\nAssistant: 4.",
+        "rejected": "\n\nHuman: What is 2+2?\n\nAssistant: Five, obviously.",
+    },
     {
         "chosen": "\n\nHuman: Hi\n\nAssistant: Hello! How can I help?\n\nHuman: Name a fruit.\n\nAssistant: An apple.",
         "rejected": "\n\nHuman: Hi\n\nAssistant: Hello! How can I help?\n\nHuman: Name a fruit.\n\nAssistant: No.",
@@ -45,7 +49,15 @@ def test_hh_strict_stops_at_the_bad_row():
 
 # ----------------------------------------------------------------------------- OpenAssistant
 def oasst_message(message_id, parent_id, role, text, rank=None):
-    return {"message_id": message_id, "parent_id": parent_id, "role": role, "text": text, "rank": rank, "lang": "en", "message_tree_id": "t1"}
+    return {
+        "message_id": message_id,
+        "parent_id": parent_id,
+        "role": role,
+        "text": text,
+        "rank": rank,
+        "lang": "en",
+        "message_tree_id": "t1",
+    }
 
 
 OASST_FLAT = [
@@ -93,15 +105,42 @@ def test_oasst_nested_trees_give_the_same_rankings():
 # ----------------------------------------------------------------------------- UltraFeedback
 UF = [
     {
-        "source": "evol", "instruction": "Write a haiku.",
+        "source": "evol",
+        "instruction": "Write a haiku.",
         "completions": [
-            {"model": "m-a", "response": "A", "overall_score": 8.0, "annotations": {"helpfulness": {"Rating": "4"}, "honesty": {"Rating": "5"}}},
-            {"model": "m-b", "response": "B", "overall_score": 6.5, "annotations": {"helpfulness": {"Rating": "5"}, "honesty": {"Rating": "5"}}},
-            {"model": "m-c", "response": "C", "overall_score": 8.0, "annotations": {"helpfulness": {"Rating": "2"}, "honesty": {"Rating": "N/A"}}},
-            {"model": "m-d", "response": "D", "overall_score": 3.0, "annotations": {"helpfulness": {"Rating": "1"}, "honesty": {"Rating": "2"}}},
+            {
+                "model": "m-a",
+                "response": "A",
+                "overall_score": 8.0,
+                "annotations": {"helpfulness": {"Rating": "4"}, "honesty": {"Rating": "5"}},
+            },
+            {
+                "model": "m-b",
+                "response": "B",
+                "overall_score": 6.5,
+                "annotations": {"helpfulness": {"Rating": "5"}, "honesty": {"Rating": "5"}},
+            },
+            {
+                "model": "m-c",
+                "response": "C",
+                "overall_score": 8.0,
+                "annotations": {"helpfulness": {"Rating": "2"}, "honesty": {"Rating": "N/A"}},
+            },
+            {
+                "model": "m-d",
+                "response": "D",
+                "overall_score": 3.0,
+                "annotations": {"helpfulness": {"Rating": "1"}, "honesty": {"Rating": "2"}},
+            },
         ],
     },
-    {"instruction": "Same scores.", "completions": [{"model": "x", "response": "1", "overall_score": 5}, {"model": "y", "response": "2", "overall_score": 5}]},
+    {
+        "instruction": "Same scores.",
+        "completions": [
+            {"model": "x", "response": "1", "overall_score": 5},
+            {"model": "y", "response": "2", "overall_score": 5},
+        ],
+    },
 ]
 
 
@@ -123,10 +162,26 @@ def test_ultrafeedback_mean_rating():
 
 # ----------------------------------------------------------------------------- Stanford SHP
 SHP = [
-    {"post_id": "p1", "history": "Why is the sky blue?", "human_ref_A": "Rayleigh scattering.", "human_ref_B": "Paint.",
-     "labels": 1, "score_A": 30, "score_B": 5, "score_ratio": 6.0},
-    {"post_id": "p1", "history": "Why is the sky blue?", "human_ref_A": "Because.", "human_ref_B": "Scattering of sunlight.",
-     "labels": 0, "score_A": 4, "score_B": 6, "score_ratio": 1.5},
+    {
+        "post_id": "p1",
+        "history": "Why is the sky blue?",
+        "human_ref_A": "Rayleigh scattering.",
+        "human_ref_B": "Paint.",
+        "labels": 1,
+        "score_A": 30,
+        "score_B": 5,
+        "score_ratio": 6.0,
+    },
+    {
+        "post_id": "p1",
+        "history": "Why is the sky blue?",
+        "human_ref_A": "Because.",
+        "human_ref_B": "Scattering of sunlight.",
+        "labels": 0,
+        "score_A": 4,
+        "score_B": 6,
+        "score_ratio": 1.5,
+    },
 ]
 
 
@@ -146,7 +201,7 @@ def test_shp_score_ratio_filter_and_log_margin():
 
 
 def test_convert_cli_writes_output_and_summary(tmp_path, capsys):
-    from rlhf.cli import main
+    from rlhf.app.cli import main
 
     source = tmp_path / "hh.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in HH))

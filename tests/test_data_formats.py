@@ -1,25 +1,47 @@
 """Loaders for every format and source type, and validation messages that name file, row and field."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from rlhf.data import ranking_to_pairs, load_candidates, load_pairs, load_prompts, load_rankings, load_rows, load_sft, read_rows
+from rlhf.data import (
+    load_candidates,
+    load_pairs,
+    load_prompts,
+    load_rankings,
+    load_rows,
+    load_sft,
+    ranking_to_pairs,
+    read_rows,
+)
 from rlhf.errors import DataError
 
 GOOD = {
     "sft": {"prompt": "User: Tell me about cats.\nAssistant:", "completion": " Cats purr."},
     "prompts": {"prompt": "User: Tell me about cats.\nAssistant:", "meta": {"topic": "cats"}},
     "pairs": {"prompt": "User: hi\nAssistant:", "chosen": " Hello!", "rejected": " Go away."},
-    "candidates": {"id": "c1", "prompt": "User: hi\nAssistant:", "responses": [{"id": "a", "text": " Hello!"}, {"id": "b", "text": " Go away."}]},
+    "candidates": {
+        "id": "c1",
+        "prompt": "User: hi\nAssistant:",
+        "responses": [{"id": "a", "text": " Hello!"}, {"id": "b", "text": " Go away."}],
+    },
     "rankings": {
-        "id": "c1", "prompt": "User: hi\nAssistant:", "annotator": "ann",
+        "id": "c1",
+        "prompt": "User: hi\nAssistant:",
+        "annotator": "ann",
         "responses": [{"id": "a", "text": " Hello!"}, {"id": "b", "text": " Go away."}, {"id": "c", "text": " Hi."}],
         "ranking": [["a", "c"], ["b"]],
     },
 }
-LOADERS = {"sft": load_sft, "prompts": load_prompts, "pairs": load_pairs, "candidates": load_candidates, "rankings": load_rankings}
+LOADERS = {
+    "sft": load_sft,
+    "prompts": load_prompts,
+    "pairs": load_pairs,
+    "candidates": load_candidates,
+    "rankings": load_rankings,
+}
 
 
 def write_jsonl(path, rows):
@@ -69,8 +91,11 @@ def test_optional_fields_missing_on_some_rows_are_filled_with_none(tmp_path):
 def test_conversational_sft_and_pairs_load(tmp_path):
     sft = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello!"}]}
     assert load_sft(write_jsonl(tmp_path / "sft.jsonl", [sft]))[0]["messages"][1]["content"] == "Hello!"
-    pair = {"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "Hello!"}],
-            "rejected": [{"role": "assistant", "content": "Bye."}]}
+    pair = {
+        "prompt": [{"role": "user", "content": "hi"}],
+        "chosen": [{"role": "assistant", "content": "Hello!"}],
+        "rejected": [{"role": "assistant", "content": "Bye."}],
+    }
     assert load_pairs(write_jsonl(tmp_path / "pairs.jsonl", [pair]))[0]["rejected"][0]["content"] == "Bye."
 
 
@@ -79,18 +104,43 @@ BAD_ROWS = [
     ("sft", with_(GOOD["sft"], completion=DELETE), "completion", "missing field"),
     ("sft", with_(GOOD["sft"], completion=3), "completion", "expected a string, got int"),
     ("sft", with_(GOOD["sft"], prompt="   "), "prompt", "empty text"),
-    ("sft", {"messages": [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]}, "messages[1].role", "last message must be from the assistant"),
+    (
+        "sft",
+        {"messages": [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]},
+        "messages[1].role",
+        "last message must be from the assistant",
+    ),
     ("sft", {"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", "expected one of"),
     ("prompts", {"text": "hello"}, "prompt", "missing field"),
     ("prompts", with_(GOOD["prompts"], meta="cats"), "meta", "expected an object"),
     ("pairs", with_(GOOD["pairs"], chosen=DELETE), "chosen", "missing field"),
     ("pairs", with_(GOOD["pairs"], rejected=" Hello!"), "rejected", "identical to chosen"),
     ("pairs", with_(GOOD["pairs"], margin="big"), "margin", "expected a finite number"),
-    ("candidates", with_(GOOD["candidates"], responses=[{"id": "a", "text": "x"}]), "responses", "at least two responses"),
-    ("candidates", with_(GOOD["candidates"], responses=[{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]), "responses[1].id", "duplicate response id"),
+    (
+        "candidates",
+        with_(GOOD["candidates"], responses=[{"id": "a", "text": "x"}]),
+        "responses",
+        "at least two responses",
+    ),
+    (
+        "candidates",
+        with_(GOOD["candidates"], responses=[{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]),
+        "responses[1].id",
+        "duplicate response id",
+    ),
     ("candidates", with_(GOOD["candidates"], id=DELETE), "id", "missing field"),
-    ("candidates", with_(GOOD["candidates"], responses=[{"id": "a", "text": "x"}, {"id": "b", "text": 5}]), "responses[1].text", "expected a string"),
-    ("rankings", with_(GOOD["rankings"], ranking=[["a"], ["zz"], ["b", "c"]]), "ranking[1]", "unknown response id 'zz'"),
+    (
+        "candidates",
+        with_(GOOD["candidates"], responses=[{"id": "a", "text": "x"}, {"id": "b", "text": 5}]),
+        "responses[1].text",
+        "expected a string",
+    ),
+    (
+        "rankings",
+        with_(GOOD["rankings"], ranking=[["a"], ["zz"], ["b", "c"]]),
+        "ranking[1]",
+        "unknown response id 'zz'",
+    ),
     ("rankings", with_(GOOD["rankings"], ranking=[["a"], ["a", "b", "c"]]), "ranking[1]", "ranked twice"),
     ("rankings", with_(GOOD["rankings"], ranking=[["a", "b", "c"]]), "ranking", "single tie"),
     ("rankings", with_(GOOD["rankings"], ranking=[["a"], ["b"]]), "ranking", "c not ranked"),
@@ -156,8 +206,13 @@ def test_mixed_text_and_conversational_rows_are_rejected(tmp_path):
 
 
 def test_skip_bad_rows_returns_dataset_and_report(tmp_path):
-    rows = [GOOD["pairs"], with_(GOOD["pairs"], chosen=DELETE), GOOD["pairs"], with_(GOOD["pairs"], rejected=" Hello!"),
-            with_(GOOD["pairs"], chosen=DELETE)]
+    rows = [
+        GOOD["pairs"],
+        with_(GOOD["pairs"], chosen=DELETE),
+        GOOD["pairs"],
+        with_(GOOD["pairs"], rejected=" Hello!"),
+        with_(GOOD["pairs"], chosen=DELETE),
+    ]
     dataset, report = load_pairs(write_jsonl(tmp_path / "pairs.jsonl", rows), skip_bad_rows=True)
     assert len(dataset) == 2
     assert (report.total, report.kept, report.skipped) == (5, 2, 3)
@@ -183,12 +238,14 @@ def test_load_rows_returns_plain_dicts(tmp_path):
 
 
 def test_validate_cli_exit_codes(tmp_path, capsys):
-    from rlhf.cli import main
+    from rlhf.app.cli import main
 
     good = write_jsonl(tmp_path / "good.jsonl", [GOOD["rankings"]])
     assert main(["data", "validate", str(good)]) == 0
     assert json.loads(capsys.readouterr().out)["format"] == "rankings"
-    bad = write_jsonl(tmp_path / "bad.jsonl", [GOOD["rankings"], with_(GOOD["rankings"], annotator="x", ranking=[["a", "b", "c"]])])
+    bad = write_jsonl(
+        tmp_path / "bad.jsonl", [GOOD["rankings"], with_(GOOD["rankings"], annotator="x", ranking=[["a", "b", "c"]])]
+    )
     assert main(["data", "validate", str(bad)]) == 2
     assert f"{bad}: row 2: field 'ranking'" in capsys.readouterr().err
     assert main(["data", "validate", str(bad), "--skip-bad-rows"]) == 1

@@ -1,9 +1,10 @@
 """The tiny task's gold judge on hand-written responses, one rule at a time."""
+
 from __future__ import annotations
 
 import pytest
 
-from data.judge import gold_score, judge_breakdown, load_rules, prompt_topic, split_phrases
+from rlhf.tasks.tiny.judge import gold_score, judge_breakdown, load_rules, prompt_topic, split_phrases
 
 CATS = "User: Tell me about cats.\nAssistant:"
 
@@ -27,9 +28,16 @@ CASES = [
     # 2+3+4+3+3 = 15 words, within the 16-word budget: 5 facts = +5
     (" Cats purr. Cats chase mice. Cats nap a lot. Cats have whiskers. Cats climb trees.", 5.0, "+5"),
     # + 'Cats like fish.' = 18 words: +6 facts, 2 words over budget -0.5
-    (" Cats purr. Cats chase mice. Cats nap a lot. Cats have whiskers. Cats climb trees. Cats like fish.", 5.5, "+6 - 2*0.25"),
-    (" Hi! Cats purr. Cats nap a lot. Dogs bark. Um, well. Cats purr. Ugh, fine. Hope this helps.", -1.5,
-     "+0.5 +1 +1 -1 -0.5 -1 (repeat) -2 +1 = -1; 18 words: 2 over budget -0.5"),
+    (
+        " Cats purr. Cats chase mice. Cats nap a lot. Cats have whiskers. Cats climb trees. Cats like fish.",
+        5.5,
+        "+6 - 2*0.25",
+    ),
+    (
+        " Hi! Cats purr. Cats nap a lot. Dogs bark. Um, well. Cats purr. Ugh, fine. Hope this helps.",
+        -1.5,
+        "+0.5 +1 +1 -1 -0.5 -1 (repeat) -2 +1 = -1; 18 words: 2 over budget -0.5",
+    ),
 ]
 
 
@@ -41,8 +49,20 @@ def test_gold_score_on_hand_written_responses(response, expected, why):
 def test_breakdown_contributions_sum_to_score_and_label_phrases():
     breakdown = judge_breakdown(CATS, " Hi! Cats purr. Dogs bark. Cats purr. Glad to help.")
     assert breakdown["topic"] == "cats"
-    assert [label for _, label in breakdown["phrases"]] == ["greeting_first", "on_topic_fact", "off_topic_fact", "repetition", "closing_last"]
-    assert breakdown["contributions"] == {"greeting_first": 0.5, "on_topic_fact": 1.0, "off_topic_fact": -1.0, "repetition": -1.0, "closing_last": 1.0}
+    assert [label for _, label in breakdown["phrases"]] == [
+        "greeting_first",
+        "on_topic_fact",
+        "off_topic_fact",
+        "repetition",
+        "closing_last",
+    ]
+    assert breakdown["contributions"] == {
+        "greeting_first": 0.5,
+        "on_topic_fact": 1.0,
+        "off_topic_fact": -1.0,
+        "repetition": -1.0,
+        "closing_last": 1.0,
+    }
     assert breakdown["score"] == sum(breakdown["contributions"].values()) == 0.5
 
 
@@ -52,7 +72,9 @@ def test_topic_comes_from_the_prompt_including_heldout_templates():
     assert prompt_topic("User: Tell me about engines.\nAssistant:") is None
     # a fact is on-topic only for its own topic
     assert gold_score("User: Please explain the sea.\nAssistant:", " The sea is salty.") == 1.0
-    assert gold_score("User: Tell me about engines.\nAssistant:", " The sea is salty.") == -2.0  # off-topic -1, no fact -1
+    assert (
+        gold_score("User: Tell me about engines.\nAssistant:", " The sea is salty.") == -2.0
+    )  # off-topic -1, no fact -1
 
 
 def test_phrase_splitting():
@@ -63,7 +85,7 @@ def test_phrase_splitting():
 def test_phrase_lists_are_disjoint_and_topics_have_facts():
     import json
 
-    from data.judge import TASK_FILE, normalize_phrase
+    from rlhf.tasks.tiny.judge import TASK_FILE, normalize_phrase
 
     task = json.loads(TASK_FILE.read_text())
     phrases = [*task["greetings"], *task["closings"], *task["fillers"], *task["rude"]]

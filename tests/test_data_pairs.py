@@ -1,4 +1,5 @@
 """Rankings -> pairs, and the multi-reviewer majority vote."""
+
 from __future__ import annotations
 
 import json
@@ -87,7 +88,11 @@ def test_preference_plus_tie_is_disputed_and_all_ties_give_nothing():
 
 
 def test_groups_are_voted_separately_and_margins_averaged():
-    rows = [ranking([["a"], ["b"]], "x", "q1", margin=1.0), ranking([["a"], ["b"]], "y", "q1", margin=3.0), ranking([["b"], ["a"]], "x", "q2")]
+    rows = [
+        ranking([["a"], ["b"]], "x", "q1", margin=1.0),
+        ranking([["a"], ["b"]], "y", "q1", margin=3.0),
+        ranking([["b"], ["a"]], "x", "q2"),
+    ]
     for row in rows:
         row["responses"] = RESPONSES[:2]
     kept, disputed = majority_vote_pairs(rows)
@@ -103,7 +108,7 @@ def test_kwise_pair_count_over_many_rankings():
 
 
 def test_pairs_cli_writes_kept_and_disputed_files(tmp_path, capsys):
-    from rlhf.cli import main
+    from rlhf.app.cli import main
 
     rows = [ranking([["a"], ["b"], ["c"], ["d"]], "x"), ranking([["b"], ["a"], ["c"], ["d"]], "y")]
     path = tmp_path / "rankings.jsonl"

@@ -1,4 +1,5 @@
 """Simulated reviewers: Plackett-Luce over gold scores with a temperature, label noise, several reviewers."""
+
 from __future__ import annotations
 
 import json
@@ -6,16 +7,25 @@ import math
 
 import pytest
 
-from data.reviewers import expected_pair_agreement, pairwise_gold_agreement, simulate_rankings
 from rlhf.data import check_rankings_row
+from rlhf.tasks.reviewers import expected_pair_agreement, pairwise_gold_agreement, simulate_rankings
 
 CATS = "User: Tell me about cats.\nAssistant:"
 # gold scores: 4.5, 2.0, 0.0, -1.0 (see tests/test_data_judge.py for the rules)
-TEXTS = [" Hi! Cats purr. Cats nap a lot. Cats chase mice. Glad to help.", " Cats purr. Hope this helps.", " Cats purr. Dogs bark.", " Cats purr. Whatever."]
+TEXTS = [
+    " Hi! Cats purr. Cats nap a lot. Cats chase mice. Glad to help.",
+    " Cats purr. Hope this helps.",
+    " Cats purr. Dogs bark.",
+    " Cats purr. Whatever.",
+]
 
 
 def candidate(index: int, texts=TEXTS) -> dict:
-    return {"id": f"c{index}", "prompt": CATS, "responses": [{"id": f"r{j}", "text": text} for j, text in enumerate(texts)]}
+    return {
+        "id": f"c{index}",
+        "prompt": CATS,
+        "responses": [{"id": f"r{j}", "text": text} for j, text in enumerate(texts)],
+    }
 
 
 def test_zero_temperature_and_noise_reproduce_the_gold_order():
@@ -66,7 +76,7 @@ def test_several_reviewers_are_seeded_and_independent():
 
 
 def test_rank_cli_writes_valid_rankings(tmp_path, capsys):
-    from rlhf.cli import main
+    from rlhf.app.cli import main
     from rlhf.data import load_rankings
 
     path = tmp_path / "candidates.jsonl"

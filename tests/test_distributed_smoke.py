@@ -9,6 +9,7 @@ completions must be identical. Under ZeRO-3 the completions come once from gathe
 rollout path) and once from shards fetched layer by layer with synced processes.
 No GPU here: the GPU configs are checked by loading them the way `accelerate launch` does.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,14 +35,29 @@ def free_port() -> int:
 
 def launch_env() -> dict[str, str]:
     """One thread per process (2 cores), no GPU, DeepSpeed's CPU accelerator, no wandb."""
-    return {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "DS_ACCELERATOR": "cpu",
-            "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "DS_ACCELERATOR": "cpu",
+        "WANDB_MODE": "disabled",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+    }
 
 
 def accelerate_launch(config_name: str, program: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
     """`accelerate launch --config_file configs/accelerate/<config_name>.yaml <program...>`; fails the test on error."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIGS / f"{config_name}.yaml"),
-               "--main_process_port", str(free_port()), *program]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(ACCELERATE_CONFIGS / f"{config_name}.yaml"),
+        "--main_process_port",
+        str(free_port()),
+        *program,
+    ]
     done = subprocess.run(command, env=launch_env(), capture_output=True, text=True, timeout=timeout, cwd=REPO)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done
@@ -101,7 +117,11 @@ def test_accelerate_config_loads_into_the_intended_plugin(name):
         if stage is not None:
             plugin = DeepSpeedPlugin()
             zero = plugin.deepspeed_config["zero_optimization"]
-            assert (plugin.zero_stage, zero["offload_optimizer"]["device"], zero["offload_param"]["device"]) == (stage, optimizer_offload, param_offload)
+            assert (plugin.zero_stage, zero["offload_optimizer"]["device"], zero["offload_param"]["device"]) == (
+                stage,
+                optimizer_offload,
+                param_offload,
+            )
             # stage 3 must gather whole weights when a stage saves its model
             assert zero["stage3_gather_16bit_weights_on_model_save"] == (stage == 3)
         if distributed_type == "FSDP":
@@ -141,8 +161,10 @@ def test_cpu_launch_settings(env, expected_trainer, expected_cpu_flag):
 def test_with_a_gpu_accelerate_decides():
     from rlhf import distributed
 
-    with mock.patch.dict(os.environ, {"WORLD_SIZE": "8", "ACCELERATE_USE_DEEPSPEED": "true"}), \
-            mock.patch.object(distributed, "gpu_available", return_value=True):
+    with (
+        mock.patch.dict(os.environ, {"WORLD_SIZE": "8", "ACCELERATE_USE_DEEPSPEED": "true"}),
+        mock.patch.object(distributed, "gpu_available", return_value=True),
+    ):
         assert distributed.training_arguments_kwargs() == {} and distributed.accelerator_kwargs() == {}
 
 
@@ -153,7 +175,7 @@ def test_the_cli_destroys_the_process_group_a_command_started(tmp_path, monkeypa
 
     import torch.distributed as dist
 
-    from rlhf import cli
+    from rlhf.app import cli
     from rlhf.errors import UserError
 
     def command_main(argv):
@@ -183,8 +205,14 @@ def test_seed_for_rank_keeps_rank_zero_and_differs_per_rank():
 
 @pytest.fixture(scope="module")
 def one_process_smoke(tiny_model_dir):
-    done = subprocess.run([sys.executable, str(SMOKE_SCRIPT), "--model", str(tiny_model_dir)], env=launch_env(),
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, str(SMOKE_SCRIPT), "--model", str(tiny_model_dir)],
+        env=launch_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -200,7 +228,9 @@ def one_process_smoke(tiny_model_dir):
         ("cpu_zero3", ["--no-gather"], "DEEPSPEED", "sharded"),
     ],
 )
-def test_two_processes_take_the_one_process_step(one_process_smoke, tiny_model_dir, tmp_path, config_name, extra, distributed_type, generation):
+def test_two_processes_take_the_one_process_step(
+    one_process_smoke, tiny_model_dir, tmp_path, config_name, extra, distributed_type, generation
+):
     out = tmp_path / "smoke.json"
     accelerate_launch(config_name, [str(SMOKE_SCRIPT), "--model", str(tiny_model_dir), "--out", str(out), *extra])
     two = json.loads(out.read_text())
@@ -222,17 +252,32 @@ SLURM_SCRIPT = REPO / "scripts" / "slurm_launch.sh"
 
 def slurm_task_env(node: int, **extra: str) -> dict[str, str]:
     """What srun gives the task on node `node` of a 2-node job (the script's own per-node re-entry marked)."""
-    return {**launch_env(), "RLHF_SLURM_TASK": "1", "SLURM_JOB_ID": "4242", "SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": str(node),
-            "SLURM_JOB_NODELIST": "gpu[07-08]", **extra}
+    return {
+        **launch_env(),
+        "RLHF_SLURM_TASK": "1",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_NODEID": str(node),
+        "SLURM_JOB_NODELIST": "gpu[07-08]",
+        **extra,
+    }
 
 
 def test_slurm_launch_fills_the_multi_node_arguments_from_slurm(tmp_path):
     fake_scontrol = tmp_path / "scontrol"  # `scontrol show hostnames gpu[07-08]` on a real cluster
     fake_scontrol.write_text("#!/bin/sh\nprintf 'gpu07\\ngpu08\\n'\n")
     fake_scontrol.chmod(0o755)
-    env = slurm_task_env(1, SLURM_GPUS_PER_NODE="a100:8", RLHF_SLURM_DRY_RUN="1", PATH=f"{tmp_path}:{os.environ['PATH']}")
-    done = subprocess.run(["bash", str(SLURM_SCRIPT), "configs/accelerate/zero3.yaml", "-m", "rlhf", "ppo", "--config", "c.yaml"],
-                          env=env, capture_output=True, text=True, timeout=30, cwd=REPO)
+    env = slurm_task_env(
+        1, SLURM_GPUS_PER_NODE="a100:8", RLHF_SLURM_DRY_RUN="1", PATH=f"{tmp_path}:{os.environ['PATH']}"
+    )
+    done = subprocess.run(
+        ["bash", str(SLURM_SCRIPT), "configs/accelerate/zero3.yaml", "-m", "rlhf", "ppo", "--config", "c.yaml"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+    )
     assert done.returncode == 0, done.stderr
     words = done.stdout.split()
     value = lambda flag: words[words.index(flag) + 1]  # noqa: E731
@@ -241,10 +286,23 @@ def test_slurm_launch_fills_the_multi_node_arguments_from_slurm(tmp_path):
     assert (value("--main_process_ip"), value("--main_process_port")) == ("gpu07", str(29500 + 4242 % 1000))
     assert value("--deepspeed_multinode_launcher") == "standard"  # srun, not DeepSpeed's pdsh, reaches the nodes
 
-    ddp = subprocess.run(["bash", str(SLURM_SCRIPT), "configs/accelerate/ddp.yaml", "train.py"], env=env, capture_output=True, text=True, timeout=30, cwd=REPO)
+    ddp = subprocess.run(
+        ["bash", str(SLURM_SCRIPT), "configs/accelerate/ddp.yaml", "train.py"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+    )
     assert "--deepspeed_multinode_launcher" not in ddp.stdout
-    outside = subprocess.run(["bash", str(SLURM_SCRIPT), "configs/accelerate/ddp.yaml", "train.py"], env=launch_env() | {"SLURM_JOB_ID": ""},
-                             capture_output=True, text=True, timeout=30, cwd=REPO)
+    outside = subprocess.run(
+        ["bash", str(SLURM_SCRIPT), "configs/accelerate/ddp.yaml", "train.py"],
+        env=launch_env() | {"SLURM_JOB_ID": ""},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+    )
     assert outside.returncode == 2 and "not inside a SLURM allocation" in outside.stderr
 
 
@@ -254,9 +312,27 @@ def test_slurm_launch_two_simulated_nodes_under_zero3(one_process_smoke, tiny_mo
     """Two "nodes" on this machine (one process each, rendezvous on 127.0.0.1) take the one-process step."""
     out = tmp_path / "smoke.json"
     port = str(free_port())
-    program = ["bash", str(SLURM_SCRIPT), "configs/accelerate/cpu_zero3.yaml", str(SMOKE_SCRIPT), "--model", str(tiny_model_dir), "--out", str(out)]
-    nodes = [subprocess.Popen(program, env=slurm_task_env(node, PROCESSES_PER_NODE="1", MAIN_PROCESS_IP="127.0.0.1", MAIN_PROCESS_PORT=port),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO) for node in (0, 1)]
+    program = [
+        "bash",
+        str(SLURM_SCRIPT),
+        "configs/accelerate/cpu_zero3.yaml",
+        str(SMOKE_SCRIPT),
+        "--model",
+        str(tiny_model_dir),
+        "--out",
+        str(out),
+    ]
+    nodes = [
+        subprocess.Popen(
+            program,
+            env=slurm_task_env(node, PROCESSES_PER_NODE="1", MAIN_PROCESS_IP="127.0.0.1", MAIN_PROCESS_PORT=port),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        for node in (0, 1)
+    ]
     outputs = [node.communicate(timeout=240) for node in nodes]
     for node, (_, stderr) in zip(nodes, outputs):
         assert node.returncode == 0, stderr[-3000:]

@@ -8,13 +8,14 @@ of it per process, and compares what the main process logged. Same global batch,
 whitened quantities, whose means are ~1e-7). Beyond the first step, the second step's loss checks that
 the update itself (DDP / ZeRO gradient reduction, clipping) was the one-process update (absolute 1e-5 on
 step-2 values near zero: after one Adam step, round-off moves them by up to 3e-6), and the saved
-weights are compared too, to 1e-5 relative per tensor (under ZeRO-3 they are gathered from shards when saved). Every metrics row is
-logged once (only the main process writes). PPO decodes greedily so both layouts draw the same
-responses; under ZeRO-3 a probe records that the policy's weights were whole (gathered once per
+weights are compared too, to 1e-5 relative per tensor (under ZeRO-3 they are gathered from shards when
+saved). Every metrics row is logged once (only the main process writes). PPO decodes greedily so both
+layouts draw the same responses; under ZeRO-3 a probe records that the policy's weights were whole (gathered once per
 rollout) or sharded (ppo.zero3_gather_for_generation=false) while generating. The last test checkpoints
 a sampling PPO run under ZeRO-3 and resumes it: the resumed update equals the uninterrupted one.
 (test_ppo_distributed.py covers PPO under DDP.)
 """
+
 from __future__ import annotations
 
 import json
@@ -24,10 +25,10 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
-
-from rlhf.config import load_config
-from rlhf.tracking import read_metrics
 from test_distributed_smoke import accelerate_launch
+
+from rlhf.app.schema import load_config
+from rlhf.tracking import read_metrics
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -53,7 +54,9 @@ def rows_with(metrics: list[dict], key: str) -> dict[int, dict]:
     return {row["step"]: row for row in selected}
 
 
-def assert_rows_match(one: dict[int, dict], two: dict[int, dict], keys: tuple[str, ...], rel: float = REL, abs_: float = 0.0) -> None:
+def assert_rows_match(
+    one: dict[int, dict], two: dict[int, dict], keys: tuple[str, ...], rel: float = REL, abs_: float = 0.0
+) -> None:
     assert sorted(one) == sorted(two)
     for step in one:
         for key in keys:
@@ -89,16 +92,34 @@ SFT_KEYS = ("loss", "grad_norm", "learning_rate", "entropy", "mean_token_accurac
 
 def sft_config(tiny_model_dir, data_dir: Path, out_dir: Path, per_device_batch: int):
     # Completions of different lengths: a per-process token mean would differ from the global one.
-    rows = [{"prompt": f"User: Tell me about {topic}.\nAssistant:", "completion": " Hi!" + " Nice." * (i % 4 + 1) + f" {topic} rock."}
-            for i, topic in enumerate(SFT_TOPICS * 2)]
+    rows = [
+        {
+            "prompt": f"User: Tell me about {topic}.\nAssistant:",
+            "completion": " Hi!" + " Nice." * (i % 4 + 1) + f" {topic} rock.",
+        }
+        for i, topic in enumerate(SFT_TOPICS * 2)
+    ]
     train = write_jsonl(data_dir / "sft_train.jsonl", rows)
     evaluation = write_jsonl(data_dir / "sft_eval.jsonl", rows[:4])
-    return load_config(REPO / "configs/tiny/sft.yaml", [
-        f"model.name_or_path={tiny_model_dir}", f"data.train_file={train}", f"data.eval_file={evaluation}",
-        f"run.output_dir={out_dir}", "train.learning_rate=3e-3", f"train.per_device_train_batch_size={per_device_batch}",
-        "train.per_device_eval_batch_size=2", "train.max_steps=2", "train.logging_steps=1", "train.warmup_ratio=0",
-        "train.eval_steps=null", "train.save_steps=null", "tracking.report_to=[jsonl]", "tracking.plots=false",
-    ])
+    return load_config(
+        REPO / "configs/tiny/sft.yaml",
+        [
+            f"model.name_or_path={tiny_model_dir}",
+            f"data.train_file={train}",
+            f"data.eval_file={evaluation}",
+            f"run.output_dir={out_dir}",
+            "train.learning_rate=3e-3",
+            f"train.per_device_train_batch_size={per_device_batch}",
+            "train.per_device_eval_batch_size=2",
+            "train.max_steps=2",
+            "train.logging_steps=1",
+            "train.warmup_ratio=0",
+            "train.eval_steps=null",
+            "train.save_steps=null",
+            "tracking.report_to=[jsonl]",
+            "tracking.plots=false",
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +134,12 @@ def sft_one_process(tiny_model_dir, tmp_path_factory):
 @pytest.mark.parametrize("config_name", ["cpu_ddp", "cpu_zero2", "cpu_zero3"])
 def test_sft_two_processes_match_one_process(sft_one_process, tiny_model_dir, tmp_path, config_name):
     one_dir, one_summary = sft_one_process
-    launch_stage(config_name, "sft", sft_config(tiny_model_dir, tmp_path, tmp_path / "run", per_device_batch=4), tmp_path / "sft.yaml")
+    launch_stage(
+        config_name,
+        "sft",
+        sft_config(tiny_model_dir, tmp_path, tmp_path / "run", per_device_batch=4),
+        tmp_path / "sft.yaml",
+    )
     two_dir = tmp_path / "run"
 
     one, two = read_metrics(one_dir / "metrics.jsonl"), read_metrics(two_dir / "metrics.jsonl")
@@ -131,7 +157,14 @@ def test_sft_two_processes_match_one_process(sft_one_process, tiny_model_dir, tm
 # Reward model: DDP, pairwise (trl.RewardTrainer) and K-wise (ours)
 # --------------------------------------------------------------------------------------------------
 
-RM_PHRASES = [" Hope this helps.", " Go away.", " Cats purr.", " I do not care.", " The sea is salty.", " Ask someone else."]
+RM_PHRASES = [
+    " Hope this helps.",
+    " Go away.",
+    " Cats purr.",
+    " I do not care.",
+    " The sea is salty.",
+    " Ask someone else.",
+]
 
 
 def rm_rankings(count: int = 24) -> list[dict]:
@@ -139,23 +172,39 @@ def rm_rankings(count: int = 24) -> list[dict]:
     rows = []
     for index in range(count):
         texts = [RM_PHRASES[(index + shift) % len(RM_PHRASES)] * (1 + (index + shift) % 3) for shift in range(3)]
-        rows.append({
-            "id": f"p{index}", "prompt": f"User: Tell me about thing {index}.\nAssistant:",
-            "responses": [{"id": f"r{k}", "text": text} for k, text in enumerate(texts)],
-            "ranking": [["r1"], ["r0"], ["r2"]] if index % 2 else [["r0"], ["r2", "r1"]],  # ties give fewer pairs
-        })
+        rows.append(
+            {
+                "id": f"p{index}",
+                "prompt": f"User: Tell me about thing {index}.\nAssistant:",
+                "responses": [{"id": f"r{k}", "text": text} for k, text in enumerate(texts)],
+                "ranking": [["r1"], ["r0"], ["r2"]] if index % 2 else [["r0"], ["r2", "r1"]],  # ties give fewer pairs
+            }
+        )
     return rows
 
 
 def rm_config(tiny_model_dir, data_dir: Path, out_dir: Path, loss: str, per_device_batch: int):
     data_dir.mkdir(parents=True, exist_ok=True)
     rankings = write_jsonl(data_dir / "rankings.jsonl", rm_rankings())
-    return load_config(REPO / "configs/tiny/rm.yaml", [
-        f"model.name_or_path={tiny_model_dir}", f"data.train_file={rankings}", f"run.output_dir={out_dir}", f"rm.loss={loss}",
-        "data.eval_fraction=0.25", "train.learning_rate=3e-3", f"train.per_device_train_batch_size={per_device_batch}",
-        "train.per_device_eval_batch_size=4", "train.max_steps=2", "train.logging_steps=1", "train.warmup_ratio=0",
-        "tracking.report_to=[jsonl]", "tracking.plots=false", "rm.normalize_samples=16",
-    ])
+    return load_config(
+        REPO / "configs/tiny/rm.yaml",
+        [
+            f"model.name_or_path={tiny_model_dir}",
+            f"data.train_file={rankings}",
+            f"run.output_dir={out_dir}",
+            f"rm.loss={loss}",
+            "data.eval_fraction=0.25",
+            "train.learning_rate=3e-3",
+            f"train.per_device_train_batch_size={per_device_batch}",
+            "train.per_device_eval_batch_size=4",
+            "train.max_steps=2",
+            "train.logging_steps=1",
+            "train.warmup_ratio=0",
+            "tracking.report_to=[jsonl]",
+            "tracking.plots=false",
+            "rm.normalize_samples=16",
+        ],
+    )
 
 
 @pytest.mark.parametrize("loss, one_batch", [("pairwise", 8), ("kwise", 4)])  # pairs or rankings per step
@@ -163,16 +212,26 @@ def test_reward_model_ddp_matches_one_process(tiny_model_dir, tmp_path, loss, on
     from reward_model.trainer import train
 
     one_summary = train(rm_config(tiny_model_dir, tmp_path / "one", tmp_path / "one" / "run", loss, one_batch))
-    launch_stage("cpu_ddp", "rm", rm_config(tiny_model_dir, tmp_path / "two", tmp_path / "two" / "run", loss, one_batch // 2), tmp_path / "rm.yaml")
+    launch_stage(
+        "cpu_ddp",
+        "rm",
+        rm_config(tiny_model_dir, tmp_path / "two", tmp_path / "two" / "run", loss, one_batch // 2),
+        tmp_path / "rm.yaml",
+    )
     two_summary = json.loads((tmp_path / "two" / "run" / "summary.json").read_text())
 
-    one, two = read_metrics(tmp_path / "one" / "run" / "metrics.jsonl"), read_metrics(tmp_path / "two" / "run" / "metrics.jsonl")
+    one, two = (
+        read_metrics(tmp_path / "one" / "run" / "metrics.jsonl"),
+        read_metrics(tmp_path / "two" / "run" / "metrics.jsonl"),
+    )
     keys = tuple(key for key in rows_with(one, "loss")[1] if key not in ("step", "time", "epoch"))
     assert {"loss", "grad_norm"} <= set(keys)
-    assert_rows_match(rows_with(one, "loss"), rows_with(two, "loss"), keys, abs_=1e-5)  # step 2's mean reward is ~0.09 (abs diff 3e-6)
+    assert_rows_match(
+        rows_with(one, "loss"), rows_with(two, "loss"), keys, abs_=1e-5
+    )  # step 2's mean reward is ~0.09 (abs diff 3e-6)
     # The Trainer's own eval rows (eval_accuracy, ...) are means of per-step batch means with padding samples
     # repeated to even out the processes, so they shift with the world size; these are measured instead
-    # on the saved model by the main process alone: held-out accuracy and the reward statistics for PPO. by the main process alone: held-out accuracy and the reward statistics for PPO
+    # on the saved model by the main process alone: held-out accuracy and the reward statistics for PPO
     for key in ("eval/accuracy", "train/accuracy", "reward_stats/mean", "reward_stats/std"):
         assert two_summary[key] == pytest.approx(one_summary[key], rel=REL), key
     assert_same_weights(tmp_path / "one" / "run" / "model", tmp_path / "two" / "run" / "model")
@@ -201,7 +260,7 @@ def recording(policy, prompt_ids, prompt_mask, generation_config, synced_gpus=Fa
 
 
 ppo.trainer.generate_responses = recording
-from rlhf.cli import main
+from rlhf.app.cli import main
 
 code = main(sys.argv[1:])
 Path(os.environ["GENERATION_PROBE_OUT"] + "." + os.environ["RANK"]).write_text(json.dumps(calls))
@@ -213,18 +272,34 @@ sys.exit(code)
 def ppo_inputs(tiny_model_dir, tiny_reward_model_dir, tmp_path_factory):
     """The tiny LM as policy, the shared tiny reward model, and 16 prompts."""
     root = tmp_path_factory.mktemp("ppo_inputs")
-    prompts = write_jsonl(root / "prompts.jsonl", [{"prompt": f"User: Tell me about thing {i}{'!' * (i % 3)}.\nAssistant:"} for i in range(16)])
+    prompts = write_jsonl(
+        root / "prompts.jsonl",
+        [{"prompt": f"User: Tell me about thing {i}{'!' * (i % 3)}.\nAssistant:"} for i in range(16)],
+    )
     return tiny_model_dir, tiny_reward_model_dir, prompts
 
 
 def ppo_config(ppo_inputs, out_dir: Path, per_process_batch: int, *overrides: str):
     policy, reward_model, prompts = ppo_inputs
-    return load_config(None, [
-        f"model.name_or_path={policy}", f"ppo.reward_model_path={reward_model}", f"data.train_file={prompts}",
-        f"run.output_dir={out_dir}", "tracking.plots=false", "ppo.sample_every=0", "ppo.num_updates=2",
-        f"ppo.rollout_batch_size={per_process_batch}", "ppo.rollout_forward_batch_size=4", "ppo.max_new_tokens=6",
-        "ppo.do_sample=false", "ppo.num_mini_batches=1", "train.learning_rate=1e-3", *overrides,
-    ])
+    return load_config(
+        None,
+        [
+            f"model.name_or_path={policy}",
+            f"ppo.reward_model_path={reward_model}",
+            f"data.train_file={prompts}",
+            f"run.output_dir={out_dir}",
+            "tracking.plots=false",
+            "ppo.sample_every=0",
+            "ppo.num_updates=2",
+            f"ppo.rollout_batch_size={per_process_batch}",
+            "ppo.rollout_forward_batch_size=4",
+            "ppo.max_new_tokens=6",
+            "ppo.do_sample=false",
+            "ppo.num_mini_batches=1",
+            "train.learning_rate=1e-3",
+            *overrides,
+        ],
+    )
 
 
 def reproducible_keys(row: dict) -> tuple[str, ...]:
@@ -246,15 +321,22 @@ def ppo_one_process(ppo_inputs, tmp_path_factory):
     "config_name, gather, expect_whole",
     [("cpu_zero2", True, True), ("cpu_zero3", True, True), ("cpu_zero3", False, False)],
 )
-def test_ppo_deepspeed_matches_one_process(ppo_one_process, ppo_inputs, tmp_path, monkeypatch, config_name, gather, expect_whole):
+def test_ppo_deepspeed_matches_one_process(
+    ppo_one_process, ppo_inputs, tmp_path, monkeypatch, config_name, gather, expect_whole
+):
     probe = tmp_path / "probe.py"
     probe.write_text(GENERATION_PROBE)
     monkeypatch.setenv("GENERATION_PROBE_OUT", str(tmp_path / "generation"))
     config_file = tmp_path / "ppo.yaml"
-    config_file.write_text(OmegaConf.to_yaml(ppo_config(ppo_inputs, tmp_path / "run", 4, f"ppo.zero3_gather_for_generation={gather}")))
+    config_file.write_text(
+        OmegaConf.to_yaml(ppo_config(ppo_inputs, tmp_path / "run", 4, f"ppo.zero3_gather_for_generation={gather}"))
+    )
     accelerate_launch(config_name, [str(probe), "ppo", "--config", str(config_file)])
 
-    one, two = rows_with(read_metrics(ppo_one_process / "metrics.jsonl"), "loss/policy_avg"), rows_with(read_metrics(tmp_path / "run" / "metrics.jsonl"), "loss/policy_avg")
+    one, two = (
+        rows_with(read_metrics(ppo_one_process / "metrics.jsonl"), "loss/policy_avg"),
+        rows_with(read_metrics(tmp_path / "run" / "metrics.jsonl"), "loss/policy_avg"),
+    )
     assert sorted(two) == [1, 2]
     assert_rows_match(one, two, reproducible_keys(one[1]), rel=REL, abs_=1e-6)
     for rank in (0, 1):  # one generation per update per process
@@ -279,11 +361,21 @@ def test_ppo_zero3_checkpoint_resumes_to_the_uninterrupted_run(ppo_inputs, tmp_p
     assert len(shards) == 2, shards  # each rank saved its own optimiser shard
     shutil.copytree(checkpoint, resumed_dir / "checkpoints" / checkpoint.name)
     shutil.copy(full_dir / "metrics.jsonl", resumed_dir / "metrics.jsonl")  # rows after update 2 are dropped on resume
-    launch_stage("cpu_zero3", "ppo", ppo_config(ppo_inputs, resumed_dir, 4, *sampling, "ppo.resume=true"), tmp_path / "resumed.yaml")
+    launch_stage(
+        "cpu_zero3",
+        "ppo",
+        ppo_config(ppo_inputs, resumed_dir, 4, *sampling, "ppo.resume=true"),
+        tmp_path / "resumed.yaml",
+    )
 
-    full, resumed = rows_with(read_metrics(full_dir / "metrics.jsonl"), "loss/policy_avg"), rows_with(read_metrics(resumed_dir / "metrics.jsonl"), "loss/policy_avg")
+    full, resumed = (
+        rows_with(read_metrics(full_dir / "metrics.jsonl"), "loss/policy_avg"),
+        rows_with(read_metrics(resumed_dir / "metrics.jsonl"), "loss/policy_avg"),
+    )
     assert sorted(resumed) == sorted(full) == [1, 2, 3]
-    assert full[3]["objective/kl"] != full[2]["objective/kl"]  # the updates differ, so matching update 3 means something
+    assert (
+        full[3]["objective/kl"] != full[2]["objective/kl"]
+    )  # the updates differ, so matching update 3 means something
     assert_rows_match({3: full[3]}, {3: resumed[3]}, reproducible_keys(full[3]), rel=1e-6, abs_=1e-7)
     assert (resumed_dir / "checkpoints" / "update-000003").is_dir() and (resumed_dir / "summary.json").is_file()
     assert_same_weights(full_dir / "policy", resumed_dir / "policy")

@@ -1,4 +1,5 @@
 """Evaluation statistics on hand-computed examples, and an end-to-end eval of two tiny policies."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,7 @@ import math
 
 import pytest
 
-from rlhf.evaluation import distinct_n, render_markdown, summary_metrics, win_rate
+from rlhf.commands.evaluate import distinct_n, render_markdown, summary_metrics, win_rate
 
 
 def test_win_rate_counts_ties_half_with_normal_interval():
@@ -34,12 +35,29 @@ def test_distinct_n():
 
 @pytest.mark.slow
 def test_eval_cli_end_to_end(tiny_model_dir, tmp_path):
-    from rlhf.evaluation import main
+    from rlhf.commands.evaluate import main
 
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"User: Tell me about cats {i}.\nAssistant:"}) + "\n" for i in range(6)))
+    prompts.write_text(
+        "".join(json.dumps({"prompt": f"User: Tell me about cats {i}.\nAssistant:"}) + "\n" for i in range(6))
+    )
     out = tmp_path / "eval"
-    assert main(["--policies", f"a={tiny_model_dir}", f"b={tiny_model_dir}", "--prompts", str(prompts), "--max-new-tokens", "6", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--policies",
+                f"a={tiny_model_dir}",
+                f"b={tiny_model_dir}",
+                "--prompts",
+                str(prompts),
+                "--max-new-tokens",
+                "6",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["num_prompts"] == 6 and len(report["samples"]) == 6
     # the same model sampled with the same seed: identical responses, zero KL, a 0.5 "win rate" of pure ties

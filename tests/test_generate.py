@@ -1,11 +1,12 @@
 """`rlhf generate`: EOS truncation, left padding, seeding, the candidates format."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from rlhf.generation import decode_response, generate_candidates, sample, sample_responses
+from rlhf.commands.generate import decode_response, generate_candidates, sample, sample_responses
 
 PROMPTS = [
     "User: Tell me about cats.\nAssistant:",
@@ -64,24 +65,44 @@ def test_generate_candidates_format(policy):
 
 def test_chat_template_prompts_are_supported(policy):
     model, tokenizer = policy
-    tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}"
+    tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}"  # noqa: E501
     try:
-        chat = sample_responses(model, tokenizer, [[{"role": "user", "content": "Tell me about cats."}]], temperature=0.0, max_new_tokens=6)
-        plain = sample_responses(model, tokenizer, ["user: Tell me about cats.\nassistant:"], temperature=0.0, max_new_tokens=6)
+        chat = sample_responses(
+            model, tokenizer, [[{"role": "user", "content": "Tell me about cats."}]], temperature=0.0, max_new_tokens=6
+        )
+        plain = sample_responses(
+            model, tokenizer, ["user: Tell me about cats.\nassistant:"], temperature=0.0, max_new_tokens=6
+        )
     finally:
         tokenizer.chat_template = None
     assert chat == plain
 
 
 def test_generate_cli_writes_candidates(tiny_model_dir, tmp_path, capsys):
-    from rlhf.cli import main
+    from rlhf.app.cli import main
     from rlhf.data import load_candidates
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": prompt}) + "\n" for prompt in PROMPTS))
     out = tmp_path / "candidates.jsonl"
-    argv = ["generate", "--policy", str(tiny_model_dir), "--prompts", str(prompts), "--k", "2", "--out", str(out),
-            "--limit", "2", "--max-new-tokens", "6", "--batch-size", "1", "--no-progress"]
+    argv = [
+        "generate",
+        "--policy",
+        str(tiny_model_dir),
+        "--prompts",
+        str(prompts),
+        "--k",
+        "2",
+        "--out",
+        str(out),
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "6",
+        "--batch-size",
+        "1",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["prompts"] == 2 and summary["responses"] == 4

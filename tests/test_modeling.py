@@ -1,4 +1,5 @@
 """Model loading: tiny preset round trip through from_pretrained, pad != eos, dropout off, LoRA, heads."""
+
 from __future__ import annotations
 
 import math
@@ -7,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from rlhf.errors import ConfigError
 from rlhf.modeling import (
     apply_lora,
     check_tokenizer_matches,
@@ -19,7 +21,6 @@ from rlhf.modeling import (
     save_model,
     scalar_head,
 )
-from rlhf.errors import ConfigError
 
 
 def test_tiny_preset_round_trips_through_from_pretrained(tiny_model_dir):

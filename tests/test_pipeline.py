@@ -1,4 +1,5 @@
 """A shortened pipeline through the real CLI: every artefact exists and is well formed; a rerun skips."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.pipeline import load_pipeline_config, stage_override
+from rlhf.app.pipeline import load_pipeline_config, stage_override
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,7 +19,9 @@ def test_stage_overrides_are_routed():
     assert stage_override("ppo.train.learning_rate=1e-5") == ("ppo", "train.learning_rate=1e-5")
     assert stage_override("--rm.loss=kwise") == ("rm", "rm.loss=kwise")
     assert stage_override("run.output_dir=x") is None
-    cfg = load_pipeline_config(str(REPO / "configs/tiny/pipeline.yaml"), ["ppo.kl_coef=0.1", "sft.train.max_steps=3", "run.output_dir=/tmp/x"])
+    cfg = load_pipeline_config(
+        str(REPO / "configs/tiny/pipeline.yaml"), ["ppo.kl_coef=0.1", "sft.train.max_steps=3", "run.output_dir=/tmp/x"]
+    )
     assert list(cfg.pipeline.ppo_overrides)[-1] == "ppo.kl_coef=0.1"
     assert list(cfg.pipeline.sft_overrides)[-1] == "train.max_steps=3"
     assert cfg.run.output_dir == "/tmp/x"
@@ -26,8 +29,19 @@ def test_stage_overrides_are_routed():
 
 def test_bad_stage_override_fails_before_training(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "rlhf", "pipeline", "--config", "configs/tiny/pipeline.yaml", f"run.output_dir={tmp_path}", "ppo.kl_coeff=0.1"],
-        capture_output=True, text=True, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "rlhf",
+            "pipeline",
+            "--config",
+            "configs/tiny/pipeline.yaml",
+            f"run.output_dir={tmp_path}",
+            "ppo.kl_coeff=0.1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert result.returncode == 2
     assert "ppo stage" in result.stderr and "did you mean ppo.kl_coef?" in result.stderr
@@ -38,11 +52,28 @@ def test_bad_stage_override_fails_before_training(tmp_path):
 def test_short_pipeline_end_to_end_and_resume(tiny_model_dir, tmp_path):
     out = tmp_path / "pipe"
     command = [
-        sys.executable, "-m", "rlhf", "pipeline", "--config", "configs/tiny/pipeline.yaml",
-        f"run.output_dir={out}", f"pipeline.task_dir={tmp_path / 'task'}", f"pipeline.base_model={tiny_model_dir}",
-        "pipeline.candidate_prompts=24", "pipeline.eval_num_prompts=12", "generate.k=4", "generate.max_new_tokens=8", "tracking.report_to=[jsonl]",
-        "sft.train.max_steps=4", "sft.train.eval_steps=4", "rm.train.max_steps=4", "rm.normalize_samples=16",
-        "ppo.num_updates=2", "ppo.rollout_batch_size=8", "ppo.max_new_tokens=8", "ppo.eval_every=0",
+        sys.executable,
+        "-m",
+        "rlhf",
+        "pipeline",
+        "--config",
+        "configs/tiny/pipeline.yaml",
+        f"run.output_dir={out}",
+        f"pipeline.task_dir={tmp_path / 'task'}",
+        f"pipeline.base_model={tiny_model_dir}",
+        "pipeline.candidate_prompts=24",
+        "pipeline.eval_num_prompts=12",
+        "generate.k=4",
+        "generate.max_new_tokens=8",
+        "tracking.report_to=[jsonl]",
+        "sft.train.max_steps=4",
+        "sft.train.eval_steps=4",
+        "rm.train.max_steps=4",
+        "rm.normalize_samples=16",
+        "ppo.num_updates=2",
+        "ppo.rollout_batch_size=8",
+        "ppo.max_new_tokens=8",
+        "ppo.eval_every=0",
     ]
     first = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]

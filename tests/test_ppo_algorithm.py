@@ -1,4 +1,5 @@
 """ppo/algorithm.py and ppo/kl_control.py against hand-computed values and TRL 1.12's recorded tensors."""
+
 from __future__ import annotations
 
 import math
@@ -52,12 +53,14 @@ def test_logprobs_and_entropy_from_logits():
 
 def test_truncate_after_eos_and_masks_on_hand_made_sequences():
     eos, pad = 2, 0
-    responses = torch.tensor([
-        [5, 2, 7, 2],  # EOS at 1: keep [5, 2], pad the rest
-        [5, 6, 7, 8],  # no EOS: everything counts
-        [2, 9, 9, 9],  # EOS first: only the EOS counts
-        [5, 0, 6, 2],  # the pad id sampled mid-response is an ordinary token and counts
-    ])
+    responses = torch.tensor(
+        [
+            [5, 2, 7, 2],  # EOS at 1: keep [5, 2], pad the rest
+            [5, 6, 7, 8],  # no EOS: everything counts
+            [2, 9, 9, 9],  # EOS first: only the EOS counts
+            [5, 0, 6, 2],  # the pad id sampled mid-response is an ordinary token and counts
+        ]
+    )
     truncated, mask = truncate_after_eos(responses, eos, pad)
     assert truncated.tolist() == [[5, 2, 0, 0], [5, 6, 7, 8], [2, 0, 0, 0], [5, 0, 6, 2]]
     assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 1, 1]]
@@ -196,10 +199,16 @@ def test_losses_with_global_normalizer_sum_over_micro_batches_to_batch_mean():
     mask = torch.tensor([[1] * 5, [1, 1, 0, 0, 0], [1] * 3 + [0] * 2, [1] * 5])
     whole = policy_loss(new, old, adv, mask).loss
     n_tokens = mask.sum()
-    split = sum(policy_loss(new[i:i + 2], old[i:i + 2], adv[i:i + 2], mask[i:i + 2], normalizer=n_tokens).loss for i in (0, 2))
+    split = sum(
+        policy_loss(new[i : i + 2], old[i : i + 2], adv[i : i + 2], mask[i : i + 2], normalizer=n_tokens).loss
+        for i in (0, 2)
+    )
     torch.testing.assert_close(split, whole)
     whole_v = value_loss(new, old, adv, mask).loss
-    split_v = sum(value_loss(new[i:i + 2], old[i:i + 2], adv[i:i + 2], mask[i:i + 2], normalizer=n_tokens).loss for i in (0, 2))
+    split_v = sum(
+        value_loss(new[i : i + 2], old[i : i + 2], adv[i : i + 2], mask[i : i + 2], normalizer=n_tokens).loss
+        for i in (0, 2)
+    )
     torch.testing.assert_close(split_v, whole_v)
 
 
@@ -237,12 +246,12 @@ def trl():
 
 def _rollout(tensors, index):
     prefix = f"rollout.{index:02d}."
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _micro(tensors, index):
     prefix = f"micro.{index:02d}."
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def test_trl_eos_truncation_and_kl_and_rewards(trl):
@@ -255,7 +264,9 @@ def test_trl_eos_truncation_and_kl_and_rewards(trl):
         assert torch.equal(contains_eos(truncated, eos), r["contain_eos_token"].bool())
         kl = kl_penalty(r["logprobs"], r["ref_logprobs"], "k1")
         torch.testing.assert_close(kl, r["kl"], rtol=0, atol=0)
-        scores = apply_missing_eos_penalty(r["raw_scores"], r["contain_eos_token"].bool(), float(meta["missing_eos_penalty"]))
+        scores = apply_missing_eos_penalty(
+            r["raw_scores"], r["contain_eos_token"].bool(), float(meta["missing_eos_penalty"])
+        )
         torch.testing.assert_close(scores, r["scores"])
         # TRL's placement (seq_len + 1) passed explicitly reproduces its rewards exactly.
         rewards, non_score = shape_rewards(scores, kl, kl_coef, torch.ones_like(kl), score_index=r["actual_end"])
@@ -320,13 +331,21 @@ def test_trl_clipped_policy_and_value_losses(trl):
     this pins the unclipped branch and the masking; the clipped branches are pinned by the hand-computed
     tests above."""
     tensors, meta = trl
-    cliprange, cliprange_value, vf_coef = float(meta["cliprange"]), float(meta["cliprange_value"]), float(meta["vf_coef"])
+    cliprange, cliprange_value, vf_coef = (
+        float(meta["cliprange"]),
+        float(meta["cliprange_value"]),
+        float(meta["vf_coef"]),
+    )
     for m in range(int(meta["micro_batches"])):
         mb = _micro(tensors, m)
         r = _rollout(tensors, int(mb["update"]) - 1)
         inds = mb["micro_batch_inds"]
-        pg = policy_loss(mb["new_logprobs"], mb["mb_logprobs"], mb["mb_advantage"], ~r["padding_mask"][inds].bool(), cliprange)
-        vf = value_loss(mb["vpred"], mb["mb_values"], mb["mb_return"], ~r["padding_mask_p1"][inds].bool(), cliprange_value)
+        pg = policy_loss(
+            mb["new_logprobs"], mb["mb_logprobs"], mb["mb_advantage"], ~r["padding_mask"][inds].bool(), cliprange
+        )
+        vf = value_loss(
+            mb["vpred"], mb["mb_values"], mb["mb_return"], ~r["padding_mask_p1"][inds].bool(), cliprange_value
+        )
         torch.testing.assert_close(pg.ratio, mb["ratio"], rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(pg.loss, mb["pg_loss"], rtol=1e-5, atol=1e-7)
         torch.testing.assert_close(vf.values_clipped, mb["vpredclipped"], rtol=1e-6, atol=1e-7)

@@ -7,6 +7,7 @@ relative 1e-4 (absolute 1e-6) on every reproducible metric of updates 1 and 2; u
 optimiser step of update 1, so it checks that the DDP gradient (token mean over the global mini-batch,
 clipped) equals the single-process one.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ppo.trainer import NONDETERMINISTIC_PREFIXES, train
-from rlhf.config import load_config
+from rlhf.app.schema import load_config
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -33,14 +34,28 @@ def _free_port() -> int:
 
 def test_two_processes_match_one_process(tiny_model_dir, tiny_reward_model_dir, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"User: Tell me about thing {i}{'!' * (i % 3)}.\nAssistant:"}) + "\n" for i in range(16)))
+    prompts.write_text(
+        "".join(
+            json.dumps({"prompt": f"User: Tell me about thing {i}{'!' * (i % 3)}.\nAssistant:"}) + "\n"
+            for i in range(16)
+        )
+    )
 
     def overrides(out_dir, per_process_batch):
         return [
-            f"model.name_or_path={tiny_model_dir}", f"ppo.reward_model_path={tiny_reward_model_dir}", f"data.train_file={prompts}",
-            f"run.output_dir={out_dir}", "tracking.plots=false", "ppo.sample_every=0", "ppo.num_updates=2",
-            f"ppo.rollout_batch_size={per_process_batch}", "ppo.rollout_forward_batch_size=4", "ppo.max_new_tokens=6",
-            "ppo.do_sample=false", "ppo.num_mini_batches=1", "train.learning_rate=1e-3",
+            f"model.name_or_path={tiny_model_dir}",
+            f"ppo.reward_model_path={tiny_reward_model_dir}",
+            f"data.train_file={prompts}",
+            f"run.output_dir={out_dir}",
+            "tracking.plots=false",
+            "ppo.sample_every=0",
+            "ppo.num_updates=2",
+            f"ppo.rollout_batch_size={per_process_batch}",
+            "ppo.rollout_forward_batch_size=4",
+            "ppo.max_new_tokens=6",
+            "ppo.do_sample=false",
+            "ppo.num_mini_batches=1",
+            "train.learning_rate=1e-3",
         ]
 
     threads = torch.get_num_threads()
@@ -53,10 +68,30 @@ def test_two_processes_match_one_process(tiny_model_dir, tiny_reward_model_dir, 
     config_file = tmp_path / "two.yaml"
     cfg = load_config(None, overrides(tmp_path / "two", 4))
     config_file.write_text(OmegaConf.to_yaml(cfg))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(_free_port()), "-m", "rlhf", "ppo", "--config", str(config_file)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "rlhf",
+        "ppo",
+        "--config",
+        str(config_file),
+    ]
     # ACCELERATE_USE_CPU makes accelerate treat a torchrun world on CPU as MULTI_CPU (gloo) rather than ignore it.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "WANDB_MODE": "disabled",
+        "CUDA_VISIBLE_DEVICES": "",
+        "ACCELERATE_USE_CPU": "true",
+    }
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     double = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]

@@ -1,4 +1,5 @@
 """ppo/rollout.py: left padding, EOS truncation, and scores/logprobs/values that match unpadded forwards."""
+
 from __future__ import annotations
 
 import pytest
@@ -31,7 +32,12 @@ def test_encode_prompt_truncates_from_the_left_and_left_pad(models):
 def test_generation_config_sets_every_sampling_knob():
     config = build_generation_config(24, 0.7, top_k=0, top_p=1.0, do_sample=True, eos_token_id=2, pad_token_id=3)
     # top_k=0 must mean "off", not transformers' default of 50, and no repetition penalty may sneak in.
-    assert config.top_k is None and config.top_p is None and config.temperature == 0.7 and config.repetition_penalty is None
+    assert (
+        config.top_k is None
+        and config.top_p is None
+        and config.temperature == 0.7
+        and config.repetition_penalty is None
+    )
     greedy = build_generation_config(24, 0.7, top_k=5, top_p=0.9, do_sample=False, eos_token_id=2, pad_token_id=3)
     assert greedy.do_sample is False and greedy.temperature is None and greedy.top_k is None
 
@@ -44,8 +50,17 @@ def test_scores_logprobs_values_match_unpadded_forwards(models, forward_batch_si
     raw_responses = torch.tensor([[20, eos, 21, 22], [23, 24, 25, 26]])  # row 0 stops at its EOS; row 1 never does
     prompt_ids, prompt_mask = left_pad(prompts, pad)
     rollout = score_responses(
-        prompt_ids, prompt_mask, raw_responses, policy=policy, value_model=reward, reward_model=reward,
-        eos_token_id=eos, pad_token_id=pad, temperature=TEMPERATURE, forward_batch_size=forward_batch_size, reference=policy,
+        prompt_ids,
+        prompt_mask,
+        raw_responses,
+        policy=policy,
+        value_model=reward,
+        reward_model=reward,
+        eos_token_id=eos,
+        pad_token_id=pad,
+        temperature=TEMPERATURE,
+        forward_batch_size=forward_batch_size,
+        reference=policy,
     )
     assert rollout.response_ids.tolist() == [[20, eos, pad, pad], [23, 24, 25, 26]]
     assert rollout.response_mask.tolist() == [[True, True, False, False], [True] * 4]
@@ -56,11 +71,11 @@ def test_scores_logprobs_values_match_unpadded_forwards(models, forward_batch_si
     for row, (prompt, response) in enumerate(zip(prompts, kept)):
         sequence = torch.tensor([prompt + response])
         with torch.no_grad():
-            logits = policy(sequence).logits[0, len(prompt) - 1:-1] / TEMPERATURE
+            logits = policy(sequence).logits[0, len(prompt) - 1 : -1] / TEMPERATURE
             expected_logprobs = torch.log_softmax(logits, -1).gather(-1, torch.tensor(response)[:, None]).squeeze(-1)
             # transformers' own sequence-classification pooling on the unpadded sequence
             expected_score = reward(sequence).logits[0, 0]
-            hidden = reward.model(sequence).last_hidden_state[0, len(prompt) - 1:-1]
+            hidden = reward.model(sequence).last_hidden_state[0, len(prompt) - 1 : -1]
             expected_values = reward.score(hidden).squeeze(-1)
         n = len(response)
         torch.testing.assert_close(rollout.logprobs[row, :n], expected_logprobs, rtol=1e-5, atol=1e-5)

@@ -1,4 +1,5 @@
 """The PPO trainer on tiny models: learning, KL, masks, clipping, resume, LoRA, config errors."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from ppo.trainer import NONDETERMINISTIC_PREFIXES, train
-from rlhf.config import load_config
+from rlhf.app.schema import load_config
 from rlhf.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,17 +24,29 @@ def ppo_models(tiny_model_dir, tiny_reward_model_dir, tmp_path_factory):
     """The session's tiny Llama as policy and, with a fresh random scalar head, as reward model."""
     root = tmp_path_factory.mktemp("ppo_models")
     prompts = root / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"User: Tell me about thing {i}.\nAssistant:"}) + "\n" for i in range(32)))
+    prompts.write_text(
+        "".join(json.dumps({"prompt": f"User: Tell me about thing {i}.\nAssistant:"}) + "\n" for i in range(32))
+    )
     return {"policy": str(tiny_model_dir), "rm": str(tiny_reward_model_dir), "prompts": str(prompts)}
 
 
 def ppo_config(ppo_models, out_dir, *overrides):
-    return load_config(None, [
-        f"model.name_or_path={ppo_models['policy']}", f"ppo.reward_model_path={ppo_models['rm']}",
-        f"data.train_file={ppo_models['prompts']}", f"run.output_dir={out_dir}", "tracking.plots=false",
-        "ppo.sample_every=0", "ppo.rollout_batch_size=8", "ppo.rollout_forward_batch_size=8", "ppo.max_new_tokens=6",
-        "train.logging_steps=1000", *overrides,
-    ])
+    return load_config(
+        None,
+        [
+            f"model.name_or_path={ppo_models['policy']}",
+            f"ppo.reward_model_path={ppo_models['rm']}",
+            f"data.train_file={ppo_models['prompts']}",
+            f"run.output_dir={out_dir}",
+            "tracking.plots=false",
+            "ppo.sample_every=0",
+            "ppo.rollout_batch_size=8",
+            "ppo.rollout_forward_batch_size=8",
+            "ppo.max_new_tokens=6",
+            "train.logging_steps=1000",
+            *overrides,
+        ],
+    )
 
 
 def reproducible(metrics: dict) -> dict:
@@ -52,11 +65,29 @@ def test_first_update_has_zero_kl_and_logs_every_metric(ppo_models, tmp_path):
     # The policy equals the reference before its first step, so every per-token KL is exactly 0.
     assert metrics["objective/kl"] == 0.0 and metrics["objective/non_score_reward"] == 0.0
     assert metrics["objective/rlhf_reward"] == pytest.approx(metrics["objective/scores"])
-    for key in ("objective/kl_coef", "objective/raw_scores", "objective/normalized_scores", "objective/entropy",
-                "policy/entropy_avg", "policy/approxkl_avg", "policy/clipfrac_avg", "val/clipfrac_avg", "val/ratio",
-                "val/ratio_var", "loss/policy_avg", "loss/value_avg", "val/response_length", "val/eos_rate",
-                "lr/policy", "lr/value", "perf/tokens_per_second", "time/generation", "time/scoring", "time/training",
-                "policy/grad_norm"):
+    for key in (
+        "objective/kl_coef",
+        "objective/raw_scores",
+        "objective/normalized_scores",
+        "objective/entropy",
+        "policy/entropy_avg",
+        "policy/approxkl_avg",
+        "policy/clipfrac_avg",
+        "val/clipfrac_avg",
+        "val/ratio",
+        "val/ratio_var",
+        "loss/policy_avg",
+        "loss/value_avg",
+        "val/response_length",
+        "val/eos_rate",
+        "lr/policy",
+        "lr/value",
+        "perf/tokens_per_second",
+        "time/generation",
+        "time/scoring",
+        "time/training",
+        "policy/grad_norm",
+    ):
         assert math.isfinite(metrics[key]), key
     # On the first mini-batch the new policy is the rollout policy: ratio exactly 1 there.
     run_dir = Path(result["run_dir"])
@@ -80,9 +111,18 @@ def test_every_trainable_parameter_changes(ppo_models, tmp_path):
 
 def test_tiny_ppo_raises_reward_with_bounded_kl(ppo_models, tmp_path):
     cfg = ppo_config(
-        ppo_models, tmp_path / "run", "ppo.num_updates=30", "ppo.rollout_batch_size=16", "ppo.rollout_forward_batch_size=16",
-        "ppo.max_new_tokens=8", "train.learning_rate=3e-3", "ppo.value_learning_rate=3e-3", "ppo.missing_eos_penalty=null",
-        "ppo.ppo_epochs=2", "train.lr_scheduler=constant", "ppo.temperature=1.0",
+        ppo_models,
+        tmp_path / "run",
+        "ppo.num_updates=30",
+        "ppo.rollout_batch_size=16",
+        "ppo.rollout_forward_batch_size=16",
+        "ppo.max_new_tokens=8",
+        "train.learning_rate=3e-3",
+        "ppo.value_learning_rate=3e-3",
+        "ppo.missing_eos_penalty=null",
+        "ppo.ppo_epochs=2",
+        "train.lr_scheduler=constant",
+        "ppo.temperature=1.0",
     )
     history = train(cfg)["history"]
     first = sum(m["objective/raw_scores"] for m in history[:5]) / 5
@@ -94,28 +134,54 @@ def test_tiny_ppo_raises_reward_with_bounded_kl(ppo_models, tmp_path):
 def test_gradient_clipping_is_applied(ppo_models, tmp_path):
     """With plain SGD (lr 1) and one optimiser step, the parameters move by exactly the clip norm."""
     max_norm = 1e-3
-    result = train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=1", "ppo.num_mini_batches=1",
-                              "train.optimizer=sgd", "train.learning_rate=1.0", "train.lr_scheduler=constant",
-                              f"train.max_grad_norm={max_norm}"))
+    result = train(
+        ppo_config(
+            ppo_models,
+            tmp_path / "run",
+            "ppo.num_updates=1",
+            "ppo.num_mini_batches=1",
+            "train.optimizer=sgd",
+            "train.learning_rate=1.0",
+            "train.lr_scheduler=constant",
+            f"train.max_grad_norm={max_norm}",
+        )
+    )
     assert result["history"][0]["policy/grad_norm"] > 10 * max_norm  # the clip is active
     squared = 0.0
-    for before_dir, after_dir in ((ppo_models["policy"], result["policy_dir"]), (ppo_models["rm"], result["value_dir"])):
+    for before_dir, after_dir in (
+        (ppo_models["policy"], result["policy_dir"]),
+        (ppo_models["rm"], result["value_dir"]),
+    ):
         before, after = load_weights(before_dir), load_weights(after_dir)
         squared += sum(float((after[name] - before[name]).double().square().sum()) for name in before)
     assert math.sqrt(squared) == pytest.approx(max_norm, rel=1e-3)
 
 
 def test_adaptive_kl_coefficient_falls_while_kl_is_below_target(ppo_models, tmp_path):
-    history = train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=3", "ppo.adaptive_kl=true",
-                               "ppo.kl_target=6.0", "ppo.kl_horizon=100"))["history"]
+    history = train(
+        ppo_config(
+            ppo_models,
+            tmp_path / "run",
+            "ppo.num_updates=3",
+            "ppo.adaptive_kl=true",
+            "ppo.kl_target=6.0",
+            "ppo.kl_horizon=100",
+        )
+    )["history"]
     coefs = [m["objective/kl_coef"] for m in history]
     assert coefs[0] == 0.05
     # KL ~0 << target: the error clips at -0.2, so each update multiplies by 1 - 0.2 * 8 / 100 = 0.984.
-    assert coefs[1] == pytest.approx(0.05 * 0.984) and coefs[2] == pytest.approx(0.05 * 0.984 ** 2)
+    assert coefs[1] == pytest.approx(0.05 * 0.984) and coefs[2] == pytest.approx(0.05 * 0.984**2)
 
 
 def test_resumed_run_reproduces_uninterrupted_run_bitwise(ppo_models, tmp_path):
-    common = ("ppo.num_updates=4", "ppo.save_every=2", "ppo.adaptive_kl=true", "ppo.kl_horizon=100", "ppo.sample_every=0")
+    common = (
+        "ppo.num_updates=4",
+        "ppo.save_every=2",
+        "ppo.adaptive_kl=true",
+        "ppo.kl_horizon=100",
+        "ppo.sample_every=0",
+    )
     straight = train(ppo_config(ppo_models, tmp_path / "straight", *common))
     first_job = train(ppo_config(ppo_models, tmp_path / "resumed", *common, "ppo.updates_per_job=2"))
     assert first_job["updates_done"] == 2 and not first_job["finished"]
@@ -150,7 +216,9 @@ def test_resume_rejects_changed_prompt_file(ppo_models, tmp_path):
     fewer = tmp_path / "fewer.jsonl"
     fewer.write_text("".join(json.dumps({"prompt": f"p{i}"}) + "\n" for i in range(5)))
     with pytest.raises(ConfigError, match="5"):
-        train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=2", "ppo.resume=true", f"data.train_file={fewer}"))
+        train(
+            ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=2", "ppo.resume=true", f"data.train_file={fewer}")
+        )
 
 
 def test_micro_batch_split_gives_the_same_trajectory(ppo_models, tmp_path):
@@ -184,25 +252,48 @@ def test_ratio_threshold_skips_every_micro_batch_it_exceeds(ppo_models, tmp_path
 
 
 def test_k3_estimator_with_reward_whitening(ppo_models, tmp_path):
-    history = train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=3", "ppo.kl_estimator=k3",
-                               "ppo.whiten_rewards=true", "train.learning_rate=1e-2"))["history"]
+    history = train(
+        ppo_config(
+            ppo_models,
+            tmp_path / "run",
+            "ppo.num_updates=3",
+            "ppo.kl_estimator=k3",
+            "ppo.whiten_rewards=true",
+            "train.learning_rate=1e-2",
+        )
+    )["history"]
     assert history[0]["objective/kl_k3"] == 0.0
     assert all(m["objective/kl_k3"] >= 0.0 for m in history) and history[-1]["objective/kl_k3"] > 0.0
 
 
 def test_ppo_ptx_adds_a_language_modelling_loss(ppo_models, tmp_path):
     sft = tmp_path / "sft.jsonl"
-    sft.write_text("".join(json.dumps({"prompt": f"User: Tell me about cats {i}.\nAssistant:", "completion": " Cats purr."}) + "\n" for i in range(6)))
+    sft.write_text(
+        "".join(
+            json.dumps({"prompt": f"User: Tell me about cats {i}.\nAssistant:", "completion": " Cats purr."}) + "\n"
+            for i in range(6)
+        )
+    )
     common = ("ppo.num_updates=2", "ppo.ptx_coef=0.5", f"ppo.ptx_file={sft}", "ppo.save_every=1")
     history = train(ppo_config(ppo_models, tmp_path / "run", *common))["history"]
     assert all(math.isfinite(m["loss/ptx_avg"]) and m["loss/ptx_avg"] > 0 for m in history)
-    state = torch.load(tmp_path / "run" / "checkpoints" / "update-000002" / "custom_checkpoint_2.pkl", weights_only=False)
+    state = torch.load(
+        tmp_path / "run" / "checkpoints" / "update-000002" / "custom_checkpoint_2.pkl", weights_only=False
+    )
     assert state["ptx_position"] == 2 * 2 * 4  # 2 updates x 2 micro-batches x 4 rows drawn from the ptx stream
 
 
 def test_lora_reference_is_the_adapter_disabled_policy(ppo_models, tmp_path):
-    result = train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=2", "model.lora.enabled=true",
-                              "model.lora.r=4", "train.learning_rate=1e-2"))
+    result = train(
+        ppo_config(
+            ppo_models,
+            tmp_path / "run",
+            "ppo.num_updates=2",
+            "model.lora.enabled=true",
+            "model.lora.r=4",
+            "train.learning_rate=1e-2",
+        )
+    )
     first, second = result["history"]
     assert first["objective/kl"] == 0.0  # a new adapter starts at zero: policy == adapter-disabled policy
     assert second["objective/kl"] != 0.0  # ...and moves away once trained
@@ -214,13 +305,30 @@ def test_lora_reference_is_the_adapter_disabled_policy(ppo_models, tmp_path):
 
 def test_eval_hook_logs_rm_score_kl_and_gold_score(ppo_models, tmp_path):
     eval_file = tmp_path / "eval.jsonl"
-    eval_file.write_text("".join(json.dumps({"prompt": f"User: Tell me about cats {i}.\nAssistant:"}) + "\n" for i in range(6)))
-    result = train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=2", "ppo.eval_every=2",
-                              f"data.eval_file={eval_file}", "ppo.gold_judge=tiny"))
+    eval_file.write_text(
+        "".join(json.dumps({"prompt": f"User: Tell me about cats {i}.\nAssistant:"}) + "\n" for i in range(6))
+    )
+    result = train(
+        ppo_config(
+            ppo_models,
+            tmp_path / "run",
+            "ppo.num_updates=2",
+            "ppo.eval_every=2",
+            f"data.eval_file={eval_file}",
+            "ppo.gold_judge=tiny",
+        )
+    )
     first, second = result["history"]
     assert not any(key.startswith("eval/") for key in first)
     start = result["eval_at_start"]
-    for key in ("eval/rm_score", "eval/raw_score", "eval/kl", "eval/gold_score", "eval/eos_rate", "eval/response_length"):
+    for key in (
+        "eval/rm_score",
+        "eval/raw_score",
+        "eval/kl",
+        "eval/gold_score",
+        "eval/eos_rate",
+        "eval/response_length",
+    ):
         assert math.isfinite(second[key]) and math.isfinite(start[key]), key
     assert start["eval/kl"] == 0.0  # before any update the policy is the reference
     logged = [json.loads(line) for line in (Path(result["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
@@ -241,7 +349,7 @@ def test_config_errors_name_the_key(ppo_models, tmp_path):
 
 
 def test_cli_reports_user_errors_without_traceback(ppo_models, tmp_path, capsys):
-    from rlhf.cli import main
+    from rlhf.app.cli import main
 
     code = main(["ppo", "--config", str(REPO / "configs" / "tiny" / "ppo.yaml"), "ppo.num_mini_batches=5"])
     assert code == 2

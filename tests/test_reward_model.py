@@ -4,6 +4,7 @@ The rankings are built here with a learnable preference: a response is a few sen
 polite ("Hope this helps.") or rude ("Go away."), and responses are ranked by polite minus rude count
 (equal counts tie). A reward model that reads the sentences can learn it; chance is 50%.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlhf.config import load_config
+from rlhf.app.schema import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 TOPICS = ["cats", "dogs", "the sea", "volcanoes", "rain", "trees"]
@@ -34,16 +35,24 @@ def make_rankings(count: int, seed: int = 0, k: int = 4) -> list[dict]:
             text = " " + " ".join(sentences)
             if text not in seen:
                 seen.add(text)
-                responses.append((f"r{len(responses)}", text, sum(s in POLITE for s in sentences) - sum(s in RUDE for s in sentences)))
+                responses.append(
+                    (
+                        f"r{len(responses)}",
+                        text,
+                        sum(s in POLITE for s in sentences) - sum(s in RUDE for s in sentences),
+                    )
+                )
         levels = sorted({score for *_, score in responses}, reverse=True)
         if len(levels) < 2:
             continue
-        rows.append({
-            "id": f"p{len(rows)}",
-            "prompt": f"User: Tell me about {rng.choice(TOPICS)}.\nAssistant:",
-            "responses": [{"id": rid, "text": text} for rid, text, _ in responses],
-            "ranking": [[rid for rid, _, score in responses if score == level] for level in levels],
-        })
+        rows.append(
+            {
+                "id": f"p{len(rows)}",
+                "prompt": f"User: Tell me about {rng.choice(TOPICS)}.\nAssistant:",
+                "responses": [{"id": rid, "text": text} for rid, text, _ in responses],
+                "ranking": [[rid for rid, _, score in responses if score == level] for level in levels],
+            }
+        )
     return rows
 
 
@@ -60,17 +69,38 @@ def rm_base(tmp_path_factory):
     root = tmp_path_factory.mktemp("rm")
     rankings = make_rankings(160)
     texts = [row["prompt"] + response["text"] for row in rankings for response in row["responses"]]
-    model_dir = init_tiny(root / "base", texts, vocab_size=300, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_position_embeddings=128)
+    model_dir = init_tiny(
+        root / "base",
+        texts,
+        vocab_size=300,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     return model_dir, write_jsonl(root / "rankings.jsonl", rankings)
 
 
 def rm_config(rm_base, out: Path, *overrides: str):
     model_dir, rankings = rm_base
-    return load_config(REPO / "configs/tiny/rm.yaml", [
-        f"model.name_or_path={model_dir}", f"data.train_file={rankings}", f"run.output_dir={out}",
-        "data.eval_fraction=0.2", "train.learning_rate=3e-3", "train.num_train_epochs=3", "train.per_device_train_batch_size=8",
-        "train.logging_steps=5", "tracking.report_to=[jsonl]", "tracking.plots=false", "rm.normalize_samples=64", *overrides,
-    ])
+    return load_config(
+        REPO / "configs/tiny/rm.yaml",
+        [
+            f"model.name_or_path={model_dir}",
+            f"data.train_file={rankings}",
+            f"run.output_dir={out}",
+            "data.eval_fraction=0.2",
+            "train.learning_rate=3e-3",
+            "train.num_train_epochs=3",
+            "train.per_device_train_batch_size=8",
+            "train.logging_steps=5",
+            "tracking.report_to=[jsonl]",
+            "tracking.plots=false",
+            "rm.normalize_samples=64",
+            *overrides,
+        ],
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -79,15 +109,17 @@ def rm_config(rm_base, out: Path, *overrides: str):
 
 
 def test_padding_does_not_change_the_score(rm_base):
-    from rlhf.modeling import load_scalar_model, load_tokenizer
     from reward_model.kwise import KwiseCollator
     from reward_model.scoring import preference_input_ids, score_sequences, sequence_rewards
+    from rlhf.modeling import load_scalar_model, load_tokenizer
 
     model_dir, _ = rm_base
     tokenizer = load_tokenizer(str(model_dir))
     model = load_scalar_model(str(model_dir), tokenizer).eval()
     short = preference_input_ids(tokenizer, "User: Tell me about cats.\nAssistant:", " Hope this helps.")
-    long = preference_input_ids(tokenizer, "User: Tell me about the sea.\nAssistant:", " Go away. I do not care. Ask someone else.")
+    long = preference_input_ids(
+        tokenizer, "User: Tell me about the sea.\nAssistant:", " Go away. I do not care. Ask someone else."
+    )
     assert short[-1] == tokenizer.eos_token_id and len(long) > len(short) + 5
     with torch.no_grad():
         alone = sequence_rewards(model, torch.tensor([short]), torch.ones(1, len(short), dtype=torch.long))
@@ -123,7 +155,13 @@ def test_pairs_files_and_format_errors(tmp_path):
     from reward_model.preference_data import detect_format, load_preference_pairs
     from rlhf.errors import DataError
 
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": " good", "rejected": " bad"}, {"prompt": "q", "chosen": " a", "rejected": " b", "group": 7}])
+    pairs = write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [
+            {"prompt": "p", "chosen": " good", "rejected": " bad"},
+            {"prompt": "q", "chosen": " a", "rejected": " b", "group": 7},
+        ],
+    )
     assert detect_format(str(pairs)) == "pairs"
     assert [p["group"] for p in load_preference_pairs(str(pairs))] == ["pair-0", "7"]
     odd = write_jsonl(tmp_path / "odd.jsonl", [{"prompt": "p", "text": " x"}])
@@ -138,16 +176,18 @@ def test_pairs_files_and_format_errors(tmp_path):
 
 @pytest.mark.parametrize("loss", ["pairwise", "kwise"])
 def test_reward_model_learns_the_preference_and_writes_stats(rm_base, tmp_path, loss):
-    from rlhf.modeling import load_scalar_model, load_tokenizer
     from reward_model.normalization import normalization_sample
     from reward_model.preference_data import train_eval_pairs
     from reward_model.scoring import score_texts
     from reward_model.trainer import train
+    from rlhf.modeling import load_scalar_model, load_tokenizer
 
     cfg = rm_config(rm_base, tmp_path / "run", f"rm.loss={loss}")
     summary = train(cfg)
     assert summary["eval/accuracy"] >= 0.8, summary  # chance is 0.5
-    assert summary["eval/num_groups"] == 32 and summary["eval/chosen_reward_mean"] > summary["eval/rejected_reward_mean"]
+    assert (
+        summary["eval/num_groups"] == 32 and summary["eval/chosen_reward_mean"] > summary["eval/rejected_reward_mean"]
+    )
     run = tmp_path / "run"
     assert json.loads((run / "summary.json").read_text())["eval/accuracy"] == summary["eval/accuracy"]
 
@@ -160,9 +200,13 @@ def test_reward_model_learns_the_preference_and_writes_stats(rm_base, tmp_path, 
     assert model.config.num_labels == 1 and model.config.pad_token_id == tokenizer.pad_token_id
     train_pairs, _ = train_eval_pairs(cfg)
     sample, source = normalization_sample(train_pairs, None, 64, cfg.run.seed)
-    normalised = (score_texts(model, tokenizer, [p for p, _ in sample], [r for _, r in sample]).double() - stats["mean"]) / stats["std"]
+    normalised = (
+        score_texts(model, tokenizer, [p for p, _ in sample], [r for _, r in sample]).double() - stats["mean"]
+    ) / stats["std"]
     assert source == stats["source"]
-    assert abs(normalised.mean().item()) < 1e-4 and normalised.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-4)
+    assert abs(normalised.mean().item()) < 1e-4 and normalised.std(unbiased=False).item() == pytest.approx(
+        1.0, abs=1e-4
+    )
 
 
 def test_to_reward_config_for_each_loss(rm_base, tmp_path):
@@ -189,19 +233,50 @@ def test_unmerged_lora_reward_model_is_refused(rm_base, tmp_path):
 
 
 def test_rm_score_writes_a_reward_for_every_response(rm_base, tmp_path):
-    from rlhf.cli import main
-    from rlhf.modeling import load_scalar_model, load_tokenizer, save_model
     from reward_model.normalization import write_reward_stats
     from reward_model.scoring import score_texts
+    from rlhf.app.cli import main
+    from rlhf.modeling import load_scalar_model, load_tokenizer, save_model
 
     model_dir, rankings = rm_base
     tokenizer = load_tokenizer(str(model_dir))
     scalar_dir = save_model(load_scalar_model(str(model_dir), tokenizer), tokenizer, tmp_path / "rm")
     write_reward_stats(scalar_dir, {"mean": 0.25, "std": 2.0, "num_samples": 1, "source": "test"})
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "User: Tell me about cats.\nAssistant:", "chosen": " It is nice.", "rejected": " Go away."}])
+    pairs = write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [{"prompt": "User: Tell me about cats.\nAssistant:", "chosen": " It is nice.", "rejected": " Go away."}],
+    )
 
-    assert main(["rm", "score", "--model", str(scalar_dir), "--data", str(rankings), "--out", str(tmp_path / "scored.jsonl")]) == 0
-    assert main(["rm", "score", "--model", str(scalar_dir), "--data", str(pairs), "--out", str(tmp_path / "scored_pairs.jsonl")]) == 0
+    assert (
+        main(
+            [
+                "rm",
+                "score",
+                "--model",
+                str(scalar_dir),
+                "--data",
+                str(rankings),
+                "--out",
+                str(tmp_path / "scored.jsonl"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "rm",
+                "score",
+                "--model",
+                str(scalar_dir),
+                "--data",
+                str(pairs),
+                "--out",
+                str(tmp_path / "scored_pairs.jsonl"),
+            ]
+        )
+        == 0
+    )
     scored = [json.loads(line) for line in (tmp_path / "scored.jsonl").read_text().splitlines()]
     assert len(scored) == 160 and all("reward" in r for row in scored for r in row["responses"])
     first = scored[0]
@@ -214,11 +289,15 @@ def test_rm_score_writes_a_reward_for_every_response(rm_base, tmp_path):
 
 
 def test_rm_score_bad_row_names_row_and_field(rm_base, tmp_path, capsys):
-    from rlhf.cli import main
+    from rlhf.app.cli import main
 
     model_dir, _ = rm_base
-    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "p", "response": " ok"}, {"prompt": "p", "text": " no response field"}])
-    assert main(["rm", "score", "--model", str(model_dir), "--data", str(bad), "--out", str(tmp_path / "out.jsonl")]) == 2
+    bad = write_jsonl(
+        tmp_path / "bad.jsonl", [{"prompt": "p", "response": " ok"}, {"prompt": "p", "text": " no response field"}]
+    )
+    assert (
+        main(["rm", "score", "--model", str(model_dir), "--data", str(bad), "--out", str(tmp_path / "out.jsonl")]) == 2
+    )
     err = capsys.readouterr().err
     assert "bad.jsonl: row 2" in err and "'response'" in err
     assert not (tmp_path / "out.jsonl").exists()

@@ -1,4 +1,5 @@
 """The K-wise ranking loss: equal to the mean of its pairwise losses, same gradients, ties give no pair."""
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,18 @@ def softplus(x: float) -> float:
 
 def two_rankings():
     """Ranking A: strict order a0 > a1 > a2. Ranking B: b0 > (b1 = b2), a tie, so 2 pairs instead of 3."""
-    ranking_a = {"id": "A", "prompt": "p", "responses": [{"id": i, "text": f" a{i}"} for i in "012"], "ranking": [["0"], ["1"], ["2"]]}
-    ranking_b = {"id": "B", "prompt": "q", "responses": [{"id": i, "text": f" b{i}"} for i in "012"], "ranking": [["0"], ["1", "2"]]}
+    ranking_a = {
+        "id": "A",
+        "prompt": "p",
+        "responses": [{"id": i, "text": f" a{i}"} for i in "012"],
+        "ranking": [["0"], ["1"], ["2"]],
+    }
+    ranking_b = {
+        "id": "B",
+        "prompt": "q",
+        "responses": [{"id": i, "text": f" b{i}"} for i in "012"],
+        "ranking": [["0"], ["1", "2"]],
+    }
     return group_rankings(ranking_to_pairs(ranking_a) + ranking_to_pairs(ranking_b))
 
 
@@ -45,17 +56,21 @@ def test_kwise_loss_equals_the_mean_of_pairwise_losses_on_a_hand_computed_exampl
     groups = two_rankings()
     better, worse, pair_group = flatten(groups)
     rewards = torch.tensor([2.0, 0.5, -1.0, 0.0, 1.0, 1.0])
-    # Ranking A gaps: a0-a1 = 1.5, a0-a2 = 3.0, a1-a2 = 1.5 -> losses softplus(-1.5)=0.20141, softplus(-3)=0.04859, 0.20141
+    # Ranking A gaps: a0-a1 = 1.5, a0-a2 = 3.0, a1-a2 = 1.5 -> losses softplus(-1.5)=0.20141, softplus(-3)=0.04859, 0.20141  # noqa: E501
     #   mean over its 3 pairs = 0.15047
     # Ranking B gaps: b0-b1 = -1, b0-b2 = -1 -> losses softplus(1) = 1.31326 each; mean over its 2 pairs = 1.31326
     # Loss = mean over the 2 rankings = (0.15047 + 1.31326) / 2 = 0.73187
     expected = ((softplus(-1.5) * 2 + softplus(-3.0)) / 3 + softplus(1.0)) / 2
     assert expected == pytest.approx(0.73187, abs=1e-5)
-    assert kwise_ranking_loss(rewards, better, worse, pair_group, num_groups=2).item() == pytest.approx(expected, abs=1e-6)
+    assert kwise_ranking_loss(rewards, better, worse, pair_group, num_groups=2).item() == pytest.approx(
+        expected, abs=1e-6
+    )
     # With one ranking it is exactly the mean pairwise (Bradley-Terry) loss of its pairs, as trl.RewardTrainer computes.
     only_a = pair_group == 0
     pairwise_mean = -F.logsigmoid(rewards[better[only_a]] - rewards[worse[only_a]]).mean()
-    assert kwise_ranking_loss(rewards, better[only_a], worse[only_a], pair_group[only_a], num_groups=1).item() == pytest.approx(pairwise_mean.item(), abs=1e-7)
+    assert kwise_ranking_loss(
+        rewards, better[only_a], worse[only_a], pair_group[only_a], num_groups=1
+    ).item() == pytest.approx(pairwise_mean.item(), abs=1e-7)
 
 
 def test_kwise_gradients_match_autograd_on_the_pairwise_form():
@@ -76,7 +91,7 @@ def test_kwise_gradients_match_autograd_on_the_pairwise_form():
     (sum(per_ranking) / 2).backward()
     torch.testing.assert_close(rewards.grad, reference.grad)
 
-    # And in closed form: d/d r_i = sum over pairs with i as winner (resp. loser) of -(+/-) sigmoid(-gap) / (pairs * rankings)
+    # And in closed form: d/d r_i = sum over pairs with i as winner (resp. loser) of -(+/-) sigmoid(-gap) / (pairs * rankings)  # noqa: E501
     analytic = torch.zeros(6, dtype=torch.float64)
     counts = torch.bincount(pair_group).double()
     for b, w, g in zip(better.tolist(), worse.tolist(), pair_group.tolist()):
@@ -90,7 +105,9 @@ def test_margin_and_centring_terms():
     better, worse, pair_group = torch.tensor([0]), torch.tensor([1]), torch.tensor([0])
     rewards = torch.tensor([1.0, 0.5])
     # gap 0.5, margin 2 -> softplus(-(0.5 - 2)) = softplus(1.5) = 1.70141
-    assert kwise_ranking_loss(rewards, better, worse, pair_group, 1, margin=torch.tensor([2.0])).item() == pytest.approx(softplus(1.5), abs=1e-5)
+    assert kwise_ranking_loss(
+        rewards, better, worse, pair_group, 1, margin=torch.tensor([2.0])
+    ).item() == pytest.approx(softplus(1.5), abs=1e-5)
     # centring adds 0.01 * (1.0 + 0.5)^2 = 0.0225 to softplus(-0.5) = 0.47408
     centred = kwise_ranking_loss(rewards, better, worse, pair_group, 1, center_rewards_coefficient=0.01).item()
     assert centred == pytest.approx(softplus(-0.5) + 0.0225, abs=1e-5)
@@ -98,10 +115,12 @@ def test_margin_and_centring_terms():
 
 def test_collator_flattens_rankings_and_offsets_their_pairs():
     collator = KwiseCollator(pad_token_id=0)
-    batch = collator([
-        {"response_ids": [[5, 6, 7], [8]], "better": [0], "worse": [1], "margin": [0.0]},
-        {"response_ids": [[9, 9], [4, 4, 4, 4], [3]], "better": [1, 1], "worse": [0, 2], "margin": [0.5, 1.0]},
-    ])
+    batch = collator(
+        [
+            {"response_ids": [[5, 6, 7], [8]], "better": [0], "worse": [1], "margin": [0.0]},
+            {"response_ids": [[9, 9], [4, 4, 4, 4], [3]], "better": [1, 1], "worse": [0, 2], "margin": [0.5, 1.0]},
+        ]
+    )
     assert batch["input_ids"].tolist() == [[5, 6, 7, 0], [8, 0, 0, 0], [9, 9, 0, 0], [4, 4, 4, 4], [3, 0, 0, 0]]
     assert batch["attention_mask"].sum(1).tolist() == [3, 1, 2, 4, 1]
     assert batch["better"].tolist() == [0, 3, 3] and batch["worse"].tolist() == [1, 2, 4]

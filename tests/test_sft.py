@@ -3,6 +3,7 @@
 Every run uses the session's tiny Llama (hidden 32, 2 layers) and a few dozen demonstrations written
 to a temporary directory, so nothing depends on the built-in task files.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlhf.config import load_config
+from rlhf.app.schema import load_config
 from rlhf.tracking import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,7 +26,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def write_sft_data(directory: Path, rows_per_topic: int = 4) -> tuple[Path, Path]:
     rows = [
-        {"prompt": f"User: Tell me about {topic}.\nAssistant:", "completion": f" Hi! {topic.capitalize()} are nice. Hope this helps."}
+        {
+            "prompt": f"User: Tell me about {topic}.\nAssistant:",
+            "completion": f" Hi! {topic.capitalize()} are nice. Hope this helps.",
+        }
         for topic in TOPICS
         for _ in range(rows_per_topic)
     ]
@@ -100,7 +104,7 @@ def test_labels_cover_the_completion_and_eos_only(tiny_model_dir, tmp_path):
 def test_sft_cli_loss_falls_and_writes_the_run_directory(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from rlhf.cli import main
+    from rlhf.app.cli import main
 
     cfg = sft_config(tiny_model_dir, tmp_path)
     config_file = tmp_path / "sft.yaml"
@@ -144,14 +148,32 @@ def test_lora_trains_only_the_adapters_and_saves_them_merged(tiny_model_dir, tmp
 def test_resume_continues_from_the_checkpoint_step_with_the_same_losses(tiny_model_dir, tmp_path):
     from sft.trainer import train
 
-    full = sft_config(tiny_model_dir, tmp_path / "a", "train.max_steps=6", "train.save_steps=3", "data.eval_file=null", "data.eval_fraction=0")
+    full = sft_config(
+        tiny_model_dir,
+        tmp_path / "a",
+        "train.max_steps=6",
+        "train.save_steps=3",
+        "data.eval_file=null",
+        "data.eval_fraction=0",
+    )
     train(full)
-    losses_full = {row["step"]: row["loss"] for row in read_metrics(tmp_path / "a" / "run" / "metrics.jsonl") if "loss" in row}
+    losses_full = {
+        row["step"]: row["loss"] for row in read_metrics(tmp_path / "a" / "run" / "metrics.jsonl") if "loss" in row
+    }
 
     resumed_dir = tmp_path / "b" / "run"
-    shutil.copytree(tmp_path / "a" / "run" / "checkpoints" / "checkpoint-3", resumed_dir / "checkpoints" / "checkpoint-3")
-    resumed = sft_config(tiny_model_dir, tmp_path / "b", "train.max_steps=6", "train.save_steps=3", "data.eval_file=null",
-                         "data.eval_fraction=0", "train.resume_from_checkpoint=latest")
+    shutil.copytree(
+        tmp_path / "a" / "run" / "checkpoints" / "checkpoint-3", resumed_dir / "checkpoints" / "checkpoint-3"
+    )
+    resumed = sft_config(
+        tiny_model_dir,
+        tmp_path / "b",
+        "train.max_steps=6",
+        "train.save_steps=3",
+        "data.eval_file=null",
+        "data.eval_fraction=0",
+        "train.resume_from_checkpoint=latest",
+    )
     summary = train(resumed)
     losses_resumed = {row["step"]: row["loss"] for row in read_metrics(resumed_dir / "metrics.jsonl") if "loss" in row}
     assert summary["resumed_from"].endswith("checkpoint-3")
@@ -161,20 +183,48 @@ def test_resume_continues_from_the_checkpoint_step_with_the_same_losses(tiny_mod
 
 
 def test_missing_train_file_is_a_one_line_error(tiny_model_dir, tmp_path, capsys):
-    from rlhf.cli import main
+    from rlhf.app.cli import main
 
-    assert main(["sft", "--config", str(REPO / "configs/tiny/sft.yaml"), f"model.name_or_path={tiny_model_dir}",
-                 f"data.train_file={tmp_path / 'missing.jsonl'}", f"run.output_dir={tmp_path / 'run'}"]) == 2
+    assert (
+        main(
+            [
+                "sft",
+                "--config",
+                str(REPO / "configs/tiny/sft.yaml"),
+                f"model.name_or_path={tiny_model_dir}",
+                f"data.train_file={tmp_path / 'missing.jsonl'}",
+                f"run.output_dir={tmp_path / 'run'}",
+            ]
+        )
+        == 2
+    )
     assert "missing.jsonl" in capsys.readouterr().err
 
 
 def test_bad_sft_row_names_file_row_and_field(tiny_model_dir, tmp_path, capsys):
-    from rlhf.cli import main
+    from rlhf.app.cli import main
 
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"prompt": "User: hi\nAssistant:", "completion": " Hi!"}) + "\n" + json.dumps({"prompt": "User: yo\nAssistant:"}) + "\n")
-    assert main(["sft", "--config", str(REPO / "configs/tiny/sft.yaml"), f"model.name_or_path={tiny_model_dir}",
-                 f"data.train_file={bad}", "data.eval_file=null", f"run.output_dir={tmp_path / 'run'}"]) == 2
+    bad.write_text(
+        json.dumps({"prompt": "User: hi\nAssistant:", "completion": " Hi!"})
+        + "\n"
+        + json.dumps({"prompt": "User: yo\nAssistant:"})
+        + "\n"
+    )
+    assert (
+        main(
+            [
+                "sft",
+                "--config",
+                str(REPO / "configs/tiny/sft.yaml"),
+                f"model.name_or_path={tiny_model_dir}",
+                f"data.train_file={bad}",
+                "data.eval_file=null",
+                f"run.output_dir={tmp_path / 'run'}",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "bad.jsonl" in err and "row 2" in err and "completion" in err
     assert not (tmp_path / "run" / "summary.json").exists()

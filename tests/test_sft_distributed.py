@@ -6,6 +6,7 @@ because TRL divides the summed token losses by the token count of the *global* b
 steps, so they check the DDP gradient as well. ZeRO-3: weights are partitioned during training; the saved
 directory must be a whole, merged model whose adapted projections moved away from the base weights.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from rlhf.config import load_config
+from rlhf.app.schema import load_config
 from rlhf.tracking import read_metrics
 from tests.test_sft import write_sft_data
 
@@ -27,21 +28,51 @@ REPO = Path(__file__).resolve().parents[1]
 
 def launch(accelerate_config: str, cfg, config_file: Path) -> None:
     config_file.write_text(OmegaConf.to_yaml(cfg))
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "configs/accelerate" / accelerate_config),
-               "-m", "rlhf", "sft", "--config", str(config_file)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "CUDA_VISIBLE_DEVICES": "", "DS_ACCELERATOR": "cpu"}
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "configs/accelerate" / accelerate_config),
+        "-m",
+        "rlhf",
+        "sft",
+        "--config",
+        str(config_file),
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "WANDB_MODE": "disabled",
+        "CUDA_VISIBLE_DEVICES": "",
+        "DS_ACCELERATOR": "cpu",
+    }
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
 def sft_config(tiny_model_dir, tmp_path: Path, out: str, batch: int, *extra: str):
     train, evaluation = write_sft_data(tmp_path)
-    return load_config(REPO / "configs/tiny/sft.yaml", [
-        f"model.name_or_path={tiny_model_dir}", f"data.train_file={train}", f"data.eval_file={evaluation}", f"run.output_dir={tmp_path / out}",
-        "train.learning_rate=3e-3", "train.max_steps=4", "train.logging_steps=1", f"train.per_device_train_batch_size={batch}",
-        "train.lr_scheduler=constant", "train.warmup_ratio=0", "train.eval_steps=null", "train.save_steps=null",
-        "tracking.report_to=[jsonl]", "tracking.plots=false", *extra,
-    ])
+    return load_config(
+        REPO / "configs/tiny/sft.yaml",
+        [
+            f"model.name_or_path={tiny_model_dir}",
+            f"data.train_file={train}",
+            f"data.eval_file={evaluation}",
+            f"run.output_dir={tmp_path / out}",
+            "train.learning_rate=3e-3",
+            "train.max_steps=4",
+            "train.logging_steps=1",
+            f"train.per_device_train_batch_size={batch}",
+            "train.lr_scheduler=constant",
+            "train.warmup_ratio=0",
+            "train.eval_steps=null",
+            "train.save_steps=null",
+            "tracking.report_to=[jsonl]",
+            "tracking.plots=false",
+            *extra,
+        ],
+    )
 
 
 def test_two_ddp_processes_match_one_process(tiny_model_dir, tmp_path):
@@ -67,7 +98,9 @@ def test_two_ddp_processes_match_one_process(tiny_model_dir, tmp_path):
 def test_zero3_lora_run_saves_a_merged_model(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    launch("cpu_zero3.yaml", sft_config(tiny_model_dir, tmp_path, "z3", 4, "model.lora.enabled=true"), tmp_path / "z3.yaml")
+    launch(
+        "cpu_zero3.yaml", sft_config(tiny_model_dir, tmp_path, "z3", 4, "model.lora.enabled=true"), tmp_path / "z3.yaml"
+    )
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "z3" / "model")
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert set(dict(merged.named_parameters())) == set(dict(base.named_parameters()))  # no adapter tensors left

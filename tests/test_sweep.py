@@ -4,6 +4,7 @@ Trials run a fake stage (a small script written here) that records its argv, wri
 metric computed from its overrides, and can be told to sleep or fail: the sweep's machinery is exercised
 end to end through real child processes in well under a second per trial.
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,13 +20,13 @@ import pytest
 import yaml
 
 from rlhf.errors import ConfigError
-from rlhf.sweep import main
-from rlhf.sweep_report import pareto_front
-from rlhf.sweep_space import format_override, random_trials
-from rlhf.sweep_spec import load_sweep
-from rlhf.sweep_trials import new_record, planned_trials
+from rlhf.sweep.report import pareto_front
+from rlhf.sweep.runner import main
+from rlhf.sweep.space import format_override, random_trials
+from rlhf.sweep.spec import load_sweep
+from rlhf.sweep.trials import new_record, planned_trials
 
-FAKE_STAGE = '''
+FAKE_STAGE = """
 import json, os, pathlib, sys, time
 args = sys.argv[1:]
 overrides = dict(a.split("=", 1) for a in args if "=" in a and not a.startswith("--"))
@@ -41,8 +42,9 @@ if repr(kl) == os.environ.get("FAKE_STAGE_FAIL_KL"):
     print("boom: this kl_coef is rejected", file=sys.stderr)
     sys.exit(3)
 # gold peaks at kl 0.1 and grows with lr; KL falls as kl_coef grows
-(run_dir / "summary.json").write_text(json.dumps({"eval/gold_score": -(kl - 0.1) ** 2 + 1000 * lr, "ppo/kl": 1.0 / (kl + 0.01)}))
-'''
+summary = {"eval/gold_score": -(kl - 0.1) ** 2 + 1000 * lr, "ppo/kl": 1.0 / (kl + 0.01)}
+(run_dir / "summary.json").write_text(json.dumps(summary))
+"""
 
 
 @pytest.fixture
@@ -95,8 +97,14 @@ def test_grid_3x2_runs_six_trials_with_their_overrides(sweep_files, capsys):
         argv = json.loads((sweep_dir / "trials" / tid / "argv.json").read_text())
         assert argv[:2] == ["--config", str(sweep_dir.parent / "base.yaml")]
         # group first (user overrides may change it), then fixed, then trial overrides, then the sweep's own keys
-        assert argv[2:] == ["tracking.group=toy", "train.max_steps=3", f"ppo.kl_coef={kl!r}", f"train.learning_rate={lr!r}",
-                            f"run.output_dir={sweep_dir / 'trials' / tid}", f"run.name=toy-{tid}"]
+        assert argv[2:] == [
+            "tracking.group=toy",
+            "train.max_steps=3",
+            f"ppo.kl_coef={kl!r}",
+            f"train.learning_rate={lr!r}",
+            f"run.output_dir={sweep_dir / 'trials' / tid}",
+            f"run.name=toy-{tid}",
+        ]
     assert sorted(calls(sweep_dir)) == list(state)
 
 
@@ -111,9 +119,11 @@ def test_dry_run_prints_trials_and_runs_nothing(sweep_files, capsys):
 
 def test_random_search_is_reproducible_under_a_seed(sweep_files):
     write_sweep, _ = sweep_files
-    parameters = {"ppo.kl_coef": {"type": "loguniform", "low": 0.001, "high": 1.0},
-                  "ppo.ppo_epochs": {"type": "int", "low": 1, "high": 4},
-                  "model.lora.target_modules": [["all-linear"], ["q_proj", "v_proj"]]}
+    parameters = {
+        "ppo.kl_coef": {"type": "loguniform", "low": 0.001, "high": 1.0},
+        "ppo.ppo_epochs": {"type": "int", "low": 1, "high": 4},
+        "model.lora.target_modules": [["all-linear"], ["q_proj", "v_proj"]],
+    }
     sweep = load_sweep(write_sweep(method="random", budget=8, seed=7, parameters=parameters))
     first, again = planned_trials(sweep), planned_trials(sweep)
     assert first == again and len(first) == 8
@@ -130,8 +140,13 @@ def test_sweep_killed_midway_resumes_only_the_missing_trials(sweep_files):
     write_sweep, sweep_dir = sweep_files
     path = write_sweep()
     env = {**os.environ, "FAKE_STAGE_SLEEP": "0.3"}
-    process = subprocess.Popen([sys.executable, "-m", "rlhf", "sweep", "--config", str(path)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rlhf", "sweep", "--config", str(path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline:
@@ -158,8 +173,13 @@ def test_sweep_killed_midway_resumes_only_the_missing_trials(sweep_files):
 def test_sigterm_stops_trials_and_marks_them_pending(sweep_files):
     write_sweep, sweep_dir = sweep_files
     path = write_sweep(parameters={"ppo.kl_coef": [0.01, 0.1]})
-    process = subprocess.Popen([sys.executable, "-m", "rlhf", "sweep", "--config", str(path)], env={**os.environ, "FAKE_STAGE_SLEEP": "30"},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rlhf", "sweep", "--config", str(path)],
+        env={**os.environ, "FAKE_STAGE_SLEEP": "30"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
     def first_trial_running() -> bool:
         return (sweep_dir / "sweep_state.json").exists() and read_state(sweep_dir)["t000"]["status"] == "running"
@@ -205,22 +225,32 @@ def test_summary_table_best_trial_and_plots(sweep_files):
     assert list(rows[0])[:5] == ["trial_id", "status", "ppo.kl_coef", "train.learning_rate", "eval/gold_score"]
     for row in rows:  # the metric column is what the trial reported, recomputed here from its parameters
         kl, lr = float(row["ppo.kl_coef"]), float(row["train.learning_rate"])
-        assert float(row["eval/gold_score"]) == pytest.approx(-(kl - 0.1) ** 2 + 1000 * lr)
+        assert float(row["eval/gold_score"]) == pytest.approx(-((kl - 0.1) ** 2) + 1000 * lr)
         assert float(row["ppo/kl"]) == pytest.approx(1 / (kl + 0.01)) and float(row["wall_time_s"]) >= 0
     summary = json.loads((sweep_dir / "summary.json").read_text())
     # gold = -(kl-0.1)^2 + 1000 lr: best at kl 0.1, lr 2e-5 -> 0 + 0.02 = 0.02 (trial t003)
     assert summary["best"]["trial_id"] == "t003" and summary["best"]["value"] == pytest.approx(0.02)
     assert summary["counts"]["completed"] == 6
     plots = sorted(p.name for p in (sweep_dir / "plots").iterdir())
-    assert plots == ["eval_gold_score_vs_ppo.kl_coef.png", "eval_gold_score_vs_train.learning_rate.png", "reward_kl_frontier.png"]
+    assert plots == [
+        "eval_gold_score_vs_ppo.kl_coef.png",
+        "eval_gold_score_vs_train.learning_rate.png",
+        "reward_kl_frontier.png",
+    ]
 
 
 def test_trial_over_its_timeout_is_killed_and_recorded_failed(sweep_files, monkeypatch):
     write_sweep, sweep_dir = sweep_files
     monkeypatch.setenv("FAKE_STAGE_SLEEP", "20")
-    assert main(["--config", str(write_sweep(parameters={"ppo.kl_coef": [0.1]}, timeout_s=1.0))]) == 1  # every trial failed
+    assert (
+        main(["--config", str(write_sweep(parameters={"ppo.kl_coef": [0.1]}, timeout_s=1.0))]) == 1
+    )  # every trial failed
     row = read_state(sweep_dir)["t000"]
-    assert row["status"] == "failed" and row["exit_code"] == -signal.SIGKILL and "killed after the 1 s timeout" in row["error"]
+    assert (
+        row["status"] == "failed"
+        and row["exit_code"] == -signal.SIGKILL
+        and "killed after the 1 s timeout" in row["error"]
+    )
     assert row["wall_time_s"] < 15
 
 
@@ -242,7 +272,9 @@ def test_pareto_front_keeps_points_no_other_beats_on_both():
 def test_unknown_parameter_key_fails_before_anything_runs(sweep_files):
     write_sweep, sweep_dir = sweep_files
     path = write_sweep(parameters={"ppo.kl_cof": [0.1, 0.2]})
-    with pytest.raises(ConfigError, match=r"parameters\.ppo\.kl_cof: unknown config key 'ppo\.kl_cof'.*did you mean ppo\.kl_coef\?"):
+    with pytest.raises(
+        ConfigError, match=r"parameters\.ppo\.kl_cof: unknown config key 'ppo\.kl_cof'.*did you mean ppo\.kl_coef\?"
+    ):
         main(["--config", str(path)])
     with pytest.raises(ConfigError, match=r"parameters\.train\.max_steps: bad value for 'train\.max_steps'.*'many'"):
         main(["--config", str(write_sweep(parameters={"train.max_steps": [10, "many"]}))])
@@ -255,19 +287,67 @@ def test_pipeline_keys_are_checked_in_the_stage_they_reach(sweep_files, tmp_path
     stage_base = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
     pipeline = tmp_path / "pipeline.yaml"
     pipeline.write_text(yaml.safe_dump({"pipeline": {f"{s}_config": str(stage_base) for s in ("sft", "rm", "ppo")}}))
-    with pytest.raises(ConfigError, match=r"parameters\.ppo\.kl_cof: ppo stage: unknown config key 'ppo\.kl_cof'.*did you mean ppo\.kl_coef\?"):
-        main(["--config", str(write_sweep(stage="pipeline", base_config=str(pipeline), parameters={"ppo.kl_cof": [0.1]})), "--dry-run"])
-    with pytest.raises(ConfigError, match=r"parameters\.pipeline\.eval_num_prompt: unknown config key 'pipeline\.eval_num_prompt'"):
-        main(["--config", str(write_sweep(stage="pipeline", base_config=str(pipeline), parameters={"pipeline.eval_num_prompt": [8]})), "--dry-run"])
-    assert main(["--config", str(write_sweep(stage="pipeline", base_config=str(pipeline), parameters={"ppo.kl_coef": [0.1], "sft.train.learning_rate": [1e-4]}))]) == 0
+    with pytest.raises(
+        ConfigError,
+        match=r"parameters\.ppo\.kl_cof: ppo stage: unknown config key 'ppo\.kl_cof'.*did you mean ppo\.kl_coef\?",
+    ):
+        main(
+            [
+                "--config",
+                str(write_sweep(stage="pipeline", base_config=str(pipeline), parameters={"ppo.kl_cof": [0.1]})),
+                "--dry-run",
+            ]
+        )
+    with pytest.raises(
+        ConfigError, match=r"parameters\.pipeline\.eval_num_prompt: unknown config key 'pipeline\.eval_num_prompt'"
+    ):
+        main(
+            [
+                "--config",
+                str(
+                    write_sweep(
+                        stage="pipeline", base_config=str(pipeline), parameters={"pipeline.eval_num_prompt": [8]}
+                    )
+                ),
+                "--dry-run",
+            ]
+        )
+    assert (
+        main(
+            [
+                "--config",
+                str(
+                    write_sweep(
+                        stage="pipeline",
+                        base_config=str(pipeline),
+                        parameters={"ppo.kl_coef": [0.1], "sft.train.learning_rate": [1e-4]},
+                    )
+                ),
+            ]
+        )
+        == 0
+    )
 
 
 @pytest.mark.parametrize(
     "fields, message",
     [
-        ({"parameters": {"ppo.kl_coef": {"type": "loguniform", "low": 0, "high": 1}}, "method": "random", "budget": 2}, r"'parameters\.ppo\.kl_coef'.*loguniform needs low > 0"),
-        ({"parameters": {"ppo.kl_coef": {"type": "uniform", "low": 0, "hgih": 1}}, "method": "random", "budget": 2}, r"unknown field 'parameters\.ppo\.kl_coef\.hgih'.*did you mean high\?"),
-        ({"parameters": {"ppo.kl_coef": {"type": "uniform", "low": 0, "high": 1}}}, r"'parameters\.ppo\.kl_coef'.*uniform range: method grid needs lists"),
+        (
+            {
+                "parameters": {"ppo.kl_coef": {"type": "loguniform", "low": 0, "high": 1}},
+                "method": "random",
+                "budget": 2,
+            },
+            r"'parameters\.ppo\.kl_coef'.*loguniform needs low > 0",
+        ),
+        (
+            {"parameters": {"ppo.kl_coef": {"type": "uniform", "low": 0, "hgih": 1}}, "method": "random", "budget": 2},
+            r"unknown field 'parameters\.ppo\.kl_coef\.hgih'.*did you mean high\?",
+        ),
+        (
+            {"parameters": {"ppo.kl_coef": {"type": "uniform", "low": 0, "high": 1}}},
+            r"'parameters\.ppo\.kl_coef'.*uniform range: method grid needs lists",
+        ),
         ({"method": "random"}, r"method random needs a 'budget'"),
         ({"method": "bayes"}, r"bad value for 'method'.*expected one of grid, random, optuna"),
         ({"parameters": {"run.output_dir": ["a", "b"]}}, r"run\.output_dir is set by the sweep"),
@@ -284,8 +364,13 @@ def test_parameters_can_be_replaced_from_the_command_line(sweep_files):
     write_sweep, _ = sweep_files
     path = write_sweep()
     one = load_sweep(path, ["parameters.train.learning_rate=[3e-5]"])
-    assert [(p.key, p.values) for p in one.parameters] == [("ppo.kl_coef", (0.01, 0.1, 0.3)), ("train.learning_rate", (3e-5,))]
-    ranged = load_sweep(path, ["method=random", "budget=2", "parameters={ppo.kl_coef: {type: loguniform, low: 0.005, high: 0.5}}"])
+    assert [(p.key, p.values) for p in one.parameters] == [
+        ("ppo.kl_coef", (0.01, 0.1, 0.3)),
+        ("train.learning_rate", (3e-5,)),
+    ]
+    ranged = load_sweep(
+        path, ["method=random", "budget=2", "parameters={ppo.kl_coef: {type: loguniform, low: 0.005, high: 0.5}}"]
+    )
     assert [(p.key, p.kind, p.low, p.high) for p in ranged.parameters] == [("ppo.kl_coef", "loguniform", 0.005, 0.5)]
 
 
@@ -352,8 +437,11 @@ def test_optuna_search_uses_a_sqlite_study_and_resumes(sweep_files):
 
 def test_slurm_array_script_runs_each_task_and_collect_reads_results(sweep_files, monkeypatch):
     write_sweep, sweep_dir = sweep_files
-    path = write_sweep(parameters={"ppo.kl_coef": [0.01, 0.1, 0.3]}, max_parallel=2,
-                       slurm={"partition": "gpu", "setup": ["export FAKE_STAGE_FAIL_KL=0.3"]})
+    path = write_sweep(
+        parameters={"ppo.kl_coef": [0.01, 0.1, 0.3]},
+        max_parallel=2,
+        slurm={"partition": "gpu", "setup": ["export FAKE_STAGE_FAIL_KL=0.3"]},
+    )
     assert main(["--config", str(path), "--launcher", "slurm"]) == 0
     script = sweep_dir / "slurm" / "batch_001.sbatch"
     text = script.read_text()
@@ -361,11 +449,15 @@ def test_slurm_array_script_runs_each_task_and_collect_reads_results(sweep_files
     assert {row["status"] for row in read_state(sweep_dir).values()} == {"queued"}
     assert calls(sweep_dir) == []  # nothing ran: the user submits the script
     for task in (0, 2):  # what SLURM would do for two of the array tasks
-        result = subprocess.run(["bash", str(script)], env={**os.environ, "SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_JOB_ID": "77"})
+        result = subprocess.run(
+            ["bash", str(script)], env={**os.environ, "SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_JOB_ID": "77"}
+        )
         assert result.returncode == (3 if task == 2 else 0)
     assert main(["--config", str(path), "--collect"]) == 0
     state = read_state(sweep_dir)
-    assert state["t000"]["status"] == "completed" and state["t000"]["metrics"]["eval/gold_score"] == pytest.approx(-(0.01 - 0.1) ** 2)
+    assert state["t000"]["status"] == "completed" and state["t000"]["metrics"]["eval/gold_score"] == pytest.approx(
+        -((0.01 - 0.1) ** 2)
+    )
     assert state["t001"]["status"] == "queued"
     assert state["t002"]["status"] == "failed" and state["t002"]["exit_code"] == 3
     # a second call queues nothing new while t001 is still queued
@@ -374,19 +466,36 @@ def test_slurm_array_script_runs_each_task_and_collect_reads_results(sweep_files
 
 
 def test_accelerate_launcher_gives_concurrent_trials_their_own_port(sweep_files, capsys):
-    from rlhf.sweep_launch import trial_command
+    from rlhf.sweep.launch import trial_command
 
     write_sweep, _ = sweep_files
-    sweep = load_sweep(write_sweep(command=None, launcher="accelerate", accelerate_config="configs/accelerate/ddp.yaml", max_parallel=2))
+    sweep = load_sweep(
+        write_sweep(
+            command=None, launcher="accelerate", accelerate_config="configs/accelerate/ddp.yaml", max_parallel=2
+        )
+    )
     record = new_record(sweep, 0, {"ppo.kl_coef": 0.1, "train.learning_rate": 1e-5})
     slot0, slot1 = trial_command(sweep, record, slot=0), trial_command(sweep, record, slot=1)
-    assert slot0[:6] == [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/ddp.yaml", "--main_process_port"]
+    assert slot0[:6] == [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        "configs/accelerate/ddp.yaml",
+        "--main_process_port",
+    ]
     assert (slot0[6], slot1[6]) == ("29500", "29501")
     assert slot0[7:10] == ["-m", "rlhf", "ppo"]
     # the pipeline launches its own stages: it gets the accelerate config instead of being wrapped
-    pipeline_sweep = load_sweep(write_sweep(command=None, stage="pipeline", launcher="accelerate", accelerate_config="acc.yaml"))
-    command = trial_command(pipeline_sweep, new_record(pipeline_sweep, 0, {"ppo.kl_coef": 0.1, "train.learning_rate": 1e-5}))
-    assert command[:4] == [sys.executable, "-m", "rlhf", "pipeline"] and "pipeline.accelerate_config=acc.yaml" in command
+    pipeline_sweep = load_sweep(
+        write_sweep(command=None, stage="pipeline", launcher="accelerate", accelerate_config="acc.yaml")
+    )
+    command = trial_command(
+        pipeline_sweep, new_record(pipeline_sweep, 0, {"ppo.kl_coef": 0.1, "train.learning_rate": 1e-5})
+    )
+    assert (
+        command[:4] == [sys.executable, "-m", "rlhf", "pipeline"] and "pipeline.accelerate_config=acc.yaml" in command
+    )
 
 
 @pytest.mark.slow
@@ -400,7 +509,9 @@ def test_accelerate_launcher_runs_a_trial_under_accelerate_launch(sweep_files):
 def test_trials_through_the_real_cli(sweep_files):
     """`rlhf config show` as the trial command: the real CLI parses every override the sweep passes."""
     write_sweep, sweep_dir = sweep_files
-    path = write_sweep(command=[sys.executable, "-m", "rlhf", "config", "show"], parameters={"ppo.kl_coef": [0.125, 0.5]})
+    path = write_sweep(
+        command=[sys.executable, "-m", "rlhf", "config", "show"], parameters={"ppo.kl_coef": [0.125, 0.5]}
+    )
     assert main(["--config", str(path)]) == 0
     state = read_state(sweep_dir)
     assert [row["status"] for row in state.values()] == ["completed", "completed"]
@@ -419,13 +530,15 @@ def test_wandb_agent_command_reaches_the_config(sweep_files, tmp_path):
     config = yaml.safe_load(out.read_text())
     assert config["method"] == "grid" and config["metric"] == {"name": "eval/gold_score", "goal": "maximize"}
     assert config["parameters"]["ppo.kl_coef"] == {"values": [0.01, 0.1, 0.3]}
-    agent_args = create_sweep_command_args({"args": {"ppo.kl_coef": {"value": 0.3}, "train.learning_rate": {"value": 2e-5}}})
+    agent_args = create_sweep_command_args(
+        {"args": {"ppo.kl_coef": {"value": 0.3}, "train.learning_rate": {"value": 2e-5}}}
+    )
     command = []
     for token in config["command"]:  # the agent's macro expansion (wandb_agent.Agent._command_run)
         command += {"${env}": [], "${interpreter}": [sys.executable], "${args}": agent_args["args"]}.get(token, [token])
     assert "--ppo.kl_coef=0.3" in command
     stage_at = command.index("ppo", 3)
-    command[stage_at:stage_at + 1] = ["config", "show"]  # print the config the PPO stage would load
+    command[stage_at : stage_at + 1] = ["config", "show"]  # print the config the PPO stage would load
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "WANDB_RUN_ID": "abc123"})
     assert result.returncode == 0, result.stderr
     shown = yaml.safe_load(result.stdout)
@@ -451,10 +564,18 @@ def test_shipped_sweep_files_validate(path, capsys, monkeypatch):
     assert "[pending]" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("stage, config", [("sft", "configs/base.yaml"), ("rm", "configs/base.yaml"), ("ppo", "configs/base.yaml"), ("pipeline", "configs/tiny/pipeline.yaml")])
+@pytest.mark.parametrize(
+    "stage, config",
+    [
+        ("sft", "configs/base.yaml"),
+        ("rm", "configs/base.yaml"),
+        ("ppo", "configs/base.yaml"),
+        ("pipeline", "configs/tiny/pipeline.yaml"),
+    ],
+)
 def test_stages_take_wandb_agent_style_overrides(stage, config, capsys, monkeypatch):
     """`wandb agent` passes `--key=value`: every stage reads it as the override key=value."""
-    from rlhf.cli import main as rlhf_main
+    from rlhf.app.cli import main as rlhf_main
 
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     assert rlhf_main([stage, "--config", config, "--run.seed=abc"]) == 2  # a bad value, so nothing runs

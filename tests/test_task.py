@@ -1,4 +1,5 @@
 """The built-in task: deterministic generation, held-out prompts, imperfect demonstrations, committed output."""
+
 from __future__ import annotations
 
 import json
@@ -6,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from data.judge import gold_score, prompt_topic
-from data.task import OUTPUT_FILES, build_task, make_task
+from rlhf.tasks.tiny.generator import OUTPUT_FILES, build_task, make_task
+from rlhf.tasks.tiny.judge import gold_score, prompt_topic
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,7 +19,7 @@ def built():
 
 
 def test_make_task_is_deterministic_and_matches_the_committed_files(tmp_path):
-    from rlhf.cli import main
+    from rlhf.app.cli import main
 
     first, second = tmp_path / "a", tmp_path / "b"
     assert main(["data", "make-task", "--out", str(first), "--seed", "0"]) == 0
@@ -26,7 +27,9 @@ def test_make_task_is_deterministic_and_matches_the_committed_files(tmp_path):
     for name in OUTPUT_FILES:
         if name != "README.md":  # the README names its output directory
             assert (first / name).read_bytes() == (second / name).read_bytes(), name
-            assert (first / name).read_bytes() == (REPO / "data" / "tiny" / name).read_bytes(), f"data/tiny/{name} is stale: rerun make-task"
+            assert (first / name).read_bytes() == (REPO / "data" / "tiny" / name).read_bytes(), (
+                f"data/tiny/{name} is stale: rerun make-task"
+            )
     other = tmp_path / "c"
     make_task(other, seed=1)
     assert (other / "sft_train.jsonl").read_bytes() != (first / "sft_train.jsonl").read_bytes()
@@ -40,7 +43,7 @@ def test_committed_files_are_small_and_the_readme_is_current():
 
 
 def test_sizes_and_formats(built):
-    sizes = json.loads((REPO / "data" / "task.json").read_text())["sizes"]
+    sizes = json.loads((REPO / "rlhf" / "tasks" / "tiny" / "task.json").read_text())["sizes"]
     assert len(built["sft_train"]) == sizes["sft_train"] >= 2000
     assert len(built["prompts_eval"]) == sizes["eval_prompts"] >= 256
     for row in built["sft_train"]:

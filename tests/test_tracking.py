@@ -1,14 +1,17 @@
 """Tracking: metrics.jsonl parses, plots appear, wandb goes offline without a key, non-main ranks write nothing."""
+
 from __future__ import annotations
 
 import json
 
-from rlhf.config import load_config
+from rlhf.app.schema import load_config
 from rlhf.tracking import Tracker, prepare_run_dir, resolve_wandb_mode
 
 
 def make_cfg(tmp_path, report_to="[jsonl]"):
-    return load_config(None, ["model.name_or_path=m", f"run.output_dir={tmp_path / 'run'}", f"tracking.report_to={report_to}"])
+    return load_config(
+        None, ["model.name_or_path=m", f"run.output_dir={tmp_path / 'run'}", f"tracking.report_to={report_to}"]
+    )
 
 
 def test_metrics_jsonl_and_plots(tmp_path):

@@ -7,11 +7,12 @@ script), `completed` or `failed`. Resuming skips completed and failed trials (`-
 failed ones). The file also keeps the sweep's fingerprint, so a resumed sweep whose file now describes
 different trials stops with an error instead of mixing two experiments in one table.
 """
+
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
@@ -59,16 +60,28 @@ class SweepState:
             return cls(path, name, fingerprint)
         stored = json.loads(path.read_text(encoding="utf-8"))
         if stored.get("fingerprint") != fingerprint:
-            changed = sorted(key for key in set(fingerprint) | set(stored.get("fingerprint", {}))
-                             if fingerprint.get(key) != stored.get("fingerprint", {}).get(key))
-            raise ConfigError(f"{path} belongs to a sweep with different settings ({', '.join(changed)} changed); "
-                              f"set another output_dir for the new sweep, or delete {sweep_dir} to start over")
+            changed = sorted(
+                key
+                for key in set(fingerprint) | set(stored.get("fingerprint", {}))
+                if fingerprint.get(key) != stored.get("fingerprint", {}).get(key)
+            )
+            raise ConfigError(
+                f"{path} belongs to a sweep with different settings ({', '.join(changed)} changed); "
+                f"set another output_dir for the new sweep, or delete {sweep_dir} to start over"
+            )
         trials = {row["trial_id"]: TrialRecord(**row) for row in stored.get("trials", [])}
         return cls(path, name, fingerprint, trials)
 
     def save(self) -> None:
-        write_json_atomic(self.path, {"sweep": self.name, "fingerprint": self.fingerprint, "updated_at": now(),
-                                      "trials": [asdict(record) for record in self.trials.values()]})
+        write_json_atomic(
+            self.path,
+            {
+                "sweep": self.name,
+                "fingerprint": self.fingerprint,
+                "updated_at": now(),
+                "trials": [asdict(record) for record in self.trials.values()],
+            },
+        )
 
     def add(self, record: TrialRecord) -> TrialRecord:
         self.trials[record.trial_id] = record

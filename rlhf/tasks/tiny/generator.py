@@ -2,7 +2,7 @@
 
     rlhf data make-task --out data/tiny --seed 0
 
-Everything comes from data/task.json (topics and facts, phrase lists, prompt templates, contractor
+Everything comes from rlhf/tasks/tiny/task.json (topics and facts, phrase lists, prompt templates, contractor
 profiles, sizes) and one `random.Random(seed)`, so the same seed writes byte-identical files. Prompts
 are "User: {request}\\nAssistant:" with a request built from a template, an optional prefix and suffix;
 some exact prompts and four whole templates are kept out of training and appear only in the eval
@@ -11,6 +11,7 @@ with off-topic facts, filler, rude remarks, repeated phrases and missing greetin
 in task.json, so an SFT model inherits those habits and RLHF has something to fix. Responses start with
 a space and carry no end-of-sequence text (trainers append the tokenizer's EOS).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,16 @@ import statistics
 from pathlib import Path
 from typing import Any, Optional
 
-from data.judge import TASK_FILE, gold_score, rules_from_task
+from rlhf.tasks.tiny.judge import TASK_FILE, gold_score, rules_from_task
 
-OUTPUT_FILES = ("sft_train.jsonl", "sft_eval.jsonl", "prompts_train.jsonl", "prompts_eval.jsonl", "task.json", "README.md")
+OUTPUT_FILES = (
+    "sft_train.jsonl",
+    "sft_eval.jsonl",
+    "prompts_train.jsonl",
+    "prompts_eval.jsonl",
+    "task.json",
+    "README.md",
+)
 
 
 def load_task(task_file: str | Path | None = None) -> dict[str, Any]:
@@ -32,9 +40,14 @@ def format_prompt(task: dict[str, Any], request: str) -> str:
     return task["prompt_format"].format(request=request)
 
 
-def prompt_row(task: dict[str, Any], topic: str, template: str, prefix: str, suffix: str, heldout_template: bool) -> dict:
+def prompt_row(
+    task: dict[str, Any], topic: str, template: str, prefix: str, suffix: str, heldout_template: bool
+) -> dict:
     request = prefix + template.format(topic=topic) + suffix
-    return {"prompt": format_prompt(task, request), "meta": {"topic": topic, "template": template, "heldout_template": heldout_template}}
+    return {
+        "prompt": format_prompt(task, request),
+        "meta": {"topic": topic, "template": template, "heldout_template": heldout_template},
+    }
 
 
 def all_prompts(task: dict[str, Any], split: str) -> list[dict]:
@@ -82,7 +95,9 @@ def write_demonstration(task: dict[str, Any], topic: str, contractor: dict[str, 
     return join_phrases(phrases)
 
 
-def make_demonstrations(task: dict[str, Any], prompts: list[dict], count: int, rng: random.Random) -> list[tuple[dict, str]]:
+def make_demonstrations(
+    task: dict[str, Any], prompts: list[dict], count: int, rng: random.Random
+) -> list[tuple[dict, str]]:
     """`count` (row, contractor name) pairs on prompts drawn with replacement."""
     profiles = task["contractors"]["profiles"]
     shares = [profile["share"] for profile in profiles]
@@ -115,12 +130,21 @@ def build_task(seed: int = 0, task_file: str | Path | None = None) -> dict[str, 
     sft_eval = [row for row, _ in demonstrations[sizes["sft_train"] :]]
     ideal = [ideal_response(task, row["meta"]["topic"], rng) for row in prompts_eval]
     stats = task_stats(task, demonstrations, prompts_eval, ideal)
-    return {"task": task, "sft_train": sft_train, "sft_eval": sft_eval, "prompts_train": prompts_train, "prompts_eval": prompts_eval, "stats": stats}
+    return {
+        "task": task,
+        "sft_train": sft_train,
+        "sft_eval": sft_eval,
+        "prompts_train": prompts_train,
+        "prompts_eval": prompts_eval,
+        "stats": stats,
+    }
 
 
-def task_stats(task: dict[str, Any], demonstrations: list[tuple[dict, str]], prompts_eval: list[dict], ideal: list[str]) -> dict[str, Any]:
+def task_stats(
+    task: dict[str, Any], demonstrations: list[tuple[dict, str]], prompts_eval: list[dict], ideal: list[str]
+) -> dict[str, Any]:
     """Gold scores of the demonstrations (overall, per contractor) and of ideal answers; defect rates."""
-    from data.judge import judge_breakdown
+    from rlhf.tasks.tiny.judge import judge_breakdown
 
     rules = rules_from_task(task)
     breakdowns = [(judge_breakdown(row["prompt"], row["completion"], rules), name) for row, name in demonstrations]
@@ -128,7 +152,10 @@ def task_stats(task: dict[str, Any], demonstrations: list[tuple[dict, str]], pro
     per_contractor = {}
     for profile in task["contractors"]["profiles"]:
         mine = [b["score"] for b, name in breakdowns if name == profile["name"]]
-        per_contractor[profile["name"]] = {"rows": len(mine), "mean_gold": round(statistics.fmean(mine), 3) if mine else None}
+        per_contractor[profile["name"]] = {
+            "rows": len(mine),
+            "mean_gold": round(statistics.fmean(mine), 3) if mine else None,
+        }
 
     def rate(rule: str) -> float:
         return round(sum(1 for b, _ in breakdowns if b["counts"][rule]) / len(breakdowns), 3)
@@ -138,14 +165,25 @@ def task_stats(task: dict[str, Any], demonstrations: list[tuple[dict, str]], pro
         "demonstrations_std_gold": round(statistics.pstdev(scores), 3),
         "ideal_mean_gold": round(statistics.fmean(gold_score(p["prompt"], r) for p, r in zip(prompts_eval, ideal)), 3),
         "per_contractor": per_contractor,
-        "rates": {rule: rate(rule) for rule in ("greeting_first", "closing_last", "off_topic_fact", "filler", "rude", "repetition", "word_over_budget")},
+        "rates": {
+            rule: rate(rule)
+            for rule in (
+                "greeting_first",
+                "closing_last",
+                "off_topic_fact",
+                "filler",
+                "rude",
+                "repetition",
+                "word_over_budget",
+            )
+        },
         "mean_words": round(statistics.fmean(b["num_words"] for b, _ in breakdowns), 2),
     }
 
 
 README_TEMPLATE = """# The "tiny assistant" task (generated; do not edit)
 
-Written by `rlhf data make-task --out {out} --seed {seed}` from data/task.json; the same seed gives
+Written by `rlhf data make-task --out {out} --seed {seed}` from rlhf/tasks/tiny/task.json; the same seed gives
 the same bytes. See data/task.py (generator) and data/judge.py (gold judge).
 
 ## Files
@@ -189,19 +227,30 @@ Share of demonstrations with: {rates}. Mean length {mean_words} words.
 def render_readme(built: dict[str, Any], out: str, seed: int) -> str:
     stats = built["stats"]
     contractor_rows = "\n".join(
-        f"| contractor '{name}' ({info['rows']} rows) | {info['mean_gold']:.2f} |" for name, info in stats["per_contractor"].items()
+        f"| contractor '{name}' ({info['rows']} rows) | {info['mean_gold']:.2f} |"
+        for name, info in stats["per_contractor"].items()
     )
     rates = ", ".join(f"{rule.replace('_', ' ')} {value:.0%}" for rule, value in stats["rates"].items())
     heldout = sum(1 for row in built["prompts_eval"] if row["meta"]["heldout_template"])
     example = built["sft_train"][0]
     return README_TEMPLATE.format(
-        out=out, seed=seed, n_sft_train=len(built["sft_train"]), n_sft_eval=len(built["sft_eval"]),
-        n_prompts_train=len(built["prompts_train"]), n_prompts_eval=len(built["prompts_eval"]),
-        n_eval_seen=len(built["prompts_eval"]) - heldout, n_eval_heldout=heldout,
-        example_prompt=example["prompt"], example_completion=example["completion"],
-        budget=built["task"]["judge"]["length_budget_words"], ideal=stats["ideal_mean_gold"],
-        demo=stats["demonstrations_mean_gold"], demo_std=stats["demonstrations_std_gold"],
-        contractor_rows=contractor_rows, rates=rates, mean_words=stats["mean_words"],
+        out=out,
+        seed=seed,
+        n_sft_train=len(built["sft_train"]),
+        n_sft_eval=len(built["sft_eval"]),
+        n_prompts_train=len(built["prompts_train"]),
+        n_prompts_eval=len(built["prompts_eval"]),
+        n_eval_seen=len(built["prompts_eval"]) - heldout,
+        n_eval_heldout=heldout,
+        example_prompt=example["prompt"],
+        example_completion=example["completion"],
+        budget=built["task"]["judge"]["length_budget_words"],
+        ideal=stats["ideal_mean_gold"],
+        demo=stats["demonstrations_mean_gold"],
+        demo_std=stats["demonstrations_std_gold"],
+        contractor_rows=contractor_rows,
+        rates=rates,
+        mean_words=stats["mean_words"],
     )
 
 

@@ -11,6 +11,7 @@ tokenizer's own special tokens); conversational prompts go through the tokenizer
 the generation prompt. One seed is set before the first batch, so a run is reproducible for a fixed
 batch size and device. `sample_responses` is the reusable core (evaluation calls it with K=1).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -111,7 +112,9 @@ def sample(
     padding_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     do_sample = temperature > 0
-    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if do_sample else dict(do_sample=False)
+    sampling = (
+        dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if do_sample else dict(do_sample=False)
+    )
     results: list[Sample] = []
     try:
         batches = list(_batches(list(prompts), batch_size))
@@ -119,15 +122,26 @@ def sample(
             texts_and_flags = [prompt_to_text(tokenizer, prompt) for prompt in batch]
             add_special = texts_and_flags[0][1]
             encoded = tokenizer(
-                [text for text, _ in texts_and_flags], return_tensors="pt", padding=True, add_special_tokens=add_special,
-                truncation=max_prompt_length is not None, max_length=max_prompt_length,
+                [text for text, _ in texts_and_flags],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=add_special,
+                truncation=max_prompt_length is not None,
+                max_length=max_prompt_length,
             ).to(device)
             output = model.generate(
-                **encoded, max_new_tokens=max_new_tokens, num_return_sequences=num_samples,
-                pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(eos_ids), **sampling,
+                **encoded,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=num_samples,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=sorted(eos_ids),
+                **sampling,
             )
             new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
-            prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(encoded["input_ids"].cpu(), encoded["attention_mask"].cpu())]
+            prompt_ids = [
+                ids[mask.bool()].tolist()
+                for ids, mask in zip(encoded["input_ids"].cpu(), encoded["attention_mask"].cpu())
+            ]
             for row, tokens in enumerate(new_tokens):
                 decoded = decode_response(tokenizer, tokens, eos_ids, tokenizer.pad_token_id)
                 decoded.prompt_ids = prompt_ids[row // num_samples]  # generate repeats each prompt num_samples times
@@ -164,12 +178,14 @@ def generate_candidates(
         mine = samples[index * k : (index + 1) * k]
         meta = dict(row.get("meta") or {})
         meta.update(finished=[item.finished for item in mine], num_tokens=[item.num_tokens for item in mine])
-        candidates.append({
-            "id": row_id,
-            "prompt": row["prompt"],
-            "responses": [{"id": f"{row_id}-r{j}", "text": item.text} for j, item in enumerate(mine)],
-            "meta": meta,
-        })
+        candidates.append(
+            {
+                "id": row_id,
+                "prompt": row["prompt"],
+                "responses": [{"id": f"{row_id}-r{j}", "text": item.text} for j, item in enumerate(mine)],
+                "meta": meta,
+            }
+        )
     return candidates
 
 
@@ -177,9 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     from rlhf.config import GenerateSection
 
     defaults = GenerateSection()
-    parser = argparse.ArgumentParser(prog="rlhf generate", description="Sample K responses per prompt into a candidates file.")
-    parser.add_argument("--policy", required=True, help="causal LM directory or hub id (its tokenizer is loaded from the same place)")
-    parser.add_argument("--prompts", required=True, help="prompts file ({'prompt'} rows; .jsonl/.json/.parquet/dataset dir)")
+    parser = argparse.ArgumentParser(
+        prog="rlhf generate", description="Sample K responses per prompt into a candidates file."
+    )
+    parser.add_argument(
+        "--policy", required=True, help="causal LM directory or hub id (its tokenizer is loaded from the same place)"
+    )
+    parser.add_argument(
+        "--prompts", required=True, help="prompts file ({'prompt'} rows; .jsonl/.json/.parquet/dataset dir)"
+    )
     parser.add_argument("--out", required=True, help="candidates .jsonl to write")
     parser.add_argument("--k", type=int, default=defaults.k, help="responses per prompt")
     parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
@@ -218,16 +240,34 @@ def main(argv: list[str] | None = None) -> int:
     model.to(device)
     start = time.perf_counter()
     candidates = generate_candidates(
-        model, tokenizer, rows, k=args.k, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-        top_p=args.top_p, top_k=args.top_k, batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,
+        model,
+        tokenizer,
+        rows,
+        k=args.k,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=not args.no_progress,
     )
     elapsed = time.perf_counter() - start
     write_jsonl_atomic(args.out, candidates)
     finished = [flag for row in candidates for flag in row["meta"]["finished"]]
     tokens = [count for row in candidates for count in row["meta"]["num_tokens"]]
-    print(json.dumps({
-        "out": args.out, "prompts": len(candidates), "responses": len(finished),
-        "finished_fraction": round(sum(finished) / len(finished), 4), "mean_new_tokens": round(sum(tokens) / len(tokens), 2),
-        "seconds": round(elapsed, 2), "new_tokens_per_second": round(sum(tokens) / max(elapsed, 1e-9), 1), "device": device,
-    }))
+    print(
+        json.dumps(
+            {
+                "out": args.out,
+                "prompts": len(candidates),
+                "responses": len(finished),
+                "finished_fraction": round(sum(finished) / len(finished), 4),
+                "mean_new_tokens": round(sum(tokens) / len(tokens), 2),
+                "seconds": round(elapsed, 2),
+                "new_tokens_per_second": round(sum(tokens) / max(elapsed, 1e-9), 1),
+                "device": device,
+            }
+        )
+    )
     return 0

@@ -1,15 +1,16 @@
 """The gold judge of the built-in "tiny assistant" task: (prompt, response) -> score.
 
-    python -c "from data.judge import gold_score; print(gold_score('User: Tell me about cats.\\nAssistant:', ' Hi! Cats purr. Hope this helps.'))"
+    rlhf data rank --candidates runs/tiny/candidates.jsonl --out runs/tiny/rankings.jsonl --judge tiny
 
 It stands for the reviewers' true preference: simulated reviewers rank candidates by it and `rlhf eval`
-reports it; the policy never trains on it. Every rule, weight and phrase list lives in data/task.json
+reports it; the policy never trains on it. Every rule, weight and phrase list lives in rlhf/tasks/tiny/task.json
 (`judge` section and the phrase lists) so a third party can re-implement it from that file alone. The
 score is a sum of per-phrase terms (+ on-topic facts, - off-topic facts, rudeness, filler, unknown or
 incomplete phrases, repetition; + a greeting first and a closing last) plus a length term, so each
 improvement a tiny policy can learn (drop a rude remark, add a closing, stop before the budget) moves the
 score by a fixed, visible amount. The functions are pure: same input, same output, no state.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,7 +51,8 @@ def rules_from_task(task: dict[str, Any]) -> Rules:
             kind_of_phrase.setdefault(normalize_phrase(fact), "fact")
             topic_of_fact.setdefault(normalize_phrase(fact), topic)
     keywords = tuple(
-        (topic, re.compile(rf"\b{re.escape(spec['keyword'])}\b", re.IGNORECASE)) for topic, spec in task["topics"].items()
+        (topic, re.compile(rf"\b{re.escape(spec['keyword'])}\b", re.IGNORECASE))
+        for topic, spec in task["topics"].items()
     )
     judge = task["judge"]
     return Rules(kind_of_phrase, topic_of_fact, keywords, dict(judge["weights"]), int(judge["length_budget_words"]))
@@ -126,7 +128,7 @@ def judge_breakdown(prompt: str, response: str, rules: Optional[Rules] = None) -
 
 
 def gold_score(prompt: str, response: str) -> float:
-    """The gold score of `response` to `prompt` under data/task.json's rules (higher is better)."""
+    """The gold score of `response` to `prompt` under rlhf/tasks/tiny/task.json's rules (higher is better)."""
     return judge_breakdown(prompt, response)["score"]
 
 

@@ -10,6 +10,7 @@ in random/Optuna search), a mapping with `type` is a distribution (uniform, logu
 in a sweep file (base_config, output_dir, accelerate_config) are relative to the working directory, as in
 the pipeline config and in every override.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -142,7 +143,15 @@ class Sweep:
 
 
 def _spec_to_dict(spec: ParameterSpec) -> dict:
-    return {"key": spec.key, "kind": spec.kind, "values": list(spec.values), "low": spec.low, "high": spec.high, "step": spec.step, "log": spec.log}
+    return {
+        "key": spec.key,
+        "kind": spec.kind,
+        "values": list(spec.values),
+        "low": spec.low,
+        "high": spec.high,
+        "step": spec.step,
+        "log": spec.log,
+    }
 
 
 def _suggest(word: str, valid: tuple[str, ...]) -> str:
@@ -152,7 +161,10 @@ def _suggest(word: str, valid: tuple[str, ...]) -> str:
 
 def _choice(value: str, key: str, choices: tuple[str, ...], source: str) -> None:
     if value not in choices:
-        raise ConfigError(f"bad value for '{key}' in sweep file {source}: {value!r}; expected one of {', '.join(choices)}{_suggest(str(value), choices)}")
+        raise ConfigError(
+            f"bad value for '{key}' in sweep file {source}: {value!r}; expected one of "
+            f"{', '.join(choices)}{_suggest(str(value), choices)}"
+        )
 
 
 def _is_number(value: Any) -> bool:
@@ -163,7 +175,9 @@ def parse_parameter(key: str, raw: Any, source: str) -> ParameterSpec:
     """A `parameters` entry -> ParameterSpec; every error names `parameters.<key>` and the file."""
     where = f"'parameters.{key}' in sweep file {source}"
     if not isinstance(key, str) or not key or key.startswith(".") or key.endswith("."):
-        raise ConfigError(f"bad parameter name {key!r} in sweep file {source}: expected a dotted config key like ppo.kl_coef")
+        raise ConfigError(
+            f"bad parameter name {key!r} in sweep file {source}: expected a dotted config key like ppo.kl_coef"
+        )
     if key in SWEEP_OWNED_KEYS:
         raise ConfigError(f"{where}: {key} is set by the sweep for every trial and cannot be swept")
     if isinstance(raw, list):
@@ -171,15 +185,24 @@ def parse_parameter(key: str, raw: Any, source: str) -> ParameterSpec:
             raise ConfigError(f"{where}: an empty list of values")
         return ParameterSpec(key, "values", tuple(raw))
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a list of values or a distribution {{type: uniform|loguniform|int|choice, ...}}; got {raw!r}")
+        raise ConfigError(
+            f"{where}: expected a list of values or a distribution {{type: uniform|loguniform|int|choice, ...}}; got "
+            f"{raw!r}"
+        )
     for field_name in raw:
         if field_name not in DISTRIBUTION_FIELDS:
-            raise ConfigError(f"unknown field 'parameters.{key}.{field_name}' in sweep file {source}{_suggest(str(field_name), DISTRIBUTION_FIELDS)}")
+            raise ConfigError(
+                f"unknown field 'parameters.{key}.{field_name}' in sweep file "
+                f"{source}{_suggest(str(field_name), DISTRIBUTION_FIELDS)}"
+            )
     kind = raw.get("type", "choice" if "values" in raw else None)
     if kind is None:
         raise ConfigError(f"{where}: a distribution needs 'type' (one of {', '.join(DISTRIBUTION_TYPES)})")
     if kind not in DISTRIBUTION_TYPES:
-        raise ConfigError(f"bad value for 'parameters.{key}.type' in sweep file {source}: {kind!r}; expected one of {', '.join(DISTRIBUTION_TYPES)}{_suggest(str(kind), DISTRIBUTION_TYPES)}")
+        raise ConfigError(
+            f"bad value for 'parameters.{key}.type' in sweep file {source}: {kind!r}; expected one of "
+            f"{', '.join(DISTRIBUTION_TYPES)}{_suggest(str(kind), DISTRIBUTION_TYPES)}"
+        )
     if kind == "choice":
         values = raw.get("values")
         if not isinstance(values, list) or not values:
@@ -189,26 +212,40 @@ def parse_parameter(key: str, raw: Any, source: str) -> ParameterSpec:
         if bound not in raw:
             raise ConfigError(f"{where}: type {kind} needs '{bound}'")
         if not _is_number(raw[bound]):
-            raise ConfigError(f"bad value for 'parameters.{key}.{bound}' in sweep file {source}: {raw[bound]!r}; expected a number")
+            raise ConfigError(
+                f"bad value for 'parameters.{key}.{bound}' in sweep file {source}: {raw[bound]!r}; expected a number"
+            )
     low, high = raw["low"], raw["high"]
     if not low < high:
         raise ConfigError(f"{where}: needs low < high; got low={low}, high={high}")
     step = raw.get("step")
     if step is not None and (not _is_number(step) or step <= 0):
-        raise ConfigError(f"bad value for 'parameters.{key}.step' in sweep file {source}: {step!r}; expected a positive number")
+        raise ConfigError(
+            f"bad value for 'parameters.{key}.step' in sweep file {source}: {step!r}; expected a positive number"
+        )
     log = bool(raw.get("log", kind == "loguniform"))
     if kind == "loguniform" and low <= 0:
         raise ConfigError(f"{where}: loguniform needs low > 0; got low={low}")
     if kind == "int":
         for bound_name, bound in (("low", low), ("high", high), ("step", step)):
             if bound is not None and int(bound) != bound:
-                raise ConfigError(f"bad value for 'parameters.{key}.{bound_name}' in sweep file {source}: {bound!r}; type int needs whole numbers")
+                raise ConfigError(
+                    f"bad value for 'parameters.{key}.{bound_name}' in sweep file {source}: {bound!r}; type int "
+                    "needs whole numbers"
+                )
         if log and low <= 0:
             raise ConfigError(f"{where}: an int range with log: true needs low > 0; got low={low}")
         return ParameterSpec(key, "int", low=int(low), high=int(high), step=int(step) if step else 1, log=log)
     if log and step is not None:
         raise ConfigError(f"{where}: 'step' cannot be combined with a log scale")
-    return ParameterSpec(key, "loguniform" if log else "uniform", low=float(low), high=float(high), step=float(step) if step else None, log=log)
+    return ParameterSpec(
+        key,
+        "loguniform" if log else "uniform",
+        low=float(low),
+        high=float(high),
+        step=float(step) if step else None,
+        log=log,
+    )
 
 
 def _override_key(text: str) -> str:
@@ -222,14 +259,23 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] =
     source = str(path)
     # `parameters` is free-form: its overrides replace entries instead of merging into them (a list
     # cannot merge into a distribution), so they are applied here rather than by load_config
-    parameter_overrides = [parse_override(text) for text in overrides if _override_key(text).split(".", 1)[0] == "parameters"]
-    cfg = load_config(path, [text for text in overrides if _override_key(text).split(".", 1)[0] != "parameters"], schema_cls=SweepConfig)
+    parameter_overrides = [
+        parse_override(text) for text in overrides if _override_key(text).split(".", 1)[0] == "parameters"
+    ]
+    cfg = load_config(
+        path,
+        [text for text in overrides if _override_key(text).split(".", 1)[0] != "parameters"],
+        schema_cls=SweepConfig,
+    )
     _choice(cfg.stage, "stage", STAGES, source)
     _choice(cfg.method, "method", METHODS, source)
     _choice(cfg.direction, "direction", DIRECTIONS, source)
     _choice(cfg.launcher, "launcher", LAUNCHERS, source)
     if not NAME_PATTERN.match(cfg.name):
-        raise ConfigError(f"bad value for 'name' in sweep file {source}: {cfg.name!r}; use letters, digits, '_', '-' and '.' (it names a directory and a wandb group)")
+        raise ConfigError(
+            f"bad value for 'name' in sweep file {source}: {cfg.name!r}; use letters, digits, '_', '-' and '.' (it "
+            "names a directory and a wandb group)"
+        )
     raw_parameters = OmegaConf.to_container(cfg.parameters) if cfg.parameters is not None else None
     for key, value in parameter_overrides:
         if key == "parameters":
@@ -237,23 +283,35 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] =
         else:
             raw_parameters = {**(raw_parameters or {}), key.split(".", 1)[1]: value}
     if not isinstance(raw_parameters, dict) or not raw_parameters:
-        raise ConfigError(f"sweep file {source} needs 'parameters': a mapping of dotted config keys to value lists or distributions")
+        raise ConfigError(
+            f"sweep file {source} needs 'parameters': a mapping of dotted config keys to value lists or distributions"
+        )
     parameters = tuple(parse_parameter(key, raw, source) for key, raw in raw_parameters.items())
     if cfg.method == "grid":
         ranges = [p for p in parameters if p.kind != "values"]
         if ranges:
-            raise ConfigError(f"'parameters.{ranges[0].key}' in sweep file {source} is a {ranges[0].kind} range: method grid needs lists of values (use method random or optuna for ranges)")
+            raise ConfigError(
+                f"'parameters.{ranges[0].key}' in sweep file {source} is a {ranges[0].kind} range: method grid needs "
+                "lists of values (use method random or optuna for ranges)"
+            )
     if cfg.budget is not None and cfg.budget < 1:
         raise ConfigError(f"bad value for 'budget' in sweep file {source}: {cfg.budget}; expected at least 1")
     if cfg.method != "grid" and cfg.budget is None:
         raise ConfigError(f"sweep file {source}: method {cfg.method} needs a 'budget' (the number of trials)")
     if cfg.max_parallel < 1:
-        raise ConfigError(f"bad value for 'max_parallel' in sweep file {source}: {cfg.max_parallel}; expected at least 1")
+        raise ConfigError(
+            f"bad value for 'max_parallel' in sweep file {source}: {cfg.max_parallel}; expected at least 1"
+        )
     if cfg.gpus_per_trial < 0:
-        raise ConfigError(f"bad value for 'gpus_per_trial' in sweep file {source}: {cfg.gpus_per_trial}; expected 0 or more")
+        raise ConfigError(
+            f"bad value for 'gpus_per_trial' in sweep file {source}: {cfg.gpus_per_trial}; expected 0 or more"
+        )
     if cfg.method == "optuna" and cfg.launcher == "slurm":
-        raise ConfigError(f"sweep file {source}: method optuna chooses each trial from the results so far, which a SLURM array cannot do; "
-                          "use launcher local or accelerate (e.g. run `rlhf sweep` inside one SLURM allocation)")
+        raise ConfigError(
+            f"sweep file {source}: method optuna chooses each trial from the results so far, which a SLURM array "
+            "cannot do; "
+            "use launcher local or accelerate (e.g. run `rlhf sweep` inside one SLURM allocation)"
+        )
     if cfg.command is not None and not list(cfg.command):
         raise ConfigError(f"bad value for 'command' in sweep file {source}: an empty list")
     for text in cfg.overrides:
@@ -263,7 +321,10 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] =
         if key in {p.key for p in parameters}:
             raise ConfigError(f"'overrides' in sweep file {source} sets {key}, which is also a swept parameter")
     if not Path(cfg.base_config).is_file():
-        raise ConfigError(f"bad value for 'base_config' in sweep file {source}: {cfg.base_config} is not a file (paths are relative to the working directory {os.getcwd()})")
+        raise ConfigError(
+            f"bad value for 'base_config' in sweep file {source}: {cfg.base_config} is not a file (paths are "
+            f"relative to the working directory {os.getcwd()})"
+        )
     return Sweep(
         source=source,
         name=cfg.name,

@@ -25,7 +25,8 @@ reads what finished and rebuilds the summary.
 wandb sweep agents. Every `rlhf` stage also takes `--key=value` overrides, the form `wandb agent` passes,
 so a wandb sweep can drive the stages directly. `rlhf sweep --config FILE --wandb-sweep wandb.yaml` writes
 the same search as a wandb sweep config, whose command is
-    ${env} ${interpreter} -m rlhf ppo --config configs/tiny/ppo.yaml tracking.group=<name> tracking.report_to=[jsonl,wandb]
+    ${env} ${interpreter} -m rlhf ppo --config configs/tiny/ppo.yaml tracking.group=<name>
+        tracking.report_to=[jsonl,wandb]
         run.output_dir=runs/sweeps/<name>/wandb/${oc.env:WANDB_RUN_ID} run.name=<name>-${oc.env:WANDB_RUN_ID} ${args}
 (the agent expands ${args} to `--ppo.kl_coef=0.05 ...` and sets WANDB_RUN_ID, which the config resolves
 through OmegaConf's oc.env, so each agent run gets its own directory). Then:
@@ -34,6 +35,7 @@ through OmegaConf's oc.env, so each agent run gets its own directory). Then:
 The metric must be one the stage logs to wandb. Agents run one process per run, so this mode is for single
 stages (sft, rm, ppo); sweep the pipeline with `rlhf sweep`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,14 +44,20 @@ import sys
 from typing import Any, Optional
 
 from rlhf.errors import ConfigError, UserError
-from rlhf.sweep_launch import LocalRunner, collect_slurm_results, metric_value, shell_join, trial_command, write_slurm_array
-from rlhf.sweep_report import best_trial, format_table, frontier_keys, write_plots, write_summary
-from rlhf.sweep_space import format_override, grid_size, trial_overrides
-from rlhf.sweep_spec import Sweep, load_sweep
-from rlhf.sweep_state import FINISHED, SweepState
-from rlhf.sweep_trials import FixedTrials, OptunaTrials, new_record, planned_trials, trial_id
-from rlhf.sweep_wandb import export_wandb_sweep
-
+from rlhf.sweep.launch import (
+    LocalRunner,
+    collect_slurm_results,
+    metric_value,
+    shell_join,
+    trial_command,
+    write_slurm_array,
+)
+from rlhf.sweep.report import best_trial, format_table, frontier_keys, write_plots, write_summary
+from rlhf.sweep.space import format_override, grid_size, trial_overrides
+from rlhf.sweep.spec import Sweep, load_sweep
+from rlhf.sweep.state import FINISHED, SweepState
+from rlhf.sweep.trials import FixedTrials, OptunaTrials, new_record, planned_trials, trial_id
+from rlhf.sweep.wandb_export import export_wandb_sweep
 
 # --------------------------------------------------------------------------------------------------
 # Validation of trial keys against the stage's schema
@@ -59,12 +67,12 @@ from rlhf.sweep_wandb import export_wandb_sweep
 def load_stage_config(stage: str, base_config: str, overrides: list[str]) -> None:
     """Load the stage's config with these overrides exactly as the stage will (raises ConfigError)."""
     if stage == "pipeline":
-        from rlhf.pipeline import Pipeline, load_pipeline_config
+        from rlhf.app.pipeline import Pipeline, load_pipeline_config
 
         # the pipeline routes `ppo.kl_coef=...` to its PPO stage: check the stage configs it will build too
         Pipeline(load_pipeline_config(base_config, overrides)).validate_stage_configs()
     else:
-        from rlhf.config import load_config
+        from rlhf.app.schema import load_config
 
         load_config(base_config, overrides, require_complete=False)
 
@@ -102,20 +110,30 @@ def validate_trial_keys(sweep: Sweep) -> None:
 
 
 def print_plan(sweep: Sweep, state: SweepState, plan_ids: list[str]) -> None:
-    print(f"sweep '{sweep.name}': method {sweep.method}, stage {sweep.stage}, launcher {sweep.launcher}, "
-          f"max_parallel {sweep.max_parallel}, dir {sweep.output_dir}")
+    print(
+        f"sweep '{sweep.name}': method {sweep.method}, stage {sweep.stage}, launcher {sweep.launcher}, "
+        f"max_parallel {sweep.max_parallel}, dir {sweep.output_dir}"
+    )
     print(f"metric: {sweep.metric} ({sweep.direction})")
     if sweep.method == "optuna":
         for spec in sweep.parameters:
-            space = list(spec.values) if spec.kind == "values" else f"{spec.kind} [{spec.low}, {spec.high}]" + (f" step {spec.step}" if spec.step else "")
+            space = (
+                list(spec.values)
+                if spec.kind == "values"
+                else f"{spec.kind} [{spec.low}, {spec.high}]" + (f" step {spec.step}" if spec.step else "")
+            )
             print(f"  {spec.key}: {space}")
-        print(f"Optuna (TPE, seed {sweep.seed}) chooses {sweep.budget} trials as results arrive; {len(state.trials)} recorded so far.")
+        print(
+            f"Optuna (TPE, seed {sweep.seed}) chooses {sweep.budget} trials as results arrive; {len(state.trials)} "
+            "recorded so far."
+        )
     shown = plan_ids or list(state.trials)
     for tid in shown:
         record = state.trials[tid]
         print(f"{tid}  [{record.status}]  {' '.join(trial_overrides(record.params))}")
     if shown:
         print(f"command of {shown[0]}: {shell_join(trial_command(sweep, state.trials[shown[0]]))}")
+
 
 def lock_sweep_dir(sweep: Sweep):
     """An exclusive lock on <sweep dir>/.sweep.lock: two sweeps writing one trials table would lose trials."""
@@ -126,7 +144,9 @@ def lock_sweep_dir(sweep: Sweep):
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise UserError(f"another `rlhf sweep` is running in {sweep.output_dir}; wait for it or stop it (its trials resume later)") from None
+        raise UserError(
+            f"another `rlhf sweep` is running in {sweep.output_dir}; wait for it or stop it (its trials resume later)"
+        ) from None
     return handle
 
 
@@ -148,8 +168,10 @@ def finish_report(sweep: Sweep, state: SweepState, plots: bool = True) -> None:
     counts = ", ".join(f"{n} {status}" for status, n in state.counts().items() if n)
     print(f"[sweep] {counts}; summary: {sweep.output_dir / 'summary.csv'}")
     if best is not None:
-        print(f"[sweep] best: {best.trial_id} {sweep.metric}={metric_value(best.metrics, sweep.metric):.4g} "
-              f"({' '.join(trial_overrides(best.params))}) in {best.run_dir}")
+        print(
+            f"[sweep] best: {best.trial_id} {sweep.metric}={metric_value(best.metrics, sweep.metric):.4g} "
+            f"({' '.join(trial_overrides(best.params))}) in {best.run_dir}"
+        )
 
 
 def open_state(sweep: Sweep) -> tuple[SweepState, list[str]]:
@@ -173,8 +195,10 @@ def queue_on_slurm(sweep: Sweep, state: SweepState, plan_ids: list[str], sweep_f
         for record in pending:
             record.status = "queued"
         state.save()
-        print(f"[sweep] wrote {script} ({len(pending)} trials). Submit it with:\n  sbatch {script}\n"
-              f"then collect the results with:\n  rlhf sweep --config {sweep_file} --collect")
+        print(
+            f"[sweep] wrote {script} ({len(pending)} trials). Submit it with:\n  sbatch {script}\n"
+            f"then collect the results with:\n  rlhf sweep --config {sweep_file} --collect"
+        )
     finish_report(sweep, state, plots=False)
     return 0
 
@@ -197,15 +221,23 @@ def run_locally(sweep: Sweep, state: SweepState, plan_ids: list[str], sweep_file
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="rlhf sweep", description="Grid, random or Optuna sweeps over config keys (resumable).")
+    parser = argparse.ArgumentParser(
+        prog="rlhf sweep", description="Grid, random or Optuna sweeps over config keys (resumable)."
+    )
     parser.add_argument("--config", "-c", required=True, help="sweep YAML (see configs/sweeps/ppo_kl.yaml)")
     parser.add_argument("overrides", nargs="*", help="overrides of the sweep file's own keys, e.g. budget=8 seed=1")
     parser.add_argument("--dry-run", action="store_true", help="print the trials and their overrides; run nothing")
     parser.add_argument("--max-parallel", type=int, help="trials at once (overrides max_parallel)")
     parser.add_argument("--launcher", choices=("local", "accelerate", "slurm"), help="overrides launcher")
-    parser.add_argument("--retry-failed", action="store_true", help="run failed trials again (and re-queue SLURM trials with no result)")
-    parser.add_argument("--collect", action="store_true", help="read finished SLURM trials, rebuild the summary; run nothing")
-    parser.add_argument("--wandb-sweep", metavar="OUT_YAML", help="write the search as a wandb sweep config for `wandb agent`, and exit")
+    parser.add_argument(
+        "--retry-failed", action="store_true", help="run failed trials again (and re-queue SLURM trials with no result)"
+    )
+    parser.add_argument(
+        "--collect", action="store_true", help="read finished SLURM trials, rebuild the summary; run nothing"
+    )
+    parser.add_argument(
+        "--wandb-sweep", metavar="OUT_YAML", help="write the search as a wandb sweep config for `wandb agent`, and exit"
+    )
     args = parser.parse_args(list(argv or []))
     overrides = list(args.overrides)
     if args.max_parallel is not None:
@@ -219,7 +251,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     if sweep.validate_keys:
         validate_trial_keys(sweep)
     if sweep.method == "grid" and sweep.budget and sweep.budget < grid_size(sweep.parameters):
-        print(f"[sweep] budget {sweep.budget} < grid size {grid_size(sweep.parameters)}: running the first {sweep.budget} trials")
+        print(
+            f"[sweep] budget {sweep.budget} < grid size {grid_size(sweep.parameters)}: running the first "
+            f"{sweep.budget} trials"
+        )
     if args.dry_run:
         print_plan(sweep, *open_state(sweep))
         return 0

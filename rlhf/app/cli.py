@@ -7,30 +7,37 @@
 Subcommands are imported lazily so `rlhf --help` is instant and a stage's heavy imports (torch, trl,
 deepspeed) load only when that stage runs. User errors (config, data) print one line and exit 2.
 """
+
 from __future__ import annotations
 
 import importlib
 import sys
 
-# name -> (module with a `main(argv) -> int`, one-line help)
+# name -> ("module" with a `main(argv) -> int`, or "module:function"; one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "sft": ("sft.cli", "stage 1: supervised fine-tuning on demonstrations (trl.SFTTrainer)"),
-    "rm": ("reward_model.cli", "stage 2: train a reward model on rankings or pairs; `rm score` scores rows"),
-    "ppo": ("ppo.cli", "stage 3: PPO against the reward model with a KL penalty to the SFT reference"),
-    "pipeline": ("rlhf.pipeline", "run every stage end to end (make-task, sft, generate, rank, rm, ppo, eval)"),
-    "eval": ("rlhf.evaluation", "compare policies: RM and gold scores, KL, win rates with intervals"),
-    "generate": ("rlhf.generation", "sample K responses per prompt into a candidates file"),
+    "sft": ("rlhf.app.stages:sft_main", "stage 1: supervised fine-tuning on demonstrations (trl.SFTTrainer)"),
+    "rm": ("rlhf.app.stages:rm_main", "stage 2: train a reward model on rankings or pairs; `rm score` scores rows"),
+    "ppo": ("rlhf.app.stages:ppo_main", "stage 3: PPO against the reward model with a KL penalty to the SFT reference"),
+    "pipeline": ("rlhf.app.pipeline", "run every stage end to end (make-task, sft, generate, rank, rm, ppo, eval)"),
+    "eval": ("rlhf.commands.evaluate", "compare policies: RM and gold scores, KL, win rates with intervals"),
+    "generate": ("rlhf.commands.generate", "sample K responses per prompt into a candidates file"),
     "annotate": ("annotation.cli", "the reviewers' web tool: serve, add-reviewer, export, stats"),
-    "sweep": ("rlhf.sweep", "grid, random or Optuna sweeps over config keys"),
-    "data": ("rlhf.data_cli", "make the built-in task, validate data, convert public datasets, rank"),
+    "sweep": ("rlhf.sweep.runner", "grid, random or Optuna sweeps over config keys"),
+    "data": ("rlhf.commands.data", "make the built-in task, validate data, convert public datasets, rank"),
     "model": ("rlhf.modeling", "build the tiny preset model (init-tiny)"),
-    "config": ("rlhf.config", "print a resolved config (show)"),
+    "config": ("rlhf.app.schema", "print a resolved config (show)"),
 }
 
 
 def _usage() -> str:
     width = max(len(name) for name in SUBCOMMANDS)
-    lines = ["usage: rlhf <command> [options]", "", "InstructGPT-style RLHF: SFT -> reward model -> PPO.", "", "commands:"]
+    lines = [
+        "usage: rlhf <command> [options]",
+        "",
+        "InstructGPT-style RLHF: SFT -> reward model -> PPO.",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name.ljust(width)}  {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
     lines += ["", "Run `rlhf <command> --help` for a command's options."]
     return "\n".join(lines)
@@ -54,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" (did you mean {close[0]}?)" if close else ""
         print(f"rlhf: unknown command '{name}'{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module_name = SUBCOMMANDS[name][0]
+    module_name, _, function_name = SUBCOMMANDS[name][0].partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -67,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     succeeded = False
     try:
-        code = int(module.main(rest) or 0)
+        code = int(getattr(module, function_name or "main")(rest) or 0)
         succeeded = True
         return code
     except UserError as exc:

@@ -15,6 +15,7 @@ leaves logs/<id>.exit.json (exit code, wall time) that the next `rlhf sweep ... 
 A trial's results are its run directory's summary.json (flat metrics written by every stage), or, when a
 run died before writing one, the last value of each metric in its metrics.jsonl.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,9 +31,9 @@ from typing import Any, Callable, Optional, Protocol
 
 from rlhf.errors import ConfigError
 from rlhf.files import write_text_atomic
-from rlhf.sweep_space import format_override, trial_overrides
-from rlhf.sweep_spec import Sweep
-from rlhf.sweep_state import SweepState, TrialRecord, now
+from rlhf.sweep.space import format_override, trial_overrides
+from rlhf.sweep.spec import Sweep
+from rlhf.sweep.state import SweepState, TrialRecord, now
 
 BASE_PORT = 29500  # accelerate's default main_process_port; concurrent trials take the next ones
 SLURM_PORT = "\0SLURM_PORT\0"  # placeholder for the port an array task computes from its task id
@@ -47,10 +48,19 @@ LOG_TAIL_LINES = 30
 def trial_config_args(sweep: Sweep, record: TrialRecord) -> list[str]:
     """`--config` and overrides of one trial. The group comes before the user's overrides so they can
     change it; output dir and name come last because the sweep's bookkeeping depends on them."""
-    args = ["--config", sweep.base_config, format_override("tracking.group", sweep.name), *sweep.overrides, *trial_overrides(record.params)]
+    args = [
+        "--config",
+        sweep.base_config,
+        format_override("tracking.group", sweep.name),
+        *sweep.overrides,
+        *trial_overrides(record.params),
+    ]
     if sweep.stage == "pipeline" and sweep.launcher != "local" and sweep.accelerate_config:
         args.append(format_override("pipeline.accelerate_config", sweep.accelerate_config))
-    return args + [format_override("run.output_dir", record.run_dir), format_override("run.name", f"{sweep.name}-{record.trial_id}")]
+    return args + [
+        format_override("run.output_dir", record.run_dir),
+        format_override("run.name", f"{sweep.name}-{record.trial_id}"),
+    ]
 
 
 def _is_python(program: str) -> bool:
@@ -60,7 +70,9 @@ def _is_python(program: str) -> bool:
 def trial_command(sweep: Sweep, record: TrialRecord, slot: int = 0, port: Any = None) -> list[str]:
     """The full argv of one trial. `slot` is its place among concurrently running trials."""
     program = list(sweep.command) if sweep.command else [sys.executable, "-m", "rlhf", sweep.stage]
-    wrap_accelerate = sweep.launcher == "accelerate" or (sweep.launcher == "slurm" and sweep.accelerate_config is not None)
+    wrap_accelerate = sweep.launcher == "accelerate" or (
+        sweep.launcher == "slurm" and sweep.accelerate_config is not None
+    )
     if not wrap_accelerate or sweep.stage == "pipeline":
         return program + trial_config_args(sweep, record)
     launch = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -84,10 +96,17 @@ def visible_devices(slot: int, gpus_per_trial: int, max_parallel: int, environ: 
         return None
     environ = os.environ if environ is None else environ
     listed = environ.get("CUDA_VISIBLE_DEVICES")
-    pool = [d.strip() for d in listed.split(",") if d.strip()] if listed else [str(i) for i in range(gpus_per_trial * max_parallel)]
+    pool = (
+        [d.strip() for d in listed.split(",") if d.strip()]
+        if listed
+        else [str(i) for i in range(gpus_per_trial * max_parallel)]
+    )
     if gpus_per_trial * max_parallel > len(pool):
-        raise ConfigError(f"max_parallel={max_parallel} x gpus_per_trial={gpus_per_trial} needs {gpus_per_trial * max_parallel} GPUs; CUDA_VISIBLE_DEVICES lists {len(pool)}")
-    return ",".join(pool[slot * gpus_per_trial:(slot + 1) * gpus_per_trial])
+        raise ConfigError(
+            f"max_parallel={max_parallel} x gpus_per_trial={gpus_per_trial} needs {gpus_per_trial * max_parallel} "
+            f"GPUs; CUDA_VISIBLE_DEVICES lists {len(pool)}"
+        )
+    return ",".join(pool[slot * gpus_per_trial : (slot + 1) * gpus_per_trial])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -184,8 +203,14 @@ class RunningTrial:
 class LocalRunner:
     """Runs trials from a source as child processes, at most sweep.max_parallel at a time."""
 
-    def __init__(self, sweep: Sweep, state: SweepState, poll_s: float = 0.2, echo: Callable[[str], None] = print,
-                 on_trial_end: Optional[Callable[[], None]] = None):
+    def __init__(
+        self,
+        sweep: Sweep,
+        state: SweepState,
+        poll_s: float = 0.2,
+        echo: Callable[[str], None] = print,
+        on_trial_end: Optional[Callable[[], None]] = None,
+    ):
         self.sweep = sweep
         self.state = state
         self.poll_s = poll_s
@@ -211,7 +236,7 @@ class LocalRunner:
                         source.on_finished(job.record)
                         if self.on_trial_end:
                             self.on_trial_end()
-        except BaseException:  # Ctrl-C, SIGTERM (raised as KeyboardInterrupt by rlhf.sweep) or a bug
+        except BaseException:  # Ctrl-C, SIGTERM (raised as KeyboardInterrupt by rlhf.sweep.runner) or a bug
             self._stop_all()
             raise
 
@@ -224,15 +249,25 @@ class LocalRunner:
         log_handle = open(record.log_file, "a", encoding="utf-8")
         log_handle.write(f"=== {now()} attempt {record.attempts + 1}: {shell_join(command)}\n")
         log_handle.flush()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "RLHF_SWEEP": self.sweep.name, "RLHF_SWEEP_TRIAL": record.trial_id}
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "RLHF_SWEEP": self.sweep.name,
+            "RLHF_SWEEP_TRIAL": record.trial_id,
+        }
         devices = visible_devices(slot, self.sweep.gpus_per_trial, self.sweep.max_parallel)
         if devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = devices
         try:
-            process = subprocess.Popen(command, stdout=log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            process = subprocess.Popen(
+                command, stdout=log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            )
         except OSError as exc:  # every trial would fail the same way: stop with one clear message
             log_handle.close()
-            raise ConfigError(f"cannot start trial {record.trial_id}: {exc} (command: {shell_join(command)}); check 'command' in {self.sweep.source}") from None
+            raise ConfigError(
+                f"cannot start trial {record.trial_id}: {exc} (command: {shell_join(command)}); check 'command' in "
+                f"{self.sweep.source}"
+            ) from None
         record.status, record.started_at, record.finished_at = "running", now(), None
         record.attempts += 1
         record.exit_code, record.error, record.metrics, record.wall_time_s = None, None, {}, None
@@ -256,10 +291,17 @@ class LocalRunner:
         self.state.save()
         metric = metric_value(job.record.metrics, self.sweep.metric)
         if job.record.status == "completed":
-            shown = f"{self.sweep.metric}={metric:.4g}" if metric is not None else f"no '{self.sweep.metric}' in its results"
+            shown = (
+                f"{self.sweep.metric}={metric:.4g}"
+                if metric is not None
+                else f"no '{self.sweep.metric}' in its results"
+            )
             self.echo(f"[sweep] {job.record.trial_id} completed in {elapsed:.1f}s: {shown}")
         else:
-            self.echo(f"[sweep] {job.record.trial_id} FAILED (exit {exit_code}) after {elapsed:.1f}s; see {job.record.log_file}")
+            self.echo(
+                f"[sweep] {job.record.trial_id} FAILED (exit {exit_code}) after {elapsed:.1f}s; see "
+                f"{job.record.log_file}"
+            )
         return True
 
     def _stop_all(self) -> None:
@@ -302,8 +344,13 @@ def write_slurm_array(sweep: Sweep, records: list[TrialRecord], sweep_dir: Path,
     write_text_atomic(stem.with_suffix(".commands"), "\n".join(commands) + "\n")
     write_text_atomic(stem.with_suffix(".ids"), "\n".join(record.trial_id for record in records) + "\n")
     slurm = sweep.slurm
-    sbatch = [f"--job-name={sweep.name}", f"--array=0-{len(records) - 1}%{sweep.max_parallel}",
-              f"--output={slurm_dir.resolve()}/%A_%a.out", f"--time={slurm['time']}", f"--cpus-per-task={slurm['cpus_per_task']}"]
+    sbatch = [
+        f"--job-name={sweep.name}",
+        f"--array=0-{len(records) - 1}%{sweep.max_parallel}",
+        f"--output={slurm_dir.resolve()}/%A_%a.out",
+        f"--time={slurm['time']}",
+        f"--cpus-per-task={slurm['cpus_per_task']}",
+    ]
     if slurm["gpus_per_task"]:
         sbatch.append(f"--gpus-per-task={slurm['gpus_per_task']}")
     if slurm["partition"]:
@@ -324,19 +371,20 @@ def write_slurm_array(sweep: Sweep, records: list[TrialRecord], sweep_dir: Path,
         *slurm["setup"],
         f"SWEEP_DIR={sweep_dir_abs}",
         "LINE=$((SLURM_ARRAY_TASK_ID + 1))",
-        f"TRIAL_ID=$(sed -n \"${{LINE}}p\" {shlex.quote(str(stem.with_suffix('.ids').resolve()))})",
-        f"TRIAL_COMMAND=$(sed -n \"${{LINE}}p\" {shlex.quote(str(stem.with_suffix('.commands').resolve()))})",
-        f"export SWEEP_PORT=$(({BASE_PORT} + SLURM_ARRAY_TASK_ID % 1000))  # array tasks sharing a node need distinct ports",
-        f"export RLHF_SWEEP={shlex.quote(sweep.name)} RLHF_SWEEP_TRIAL=\"$TRIAL_ID\" PYTHONUNBUFFERED=1",
-        "mkdir -p \"$SWEEP_DIR/logs\"",
-        "rm -f \"$SWEEP_DIR/trials/$TRIAL_ID/summary.json\"",
+        f'TRIAL_ID=$(sed -n "${{LINE}}p" {shlex.quote(str(stem.with_suffix(".ids").resolve()))})',
+        f'TRIAL_COMMAND=$(sed -n "${{LINE}}p" {shlex.quote(str(stem.with_suffix(".commands").resolve()))})',
+        f"export SWEEP_PORT=$(({BASE_PORT} + SLURM_ARRAY_TASK_ID % 1000))  # array tasks sharing a node need "
+        "distinct ports",
+        f'export RLHF_SWEEP={shlex.quote(sweep.name)} RLHF_SWEEP_TRIAL="$TRIAL_ID" PYTHONUNBUFFERED=1',
+        'mkdir -p "$SWEEP_DIR/logs"',
+        'rm -f "$SWEEP_DIR/trials/$TRIAL_ID/summary.json"',
         "START=$(date +%s)",
-        "echo \"=== $(date +%Y-%m-%dT%H:%M:%S) slurm job $SLURM_ARRAY_JOB_ID task $SLURM_ARRAY_TASK_ID: $TRIAL_COMMAND\" >> \"$SWEEP_DIR/logs/$TRIAL_ID.log\"",
-        "eval \"$TRIAL_COMMAND\" >> \"$SWEEP_DIR/logs/$TRIAL_ID.log\" 2>&1",
+        'echo "=== $(date +%Y-%m-%dT%H:%M:%S) slurm job $SLURM_ARRAY_JOB_ID task $SLURM_ARRAY_TASK_ID: $TRIAL_COMMAND" >> "$SWEEP_DIR/logs/$TRIAL_ID.log"',  # noqa: E501
+        'eval "$TRIAL_COMMAND" >> "$SWEEP_DIR/logs/$TRIAL_ID.log" 2>&1',
         "EXIT_CODE=$?",
-        "printf '{\"exit_code\": %d, \"wall_time_s\": %d, \"finished_at\": \"%s\"}\\n' \"$EXIT_CODE\" \"$(( $(date +%s) - START ))\" "
-        "\"$(date +%Y-%m-%dT%H:%M:%S)\" > \"$SWEEP_DIR/logs/$TRIAL_ID.exit.json.tmp\"",
-        "mv \"$SWEEP_DIR/logs/$TRIAL_ID.exit.json.tmp\" \"$SWEEP_DIR/logs/$TRIAL_ID.exit.json\"",
+        'printf \'{"exit_code": %d, "wall_time_s": %d, "finished_at": "%s"}\\n\' "$EXIT_CODE" "$(( $(date +%s) - START ))" '  # noqa: E501
+        '"$(date +%Y-%m-%dT%H:%M:%S)" > "$SWEEP_DIR/logs/$TRIAL_ID.exit.json.tmp"',
+        'mv "$SWEEP_DIR/logs/$TRIAL_ID.exit.json.tmp" "$SWEEP_DIR/logs/$TRIAL_ID.exit.json"',
         "exit $EXIT_CODE",
     ]
     script = stem.with_suffix(".sbatch")

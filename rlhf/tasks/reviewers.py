@@ -11,6 +11,7 @@ with identical text share a tier (no one can prefer a text over itself); a candi
 all the same text has nothing to rank and gives no ranking row. Each (candidate, reviewer) draws from
 its own seeded stream, so results do not depend on file order or on the other reviewers.
 """
+
 from __future__ import annotations
 
 import math
@@ -105,7 +106,7 @@ def simulate_rankings(
     if reviewers_per_prompt < 1:
         raise ValueError(f"reviewers_per_prompt must be >= 1, got {reviewers_per_prompt}")
     if score_fn is None:
-        from data.judge import gold_score as score_fn
+        from rlhf.tasks.tiny.judge import gold_score as score_fn
     rankings = []
     for candidate in candidates:
         for reviewer_index in range(reviewers_per_prompt):
@@ -115,7 +116,9 @@ def simulate_rankings(
     return rankings
 
 
-def pairwise_gold_agreement(rankings: list[dict], score_fn: Optional[Callable[[str, str], float]] = None) -> dict[str, float]:
+def pairwise_gold_agreement(
+    rankings: list[dict], score_fn: Optional[Callable[[str, str], float]] = None
+) -> dict[str, float]:
     """How often the reviewers' pairs agree with the gold order.
 
     Over every pair a ranking implies (higher tier beats lower tier) whose two responses have different
@@ -125,7 +128,7 @@ def pairwise_gold_agreement(rankings: list[dict], score_fn: Optional[Callable[[s
     from rlhf.data import ranking_to_pairs
 
     if score_fn is None:
-        from data.judge import gold_score as score_fn
+        from rlhf.tasks.tiny.judge import gold_score as score_fn
     agree = disagree = equal = 0
     for row in rankings:
         prompt = prompt_text(row["prompt"])
@@ -145,7 +148,9 @@ def pairwise_gold_agreement(rankings: list[dict], score_fn: Optional[Callable[[s
     }
 
 
-def expected_pair_agreement(gold_gap: float, temperature: float = DEFAULT_TEMPERATURE, noise: float = DEFAULT_NOISE) -> float:
+def expected_pair_agreement(
+    gold_gap: float, temperature: float = DEFAULT_TEMPERATURE, noise: float = DEFAULT_NOISE
+) -> float:
     """P(a reviewer orders a pair correctly) for a gold gap > 0: (1 - noise) * sigmoid(gap / T) + noise / 2."""
     if temperature == 0:
         return (1 - noise) + noise / 2

@@ -7,6 +7,7 @@ only on the seed and k (a bigger budget extends the list, it does not reshuffle 
 persistent study (see rlhf/sweep.py). Optuna's categorical distributions hold scalars only, so a choice
 among lists (e.g. LoRA target modules) is asked as the index of the choice and mapped back.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -14,7 +15,7 @@ import json
 import math
 from typing import Any
 
-from rlhf.sweep_spec import ParameterSpec
+from rlhf.sweep.spec import ParameterSpec
 
 _SCALAR_TYPES = (type(None), bool, int, float, str)
 
@@ -70,13 +71,17 @@ def optuna_distributions(parameters: tuple[ParameterSpec, ...] | list[ParameterS
             choices = tuple(range(len(spec.values))) if _needs_index(spec) else tuple(spec.values)
             distributions[spec.key] = CategoricalDistribution(choices)
         elif spec.kind == "int":
-            distributions[spec.key] = IntDistribution(int(spec.low), int(spec.high), log=spec.log, step=int(spec.step or 1))
+            distributions[spec.key] = IntDistribution(
+                int(spec.low), int(spec.high), log=spec.log, step=int(spec.step or 1)
+            )
         else:
             distributions[spec.key] = FloatDistribution(spec.low, spec.high, log=spec.log, step=spec.step)
     return distributions
 
 
-def decode_optuna_params(parameters: tuple[ParameterSpec, ...] | list[ParameterSpec], optuna_params: dict[str, Any]) -> dict[str, Any]:
+def decode_optuna_params(
+    parameters: tuple[ParameterSpec, ...] | list[ParameterSpec], optuna_params: dict[str, Any]
+) -> dict[str, Any]:
     """Optuna's values -> config values, in the sweep file's parameter order."""
     decoded = {}
     for spec in parameters:
@@ -85,7 +90,9 @@ def decode_optuna_params(parameters: tuple[ParameterSpec, ...] | list[ParameterS
     return decoded
 
 
-def encode_optuna_params(parameters: tuple[ParameterSpec, ...] | list[ParameterSpec], params: dict[str, Any]) -> dict[str, Any]:
+def encode_optuna_params(
+    parameters: tuple[ParameterSpec, ...] | list[ParameterSpec], params: dict[str, Any]
+) -> dict[str, Any]:
     """Config values -> Optuna's values (the inverse of decode_optuna_params), to re-queue a trial."""
     encoded = {}
     for spec in parameters:
@@ -94,7 +101,9 @@ def encode_optuna_params(parameters: tuple[ParameterSpec, ...] | list[ParameterS
     return encoded
 
 
-def random_trials(parameters: tuple[ParameterSpec, ...] | list[ParameterSpec], count: int, seed: int) -> list[dict[str, Any]]:
+def random_trials(
+    parameters: tuple[ParameterSpec, ...] | list[ParameterSpec], count: int, seed: int
+) -> list[dict[str, Any]]:
     """`count` independent draws from the space; the same seed gives the same list (and its prefixes)."""
     import optuna
 

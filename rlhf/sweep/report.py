@@ -6,6 +6,7 @@ with the best finite value of the sweep metric (ties: the earlier trial). Plots 
 metric against each parameter, and, when trials report a KL and a reward, the reward-KL frontier: the
 trials no other trial beats on both (higher reward at no more KL), which is how RLHF runs are compared.
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,9 +17,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from rlhf.files import atomic_path, write_json_atomic
-from rlhf.sweep_launch import metric_value
-from rlhf.sweep_spec import Sweep
-from rlhf.sweep_state import SweepState, TrialRecord
+from rlhf.sweep.launch import metric_value
+from rlhf.sweep.spec import Sweep
+from rlhf.sweep.state import SweepState, TrialRecord
 
 FIXED_COLUMNS = ("trial_id", "status")
 TAIL_COLUMNS = ("wall_time_s", "exit_code", "attempts", "run_dir")
@@ -30,7 +31,14 @@ def summary_rows(sweep: Sweep, state: SweepState) -> list[dict[str, Any]]:
     for record in state.trials.values():
         row: dict[str, Any] = {"trial_id": record.trial_id, "status": record.status}
         row.update({spec.key: record.params.get(spec.key) for spec in sweep.parameters})
-        row.update({"wall_time_s": record.wall_time_s, "exit_code": record.exit_code, "attempts": record.attempts, "run_dir": record.run_dir})
+        row.update(
+            {
+                "wall_time_s": record.wall_time_s,
+                "exit_code": record.exit_code,
+                "attempts": record.attempts,
+                "run_dir": record.run_dir,
+            }
+        )
         row.update({key: value for key, value in record.metrics.items() if key not in row})
         rows.append(row)
     return rows
@@ -53,7 +61,9 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     sorted by kl. Lower KL and higher reward are better."""
     front = []
     for i, (kl_i, reward_i) in enumerate(points):
-        dominated = any(kl_j <= kl_i and reward_j >= reward_i and (kl_j < kl_i or reward_j > reward_i) for kl_j, reward_j in points)
+        dominated = any(
+            kl_j <= kl_i and reward_j >= reward_i and (kl_j < kl_i or reward_j > reward_i) for kl_j, reward_j in points
+        )
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
@@ -70,7 +80,13 @@ def write_summary(sweep: Sweep, state: SweepState, sweep_dir: Path) -> dict[str,
     rows = summary_rows(sweep, state)
     best = best_trial(list(state.trials.values()), sweep.metric, sweep.direction)
     param_columns = [spec.key for spec in sweep.parameters]
-    metric_columns = sorted({key for row in rows for key in row} - set(FIXED_COLUMNS) - set(param_columns) - set(TAIL_COLUMNS) - {sweep.metric})
+    metric_columns = sorted(
+        {key for row in rows for key in row}
+        - set(FIXED_COLUMNS)
+        - set(param_columns)
+        - set(TAIL_COLUMNS)
+        - {sweep.metric}
+    )
     columns = [*FIXED_COLUMNS, *param_columns, sweep.metric, *TAIL_COLUMNS, *metric_columns]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
@@ -86,7 +102,14 @@ def write_summary(sweep: Sweep, state: SweepState, sweep_dir: Path) -> dict[str,
         "metric": sweep.metric,
         "direction": sweep.direction,
         "counts": state.counts(),
-        "best": None if best is None else {"trial_id": best.trial_id, "params": best.params, "value": metric_value(best.metrics, sweep.metric), "run_dir": best.run_dir},
+        "best": None
+        if best is None
+        else {
+            "trial_id": best.trial_id,
+            "params": best.params,
+            "value": metric_value(best.metrics, sweep.metric),
+            "run_dir": best.run_dir,
+        },
         "trials": rows,
     }
     write_json_atomic(sweep_dir / "summary.json", summary)
@@ -100,11 +123,17 @@ def write_summary(sweep: Sweep, state: SweepState, sweep_dir: Path) -> dict[str,
 
 def frontier_keys(sweep: Sweep, records: list[TrialRecord]) -> tuple[Optional[str], Optional[str]]:
     """(kl metric, reward metric) for the frontier plot: the sweep file's choice, else found by name."""
-    available = sorted({key for record in records for key in record.metrics if metric_value(record.metrics, key) is not None})
+    available = sorted(
+        {key for record in records for key in record.metrics if metric_value(record.metrics, key) is not None}
+    )
     kl = sweep.frontier_kl
     if kl is None:
         named = [key for key in available if "kl" in key.rsplit("/", 1)[-1] and "coef" not in key]
-        kl = next((key for key in KL_PREFERENCE if key in available), None) or next((key for key in named if "kl_to_reference" in key), None) or (named[0] if named else None)
+        kl = (
+            next((key for key in KL_PREFERENCE if key in available), None)
+            or next((key for key in named if "kl_to_reference" in key), None)
+            or (named[0] if named else None)
+        )
     reward = sweep.frontier_reward or (sweep.metric if sweep.direction == "maximize" else None)
     return kl, reward
 
@@ -124,7 +153,11 @@ def write_plots(sweep: Sweep, state: SweepState, sweep_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [r for r in state.trials.values() if r.status == "completed" and metric_value(r.metrics, sweep.metric) is not None]
+    done = [
+        r
+        for r in state.trials.values()
+        if r.status == "completed" and metric_value(r.metrics, sweep.metric) is not None
+    ]
     out = sweep_dir / "plots"
     written: list[Path] = []
     if done:
@@ -145,7 +178,14 @@ def write_plots(sweep: Sweep, state: SweepState, sweep_dir: Path) -> list[Path]:
             axis.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8)
         best = best_trial(done, sweep.metric, sweep.direction)
         if best is not None and numeric:
-            axis.scatter([best.params.get(spec.key)], [metric_value(best.metrics, sweep.metric)], marker="*", s=200, color="tab:red", label=f"best ({best.trial_id})")
+            axis.scatter(
+                [best.params.get(spec.key)],
+                [metric_value(best.metrics, sweep.metric)],
+                marker="*",
+                s=200,
+                color="tab:red",
+                label=f"best ({best.trial_id})",
+            )
             axis.legend(fontsize=8)
         axis.set_xlabel(spec.key)
         axis.set_ylabel(sweep.metric)
@@ -158,21 +198,34 @@ def write_plots(sweep: Sweep, state: SweepState, sweep_dir: Path) -> list[Path]:
         written.append(path)
     kl_key, reward_key = frontier_keys(sweep, list(state.trials.values()))
     if kl_key and reward_key:
-        points_records = [r for r in state.trials.values() if r.status == "completed"
-                          and metric_value(r.metrics, kl_key) is not None and metric_value(r.metrics, reward_key) is not None]
+        points_records = [
+            r
+            for r in state.trials.values()
+            if r.status == "completed"
+            and metric_value(r.metrics, kl_key) is not None
+            and metric_value(r.metrics, reward_key) is not None
+        ]
         if points_records:
             out.mkdir(parents=True, exist_ok=True)
             points = [(metric_value(r.metrics, kl_key), metric_value(r.metrics, reward_key)) for r in points_records]
             front = pareto_front(points)
             fig, axis = plt.subplots(figsize=(6, 4.5))
             axis.scatter(*zip(*points), color="tab:blue", label="trials")
-            axis.plot([points[i][0] for i in front], [points[i][1] for i in front], color="tab:orange", marker="o", label="frontier")
+            axis.plot(
+                [points[i][0] for i in front],
+                [points[i][1] for i in front],
+                color="tab:orange",
+                marker="o",
+                label="frontier",
+            )
             for record, (kl, reward) in zip(points_records, points):
                 label = ", ".join(_short(record.params.get(spec.key)) for spec in sweep.parameters)
                 axis.annotate(label, (kl, reward), fontsize=7, xytext=(3, 3), textcoords="offset points")
             axis.set_xlabel(kl_key)
             axis.set_ylabel(reward_key)
-            axis.set_title(f"{sweep.name}: reward-KL frontier (labels: {', '.join(s.key for s in sweep.parameters)})", fontsize=9)
+            axis.set_title(
+                f"{sweep.name}: reward-KL frontier (labels: {', '.join(s.key for s in sweep.parameters)})", fontsize=9
+            )
             axis.grid(alpha=0.3)
             axis.legend(fontsize=8)
             fig.tight_layout()
@@ -200,11 +253,16 @@ def format_table(sweep: Sweep, state: SweepState, extra_metrics: tuple[str, ...]
     body = []
     for record in state.trials.values():
         values = [metric_value(record.metrics, key) for key in metric_columns]
-        body.append([record.trial_id, record.status, *[_short(record.params.get(spec.key)) for spec in sweep.parameters],
-                     *["-" if v is None else f"{v:.4g}" for v in values],
-                     "-" if record.wall_time_s is None else f"{record.wall_time_s:.1f}"])
+        body.append(
+            [
+                record.trial_id,
+                record.status,
+                *[_short(record.params.get(spec.key)) for spec in sweep.parameters],
+                *["-" if v is None else f"{v:.4g}" for v in values],
+                "-" if record.wall_time_s is None else f"{record.wall_time_s:.1f}",
+            ]
+        )
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *body)]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *body]]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
-

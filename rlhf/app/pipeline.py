@@ -21,6 +21,7 @@ resumes at the first unfinished stage. `--from S` reruns S and everything after 
 after S. Overrides addressed to a stage are passed through to it: `ppo.kl_coef=0.02` reaches the PPO
 stage as is, and `ppo.train.learning_rate=1e-5` reaches it as `train.learning_rate=1e-5`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,15 +37,9 @@ from typing import Optional
 
 from omegaconf import DictConfig
 
-from rlhf.config import (
-    Config,
-    GenerateSection,
-    RunConfig,
-    TrackingConfig,
-    load_config,
-    save_config,
-    split_wandb_style,
-)
+from rlhf import config as core
+from rlhf.app.schema import Config, load_config
+from rlhf.config import GenerateSection, RunConfig, TrackingConfig, save_config, split_wandb_style
 from rlhf.errors import ConfigError, UserError
 
 STAGES = ("task", "base", "sft", "generate", "rank", "rm", "ppo", "eval")
@@ -62,6 +57,7 @@ class ReviewersSection:
 
 @dataclass
 class PipelineSection:
+    task: str = "tiny"  # the built-in task that make-task writes into task_dir (see rlhf/tasks/)
     task_dir: str = "data/tiny"  # the task's files (made by `rlhf data make-task` when task.json is missing)
     make_task: bool = True  # build the built-in task into task_dir when it is missing
     task_seed: int = 0  # seed for make-task
@@ -76,9 +72,13 @@ class PipelineSection:
     rankings_file: Optional[str] = None  # rankings exported from the reviewers' tool (skips simulation)
     reviewers: ReviewersSection = field(default_factory=ReviewersSection)
     eval_num_prompts: int = 256  # held-out prompts in the final evaluation
-    judge: Optional[str] = "tiny"  # gold judge for evaluation (None for a task without one)
+    judge: Optional[str] = (
+        "tiny"  # judge for simulated reviewers and eval: task name, module:function or file.py:function
+    )
     accelerate_config: Optional[str] = None  # launch training stages with `accelerate launch --config_file`
-    reuse_from: Optional[str] = None  # another pipeline directory whose finished sft/generate/rank/rm stages to link (sweeps over PPO keys)
+    reuse_from: Optional[str] = (
+        None  # another pipeline directory whose finished sft/generate/rank/rm stages to link (sweeps over PPO keys)
+    )
 
 
 @dataclass
@@ -102,7 +102,7 @@ def stage_override(text: str) -> Optional[tuple[str, str]]:
     if parts[0] not in TRAINING_STAGES or len(parts) < 2:
         return None
     if parts[1] in STAGE_SECTIONS:
-        return parts[0], stripped[len(parts[0]) + 1:]
+        return parts[0], stripped[len(parts[0]) + 1 :]
     return parts[0], stripped
 
 
@@ -114,7 +114,7 @@ def load_pipeline_config(config_file: Optional[str], overrides: list[str]) -> Di
             forwarded[routed[0]].append(routed[1])
         else:
             own.append(text)
-    cfg = load_config(config_file, own, schema_cls=PipelineConfig)
+    cfg = core.load_config(config_file, own, schema_cls=PipelineConfig)
     for stage, extra in forwarded.items():
         cfg.pipeline[f"{stage}_overrides"] = list(cfg.pipeline[f"{stage}_overrides"]) + extra
     return cfg
@@ -158,46 +158,104 @@ class Pipeline:
     # running ---------------------------------------------------------------------------------------
     def stage_config_overrides(self, stage: str) -> list[str]:
         p = self.cfg.pipeline
-        seed = [f"run.seed={self.cfg.run.seed}", f"run.name={self.cfg.run.name}-{stage}", f"tracking.group={self.cfg.tracking.group or self.cfg.run.name}"]
-        tracking = [f"tracking.report_to=[{','.join(self.cfg.tracking.report_to)}]", f"tracking.wandb_mode={self.cfg.tracking.wandb_mode}", f"tracking.project={self.cfg.tracking.project}"]
+        seed = [
+            f"run.seed={self.cfg.run.seed}",
+            f"run.name={self.cfg.run.name}-{stage}",
+            f"tracking.group={self.cfg.tracking.group or self.cfg.run.name}",
+        ]
+        tracking = [
+            f"tracking.report_to=[{','.join(self.cfg.tracking.report_to)}]",
+            f"tracking.wandb_mode={self.cfg.tracking.wandb_mode}",
+            f"tracking.project={self.cfg.tracking.project}",
+        ]
         if stage == "sft":
-            own = [f"model.name_or_path={self.base_model}", f"data.train_file={self.task_dir / 'sft_train.jsonl'}", f"data.eval_file={self.task_dir / 'sft_eval.jsonl'}"]
+            own = [
+                f"model.name_or_path={self.base_model}",
+                f"data.train_file={self.task_dir / 'sft_train.jsonl'}",
+                f"data.eval_file={self.task_dir / 'sft_eval.jsonl'}",
+            ]
         elif stage == "rm":
             own = [f"model.name_or_path={self.out / 'sft' / 'model'}", f"data.train_file={self.out / 'rankings.jsonl'}"]
         else:
-            own = [f"model.name_or_path={self.out / 'sft' / 'model'}", f"ppo.reward_model_path={self.out / 'rm' / 'model'}",
-                   f"data.train_file={self.task_dir / 'prompts_train.jsonl'}", f"data.eval_file={self.task_dir / 'prompts_eval.jsonl'}"]
+            own = [
+                f"model.name_or_path={self.out / 'sft' / 'model'}",
+                f"ppo.reward_model_path={self.out / 'rm' / 'model'}",
+                f"data.train_file={self.task_dir / 'prompts_train.jsonl'}",
+                f"data.eval_file={self.task_dir / 'prompts_eval.jsonl'}",
+            ]
             if p.judge:
                 own.append(f"ppo.gold_judge={p.judge}")
         return seed + tracking + own + [f"run.output_dir={self.out / stage}"] + list(p[f"{stage}_overrides"])
 
     def run_command(self, stage: str, args: list[str]) -> None:
         if stage in TRAINING_STAGES and self.cfg.pipeline.accelerate_config:
-            command = ["accelerate", "launch", "--config_file", self.cfg.pipeline.accelerate_config, "-m", "rlhf", *args]
+            command = [
+                "accelerate",
+                "launch",
+                "--config_file",
+                self.cfg.pipeline.accelerate_config,
+                "-m",
+                "rlhf",
+                *args,
+            ]
         else:
             command = [sys.executable, "-m", "rlhf", *args]
         print(f"[pipeline] {stage}: {' '.join(command)}", flush=True)
         result = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if result.returncode != 0:
-            raise UserError(f"stage '{stage}' failed with exit code {result.returncode} (command: {' '.join(command)}); fix it and re-run: completed stages are skipped")
+            raise UserError(
+                f"stage '{stage}' failed with exit code {result.returncode} (command: {' '.join(command)}); fix it "
+                "and re-run: completed stages are skipped"
+            )
 
     def run_stage(self, stage: str) -> None:
         p = self.cfg.pipeline
         if stage == "task":
             if not p.make_task:
                 raise UserError(f"{self.task_dir}: no task.json and pipeline.make_task is false")
-            self.run_command(stage, ["data", "make-task", "--out", str(self.task_dir), "--seed", str(p.task_seed)])
+            self.run_command(
+                stage, ["data", "make-task", "--task", p.task, "--out", str(self.task_dir), "--seed", str(p.task_seed)]
+            )
         elif stage == "base":
-            texts = [str(self.task_dir / name) for name in ("sft_train.jsonl", "prompts_train.jsonl") if (self.task_dir / name).exists()]
-            self.run_command(stage, ["model", "init-tiny", "--out", self.base_model, "--seed", str(self.cfg.run.seed), "--texts", *texts])
+            texts = [
+                str(self.task_dir / name)
+                for name in ("sft_train.jsonl", "prompts_train.jsonl")
+                if (self.task_dir / name).exists()
+            ]
+            self.run_command(
+                stage,
+                ["model", "init-tiny", "--out", self.base_model, "--seed", str(self.cfg.run.seed), "--texts", *texts],
+            )
         elif stage in TRAINING_STAGES:
             self.run_command(stage, [stage, "--config", p[f"{stage}_config"], *self.stage_config_overrides(stage)])
         elif stage == "generate":
             g = self.cfg.generate
-            self.run_command(stage, ["generate", "--policy", str(self.out / "sft" / "model"), "--prompts", str(self.task_dir / "prompts_train.jsonl"),
-                                     "--k", str(g.k), "--limit", str(p.candidate_prompts), "--max-new-tokens", str(g.max_new_tokens),
-                                     "--temperature", str(g.temperature), "--top-p", str(g.top_p), "--batch-size", str(g.batch_size),
-                                     "--seed", str(self.cfg.run.seed), "--out", str(self.marker("generate"))])
+            self.run_command(
+                stage,
+                [
+                    "generate",
+                    "--policy",
+                    str(self.out / "sft" / "model"),
+                    "--prompts",
+                    str(self.task_dir / "prompts_train.jsonl"),
+                    "--k",
+                    str(g.k),
+                    "--limit",
+                    str(p.candidate_prompts),
+                    "--max-new-tokens",
+                    str(g.max_new_tokens),
+                    "--temperature",
+                    str(g.temperature),
+                    "--top-p",
+                    str(g.top_p),
+                    "--batch-size",
+                    str(g.batch_size),
+                    "--seed",
+                    str(self.cfg.run.seed),
+                    "--out",
+                    str(self.marker("generate")),
+                ],
+            )
         elif stage == "rank":
             if p.rankings_file:
                 self.run_command(stage, ["data", "validate", "--format", "rankings", p.rankings_file])
@@ -207,15 +265,53 @@ class Pipeline:
                     shutil.copyfile(p.rankings_file, tmp)
             else:
                 r = p.reviewers
-                self.run_command(stage, ["data", "rank", "--candidates", str(self.marker("generate")), "--out", str(self.marker("rank")),
-                                         "--reviewers", str(r.num_reviewers), "--temperature", str(r.temperature), "--noise", str(r.noise), "--seed", str(r.seed)])
+                self.run_command(
+                    stage,
+                    [
+                        "data",
+                        "rank",
+                        "--candidates",
+                        str(self.marker("generate")),
+                        "--out",
+                        str(self.marker("rank")),
+                        "--reviewers",
+                        str(r.num_reviewers),
+                        "--temperature",
+                        str(r.temperature),
+                        "--noise",
+                        str(r.noise),
+                        "--seed",
+                        str(r.seed),
+                        "--judge",
+                        str(p.judge or "none"),
+                    ],
+                )
         elif stage == "eval":
             ppo_cfg = load_config(p.ppo_config, self.stage_config_overrides("ppo"), require_complete=False)
-            args = ["eval", "--policies", f"sft={self.out / 'sft' / 'model'}", f"ppo={self.out / 'ppo' / 'policy'}",
-                    "--prompts", str(self.task_dir / "prompts_eval.jsonl"), "--num-prompts", str(p.eval_num_prompts),
-                    "--reward-model", str(self.out / "rm" / "model"), "--reference", str(self.out / "sft" / "model"),
-                    "--ppo-runs", str(self.out / "ppo"), "--max-new-tokens", str(ppo_cfg.ppo.max_new_tokens),
-                    "--temperature", str(ppo_cfg.ppo.temperature), "--seed", str(self.cfg.run.seed), "--out", str(self.out)]
+            args = [
+                "eval",
+                "--policies",
+                f"sft={self.out / 'sft' / 'model'}",
+                f"ppo={self.out / 'ppo' / 'policy'}",
+                "--prompts",
+                str(self.task_dir / "prompts_eval.jsonl"),
+                "--num-prompts",
+                str(p.eval_num_prompts),
+                "--reward-model",
+                str(self.out / "rm" / "model"),
+                "--reference",
+                str(self.out / "sft" / "model"),
+                "--ppo-runs",
+                str(self.out / "ppo"),
+                "--max-new-tokens",
+                str(ppo_cfg.ppo.max_new_tokens),
+                "--temperature",
+                str(ppo_cfg.ppo.temperature),
+                "--seed",
+                str(self.cfg.run.seed),
+                "--out",
+                str(self.out),
+            ]
             if p.judge:
                 args += ["--judge", p.judge]
             self.run_command(stage, args)
@@ -236,7 +332,9 @@ class Pipeline:
         """Load each stage config with its overrides now, so a typo fails before hours of training."""
         for stage in TRAINING_STAGES:
             try:
-                load_config(self.cfg.pipeline[f"{stage}_config"], self.stage_config_overrides(stage), require_complete=False)
+                load_config(
+                    self.cfg.pipeline[f"{stage}_config"], self.stage_config_overrides(stage), require_complete=False
+                )
             except ConfigError as exc:
                 raise ConfigError(f"{stage} stage: {exc}") from None
 
@@ -260,10 +358,16 @@ class Pipeline:
                 self.state["stages"].setdefault(stage, {})["skipped_last_run"] = True
                 continue
             if index < first:
-                raise UserError(f"--from {start}: earlier stage '{stage}' has not completed ({self.marker(stage)} is missing)")
+                raise UserError(
+                    f"--from {start}: earlier stage '{stage}' has not completed ({self.marker(stage)} is missing)"
+                )
             began = time.time()
             self.run_stage(stage)
-            self.state["stages"][stage] = {"seconds": round(time.time() - began, 1), "skipped_last_run": False, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            self.state["stages"][stage] = {
+                "seconds": round(time.time() - began, 1),
+                "skipped_last_run": False,
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
             self.save_state()
         summary = self.write_summary()
         self.save_state()
@@ -279,20 +383,32 @@ class Pipeline:
             if path.exists():
                 summary.update({f"{stage}/{k}": v for k, v in json.loads(path.read_text()).items()})
         if self.marker("eval").exists():
-            from rlhf.evaluation import summary_metrics
+            from rlhf.commands.evaluate import summary_metrics
 
             summary.update(summary_metrics(json.loads(self.marker("eval").read_text())))
-        summary.update({f"time/{stage}_seconds": info["seconds"] for stage, info in self.state["stages"].items() if "seconds" in info})
+        summary.update(
+            {
+                f"time/{stage}_seconds": info["seconds"]
+                for stage, info in self.state["stages"].items()
+                if "seconds" in info
+            }
+        )
         write_json_atomic(self.out / "summary.json", summary)
         return summary
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="rlhf pipeline", description="Run the whole RLHF loop; completed stages are skipped.")
+    parser = argparse.ArgumentParser(
+        prog="rlhf pipeline", description="Run the whole RLHF loop; completed stages are skipped."
+    )
     parser.add_argument("--config", "-c", help="pipeline YAML (see configs/tiny/pipeline.yaml)")
     parser.add_argument("--from", dest="start", choices=STAGES, help="rerun this stage and every later one")
     parser.add_argument("--until", choices=STAGES, help="stop after this stage")
-    parser.add_argument("overrides", nargs="*", help="pipeline keys (run.output_dir=...) or stage keys (ppo.kl_coef=0.02, sft.train.max_steps=10)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="pipeline keys (run.output_dir=...) or stage keys (ppo.kl_coef=0.02, sft.train.max_steps=10)",
+    )
     args = parser.parse_args(split_wandb_style(list(argv or [])))
     cfg = load_pipeline_config(args.config, args.overrides)
     began = time.time()

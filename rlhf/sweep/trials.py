@@ -1,18 +1,25 @@
 """Which trial runs next: the fixed list of a grid or random search, or an Optuna study's next question.
 
-Grid and random trials are all known up front (rlhf.sweep_space), so they are written into the trials
+Grid and random trials are all known up front (rlhf.sweep.space), so they are written into the trials
 table at once and run in order; a resumed sweep keeps the recorded ones as they are. Guided search asks an
 Optuna study (TPE, stored in <sweep dir>/optuna.db so it survives restarts) for one trial at a time and
 tells it each result; concurrent trials use TPE's constant liar so they don't get the same point.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
 
-from rlhf.sweep_launch import metric_value
-from rlhf.sweep_space import decode_optuna_params, encode_optuna_params, grid_trials, optuna_distributions, random_trials
-from rlhf.sweep_spec import Sweep
-from rlhf.sweep_state import FINISHED, SweepState, TrialRecord
+from rlhf.sweep.launch import metric_value
+from rlhf.sweep.space import (
+    decode_optuna_params,
+    encode_optuna_params,
+    grid_trials,
+    optuna_distributions,
+    random_trials,
+)
+from rlhf.sweep.spec import Sweep
+from rlhf.sweep.state import FINISHED, SweepState, TrialRecord
 
 OPTUNA_DB = "optuna.db"
 
@@ -23,7 +30,12 @@ def trial_id(index: int) -> str:
 
 def new_record(sweep: Sweep, index: int, params: dict[str, Any]) -> TrialRecord:
     tid = trial_id(index)
-    return TrialRecord(trial_id=tid, params=params, run_dir=str(sweep.output_dir / "trials" / tid), log_file=str(sweep.output_dir / "logs" / f"{tid}.log"))
+    return TrialRecord(
+        trial_id=tid,
+        params=params,
+        run_dir=str(sweep.output_dir / "trials" / tid),
+        log_file=str(sweep.output_dir / "logs" / f"{tid}.log"),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -66,11 +78,17 @@ class OptunaTrials:
         self.optuna = optuna
         self.sweep, self.state = sweep, state
         self.distributions = optuna_distributions(sweep.parameters)
-        sampler = optuna.samplers.TPESampler(seed=sweep.seed, n_startup_trials=sweep.optuna_startup_trials,
-                                             constant_liar=sweep.max_parallel > 1)  # don't propose the same point to concurrent trials
+        sampler = optuna.samplers.TPESampler(
+            seed=sweep.seed, n_startup_trials=sweep.optuna_startup_trials, constant_liar=sweep.max_parallel > 1
+        )  # don't propose the same point to concurrent trials
         sweep.output_dir.mkdir(parents=True, exist_ok=True)
-        self.study = optuna.create_study(study_name=sweep.name, storage=f"sqlite:///{(sweep.output_dir / OPTUNA_DB).resolve()}",
-                                         sampler=sampler, direction=sweep.direction, load_if_exists=True)
+        self.study = optuna.create_study(
+            study_name=sweep.name,
+            storage=f"sqlite:///{(sweep.output_dir / OPTUNA_DB).resolve()}",
+            sampler=sampler,
+            direction=sweep.direction,
+            load_if_exists=True,
+        )
         self._reconcile()
 
     def _reconcile(self) -> None:

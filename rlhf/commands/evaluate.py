@@ -13,6 +13,7 @@ outcomes, which is accurate at the 200+ prompts we ask for. Outputs: report.json
 report.md (tables and side-by-side samples) and plots/ (training curves of the PPO runs and, with
 several runs, the reward-KL frontier).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,11 +21,10 @@ import json
 import math
 from itertools import combinations
 from pathlib import Path
-from typing import Callable, Optional
-
+from typing import Optional
 
 from rlhf.errors import UserError
-
+from rlhf.plugins import load_judge
 
 # --------------------------------------------------------------------------------------------------
 # Pure statistics
@@ -35,7 +35,9 @@ def win_rate(scores_a: list[float], scores_b: list[float], tie_tolerance: float 
     """Share of prompts where A beats B (ties count half) with a 95% normal-approximation interval."""
     if len(scores_a) != len(scores_b) or not scores_a:
         raise ValueError("win_rate needs two equally long, non-empty score lists")
-    outcomes = [1.0 if a - b > tie_tolerance else 0.0 if b - a > tie_tolerance else 0.5 for a, b in zip(scores_a, scores_b)]
+    outcomes = [
+        1.0 if a - b > tie_tolerance else 0.0 if b - a > tie_tolerance else 0.5 for a, b in zip(scores_a, scores_b)
+    ]
     n = len(outcomes)
     mean = sum(outcomes) / n
     variance = sum((x - mean) ** 2 for x in outcomes) / max(n - 1, 1)
@@ -55,7 +57,7 @@ def distinct_n(texts: list[str], n: int) -> float:
     total, unique = 0, set()
     for text in texts:
         words = text.split()
-        grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+        grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
         total += len(grams)
         unique.update(grams)
     return len(unique) / total if total else 0.0
@@ -69,16 +71,6 @@ def mean(values) -> float:
 # --------------------------------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------------------------------
-
-
-def load_judge(name: Optional[str]) -> Optional[Callable[[str, str], float]]:
-    if name in (None, "", "none"):
-        return None
-    if name == "tiny":
-        from data.judge import gold_score
-
-        return gold_score
-    raise UserError(f"unknown judge '{name}' (available: tiny)")
 
 
 def load_reward_stats(reward_model_dir: str) -> dict:
@@ -99,11 +91,11 @@ def evaluate(
     batch_size: int = 64,
 ) -> dict:
     """Sample every policy on the prompts and score the samples; returns the report as a dict."""
+    from rlhf.commands.generate import sample
     from rlhf.modeling import load_causal_lm, load_scalar_model, load_tokenizer
-    from rlhf.generation import sample
     from rlhf.scoring import response_logprobs, reward_scores
 
-    judge_fn = load_judge(judge)
+    judge_fn = load_judge(judge, "--judge")
     reference = reference or next(iter(policies.values()))
     tokenizer = load_tokenizer(reference)
     reference_model = load_causal_lm(reference, tokenizer).eval()
@@ -115,19 +107,49 @@ def evaluate(
     for name, path in policies.items():
         policy_tokenizer = load_tokenizer(path)
         if policy_tokenizer.get_vocab() != tokenizer.get_vocab():
-            raise UserError(f"tokenizer mismatch: policy '{name}' ({path}) does not use the reference's tokenizer ({reference})")
+            raise UserError(
+                f"tokenizer mismatch: policy '{name}' ({path}) does not use the reference's tokenizer ({reference})"
+            )
         model = reference_model if path == reference else load_causal_lm(path, tokenizer).eval()
-        samples = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size, progress=True)
+        samples = sample(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            batch_size=batch_size,
+            progress=True,
+        )
         prompt_ids = [s.prompt_ids for s in samples]
         response_ids = [s.response_ids for s in samples]
         policy_lp = response_logprobs(model, prompt_ids, response_ids, tokenizer.pad_token_id, temperature, batch_size)
-        ref_lp = policy_lp if model is reference_model else response_logprobs(reference_model, prompt_ids, response_ids, tokenizer.pad_token_id, temperature, batch_size)
+        ref_lp = (
+            policy_lp
+            if model is reference_model
+            else response_logprobs(
+                reference_model, prompt_ids, response_ids, tokenizer.pad_token_id, temperature, batch_size
+            )
+        )
         kls = [float((a - b).sum()) for a, b in zip(policy_lp, ref_lp)]
-        rm_scores = reward_scores(rm, prompt_ids, response_ids, tokenizer.pad_token_id, batch_size).tolist() if rm is not None else [None] * len(samples)
+        rm_scores = (
+            reward_scores(rm, prompt_ids, response_ids, tokenizer.pad_token_id, batch_size).tolist()
+            if rm is not None
+            else [None] * len(samples)
+        )
         gold = [judge_fn(prompt, s.text) for prompt, s in zip(prompts, samples)] if judge_fn else [None] * len(samples)
         rows = [
-            {"prompt": prompt, "response": s.text, "rm_score": r, "rm_score_normalized": (r - stats["mean"]) if r is not None else None,
-             "gold_score": g, "kl": k, "length": s.num_tokens, "eos": s.finished}
+            {
+                "prompt": prompt,
+                "response": s.text,
+                "rm_score": r,
+                "rm_score_normalized": (r - stats["mean"]) if r is not None else None,
+                "gold_score": g,
+                "kl": k,
+                "length": s.num_tokens,
+                "eos": s.finished,
+            }
             for prompt, s, r, g, k in zip(prompts, samples, rm_scores, gold, kls)
         ]
         samples_by_policy[name] = rows
@@ -148,19 +170,38 @@ def evaluate(
         for first, second in ((b, a),):  # later policies (e.g. ppo) against earlier ones (e.g. sft)
             entry = {"policy": first, "against": second}
             if judge_fn:
-                entry["gold"] = win_rate([r["gold_score"] for r in samples_by_policy[first]], [r["gold_score"] for r in samples_by_policy[second]])
+                entry["gold"] = win_rate(
+                    [r["gold_score"] for r in samples_by_policy[first]],
+                    [r["gold_score"] for r in samples_by_policy[second]],
+                )
             if rm is not None:
-                entry["rm"] = win_rate([r["rm_score"] for r in samples_by_policy[first]], [r["rm_score"] for r in samples_by_policy[second]])
+                entry["rm"] = win_rate(
+                    [r["rm_score"] for r in samples_by_policy[first]],
+                    [r["rm_score"] for r in samples_by_policy[second]],
+                )
             win_rates.append(entry)
 
     side_by_side = [
-        {"prompt": prompts[i], "responses": {name: {k: v for k, v in samples_by_policy[name][i].items() if k != "prompt"} for name in policies}}
+        {
+            "prompt": prompts[i],
+            "responses": {
+                name: {k: v for k, v in samples_by_policy[name][i].items() if k != "prompt"} for name in policies
+            },
+        }
         for i in range(len(prompts))
     ]
     return {
-        "settings": {"num_prompts": len(prompts), "reference": reference, "reward_model": reward_model, "judge": judge,
-                     "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
-                     "reward_stats": stats},
+        "settings": {
+            "num_prompts": len(prompts),
+            "reference": reference,
+            "reward_model": reward_model,
+            "judge": judge,
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "seed": seed,
+            "reward_stats": stats,
+        },
         "policies": per_policy,
         "win_rates": win_rates,
         "samples": side_by_side,
@@ -180,27 +221,54 @@ def _fmt(value, digits: int = 3) -> str:
 
 def render_markdown(report: dict, extra_sections: Optional[list[str]] = None, num_examples: int = 6) -> str:
     settings = report["settings"]
-    lines = ["# Evaluation report", "",
-             f"{settings['num_prompts']} held-out prompts; temperature {settings['temperature']}, top_p {settings['top_p']}, "
-             f"max {settings['max_new_tokens']} new tokens, seed {settings['seed']}; KL reference: `{settings['reference']}`.", ""]
-    lines += ["## Policies", "", "| policy | gold score | RM score (normalised) | KL to reference (nats/response) | length | EOS rate | distinct-1 | distinct-2 |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Evaluation report",
+        "",
+        f"{settings['num_prompts']} held-out prompts; temperature {settings['temperature']}, top_p "
+        f"{settings['top_p']}, "
+        f"max {settings['max_new_tokens']} new tokens, seed {settings['seed']}; KL reference: "
+        f"`{settings['reference']}`.",
+        "",
+    ]
+    lines += [
+        "## Policies",
+        "",
+        "| policy | gold score | RM score (normalised) | KL to reference (nats/response) | length | EOS rate | "
+        "distinct-1 | distinct-2 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, m in report["policies"].items():
-        lines.append(f"| {name} | {_fmt(m['gold_score'])} | {_fmt(m['rm_score_normalized'])} | {_fmt(m['kl_to_reference'])} | {_fmt(m['length'], 1)} | {_fmt(m['eos_rate'], 2)} | {_fmt(m['distinct_1'], 2)} | {_fmt(m['distinct_2'], 2)} |")
+        lines.append(
+            f"| {name} | {_fmt(m['gold_score'])} | {_fmt(m['rm_score_normalized'])} | {_fmt(m['kl_to_reference'])} | "
+            f"{_fmt(m['length'], 1)} | {_fmt(m['eos_rate'], 2)} | "
+            f"{_fmt(m['distinct_1'], 2)} | {_fmt(m['distinct_2'], 2)} |"
+        )
     if report["win_rates"]:
-        lines += ["", "## Win rates (ties count half; 95% interval)", "", "| policy | against | judge | win rate | 95% CI | wins / ties / losses |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Win rates (ties count half; 95% interval)",
+            "",
+            "| policy | against | judge | win rate | 95% CI | wins / ties / losses |",
+            "|---|---|---|---|---|---|",
+        ]
         for entry in report["win_rates"]:
             for judge_name in ("gold", "rm"):
                 if judge_name in entry:
                     w = entry[judge_name]
-                    lines.append(f"| {entry['policy']} | {entry['against']} | {judge_name} | {w['win_rate']:.3f} | [{w['ci95'][0]:.3f}, {w['ci95'][1]:.3f}] | {w['wins']} / {w['ties']} / {w['losses']} |")
+                    lines.append(
+                        f"| {entry['policy']} | {entry['against']} | {judge_name} | {w['win_rate']:.3f} | "
+                        f"[{w['ci95'][0]:.3f}, {w['ci95'][1]:.3f}] | {w['wins']} / {w['ties']} / {w['losses']} |"
+                    )
     for section in extra_sections or []:
         lines += ["", section]
     lines += ["", "## Samples", ""]
     for item in report["samples"][:num_examples]:
         lines += [f"**Prompt:** `{item['prompt']!r}`", ""]
         for name, response in item["responses"].items():
-            lines.append(f"- **{name}** (gold {_fmt(response['gold_score'], 2)}, RM {_fmt(response['rm_score'], 2)}): {response['response']!r}")
+            lines.append(
+                f"- **{name}** (gold {_fmt(response['gold_score'], 2)}, RM {_fmt(response['rm_score'], 2)}): "
+                f"{response['response']!r}"
+            )
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -229,7 +297,9 @@ def plot_ppo_runs(run_dirs: list[str], out_dir: Path) -> list[Path]:
     for name, rows in runs.items():
         label = Path(name).name if len(runs) > 1 else None
         ax_reward.plot(*series(rows, "objective/scores"), label=f"{label or ''} RM score".strip())
-        ax_reward.plot(*series(rows, "objective/rlhf_reward"), linestyle="--", label=f"{label or ''} RM score - KL penalty".strip())
+        ax_reward.plot(
+            *series(rows, "objective/rlhf_reward"), linestyle="--", label=f"{label or ''} RM score - KL penalty".strip()
+        )
         ax_kl.plot(*series(rows, "objective/kl"), label=label)
     ax_reward.set_ylabel("reward (normalised)")
     ax_reward.legend(fontsize=7)
@@ -247,7 +317,7 @@ def plot_ppo_runs(run_dirs: list[str], out_dir: Path) -> list[Path]:
     if any(any("eval/gold_score" in r for r in rows) for rows in runs.values()):
         fig, axis = plt.subplots(figsize=(7, 4))
         twin = axis.twinx()
-        for name, rows in runs.items():
+        for _name, rows in runs.items():
             axis.plot(*series(rows, "eval/gold_score"), marker="o", color="tab:green", label="gold score (judge)")
             twin.plot(*series(rows, "eval/rm_score"), marker="s", color="tab:blue", label="RM score")
         axis.set_xlabel("PPO update")
@@ -255,7 +325,9 @@ def plot_ppo_runs(run_dirs: list[str], out_dir: Path) -> list[Path]:
         twin.set_ylabel("RM score (normalised)", color="tab:blue")
         axis.grid(alpha=0.3)
         fig.legend(loc="lower right", fontsize=7)
-        fig.suptitle("Gold vs reward-model score on held-out prompts\n(a widening gap = over-optimisation)", fontsize=10)
+        fig.suptitle(
+            "Gold vs reward-model score on held-out prompts\n(a widening gap = over-optimisation)", fontsize=10
+        )
         fig.tight_layout()
         path = out_dir / "gold_vs_rm.png"
         fig.savefig(path, dpi=90)
@@ -264,7 +336,7 @@ def plot_ppo_runs(run_dirs: list[str], out_dir: Path) -> list[Path]:
 
     if len(runs) > 1:
         fig, axis = plt.subplots(figsize=(6, 4))
-        for name, rows in runs.items():
+        for _name, rows in runs.items():
             kl = [r["objective/kl"] for r in rows if "objective/kl" in r][-5:]
             reward_key = "eval/gold_score" if any("eval/gold_score" in r for r in rows) else "objective/scores"
             reward = [r[reward_key] for r in rows if reward_key in r][-5:]
@@ -293,7 +365,9 @@ def plot_policy_scores(report: dict, out_dir: Path) -> Path:
     key = "gold_score" if report["settings"]["judge"] else "rm_score"
     fig, axis = plt.subplots(figsize=(7, 4))
     for name in report["policies"]:
-        values = [item["responses"][name][key] for item in report["samples"] if item["responses"][name][key] is not None]
+        values = [
+            item["responses"][name][key] for item in report["samples"] if item["responses"][name][key] is not None
+        ]
         axis.hist(values, bins=20, alpha=0.5, label=f"{name} (mean {mean(values):.2f})")
     axis.set_xlabel(key.replace("_", " "))
     axis.set_ylabel("responses")
@@ -307,7 +381,9 @@ def plot_policy_scores(report: dict, out_dir: Path) -> Path:
     return path
 
 
-def write_report(report: dict, out_dir: str | Path, ppo_runs: Optional[list[str]] = None, extra_sections: Optional[list[str]] = None) -> dict[str, Path]:
+def write_report(
+    report: dict, out_dir: str | Path, ppo_runs: Optional[list[str]] = None, extra_sections: Optional[list[str]] = None
+) -> dict[str, Path]:
     from rlhf.files import write_json_atomic, write_text_atomic
 
     out = Path(out_dir)
@@ -352,7 +428,9 @@ def read_prompts(path: str, limit: Optional[int]) -> list[str]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="rlhf eval", description="Compare policies on held-out prompts.")
-    parser.add_argument("--policies", nargs="+", required=True, help="NAME=DIR pairs, e.g. sft=runs/x/sft/model ppo=runs/x/ppo/policy")
+    parser.add_argument(
+        "--policies", nargs="+", required=True, help="NAME=DIR pairs, e.g. sft=runs/x/sft/model ppo=runs/x/ppo/policy"
+    )
     parser.add_argument("--prompts", required=True, help="JSONL of {'prompt': ...}")
     parser.add_argument("--num-prompts", type=int, default=None, help="use the first N prompts")
     parser.add_argument("--reward-model", default=None, help="reward model directory (for RM scores)")
@@ -375,7 +453,18 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise UserError(f"policy '{name}': no model directory at {path}")
         policies[name] = path
     prompts = read_prompts(args.prompts, args.num_prompts)
-    report = evaluate(policies, prompts, args.reward_model, args.reference, args.judge, args.max_new_tokens, args.temperature, args.top_p, args.seed, args.batch_size)
+    report = evaluate(
+        policies,
+        prompts,
+        args.reward_model,
+        args.reference,
+        args.judge,
+        args.max_new_tokens,
+        args.temperature,
+        args.top_p,
+        args.seed,
+        args.batch_size,
+    )
     paths = write_report(report, args.out, args.ppo_runs)
     print(Path(paths["md"]).read_text().split("## Samples")[0])
     return 0

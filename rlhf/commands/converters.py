@@ -19,6 +19,7 @@ Public dumps contain odd rows (identical answers, broken transcripts), so by def
 be converted is skipped and counted with its reason; `strict=True` stops at the first one with the
 file, 1-based row and field. Outputs are validated with the project's own checkers before writing.
 """
+
 from __future__ import annotations
 
 import math
@@ -117,7 +118,9 @@ def oasst_messages(rows: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
     return messages
 
 
-def convert_oasst(rows: list[tuple[int, dict]], source: str, strict: bool, lang: Optional[str] = None) -> tuple[list[dict], SkipReport]:
+def convert_oasst(
+    rows: list[tuple[int, dict]], source: str, strict: bool, lang: Optional[str] = None
+) -> tuple[list[dict], SkipReport]:
     messages = oasst_messages(rows)
     report = SkipReport(source=source)
     by_id: dict[str, dict] = {}
@@ -125,9 +128,15 @@ def convert_oasst(rows: list[tuple[int, dict]], source: str, strict: bool, lang:
     children: dict[str, list[dict]] = {}
     for row_number, message in messages:
         message_id = message.get("message_id")
-        if not isinstance(message_id, str) or message.get("role") not in OASST_ROLES or not isinstance(message.get("text"), str):
+        if (
+            not isinstance(message_id, str)
+            or message.get("role") not in OASST_ROLES
+            or not isinstance(message.get("text"), str)
+        ):
             report.total += 1
-            _fail_or_count(source, row_number, _Skip("message_id/role/text", "not an OpenAssistant message"), strict, report)
+            _fail_or_count(
+                source, row_number, _Skip("message_id/role/text", "not an OpenAssistant message"), strict, report
+            )
             continue
         by_id[message_id] = message
         row_of[message_id] = row_number
@@ -140,7 +149,11 @@ def convert_oasst(rows: list[tuple[int, dict]], source: str, strict: bool, lang:
             continue
         if lang and parent.get("lang") not in (None, lang):
             continue
-        ranked = [reply for reply in replies if reply["role"] == "assistant" and reply.get("rank") is not None and not reply.get("deleted")]
+        ranked = [
+            reply
+            for reply in replies
+            if reply["role"] == "assistant" and reply.get("rank") is not None and not reply.get("deleted")
+        ]
         if len(ranked) < 2:
             continue  # nothing to compare: not a skip, OASST has many single replies
         report.total += 1
@@ -149,13 +162,15 @@ def convert_oasst(rows: list[tuple[int, dict]], source: str, strict: bool, lang:
             ranks = sorted({reply["rank"] for reply in ranked})
             if len(ranks) < 2:
                 raise _Skip("rank", "all ranked replies share one rank")
-            out.append({
-                "id": parent_id,
-                "prompt": thread,
-                "responses": [{"id": reply["message_id"], "text": reply["text"]} for reply in ranked],
-                "ranking": [[reply["message_id"] for reply in ranked if reply["rank"] == rank] for rank in ranks],
-                "meta": {"lang": parent.get("lang"), "message_tree_id": parent.get("message_tree_id")},
-            })
+            out.append(
+                {
+                    "id": parent_id,
+                    "prompt": thread,
+                    "responses": [{"id": reply["message_id"], "text": reply["text"]} for reply in ranked],
+                    "ranking": [[reply["message_id"] for reply in ranked if reply["rank"] == rank] for rank in ranks],
+                    "meta": {"lang": parent.get("lang"), "message_tree_id": parent.get("message_tree_id")},
+                }
+            )
         except _Skip as skip:
             _fail_or_count(source, row_of[parent_id], skip, strict, report)
     report.kept = len(out)
@@ -218,8 +233,12 @@ def convert_ultrafeedback_row(row: dict, row_number: int, score_field: str = "ov
     return {
         "id": str(row.get("id", row.get("prompt_id", f"uf-{row_number}"))),
         "prompt": [_user(instruction)],
-        "responses": [{"id": response_id, "text": completion["response"]} for response_id, (_, completion, _) in zip(ids, scored)],
-        "ranking": [[response_id for response_id, (_, _, score) in zip(ids, scored) if score == level] for level in levels],
+        "responses": [
+            {"id": response_id, "text": completion["response"]} for response_id, (_, completion, _) in zip(ids, scored)
+        ],
+        "ranking": [
+            [response_id for response_id, (_, _, score) in zip(ids, scored) if score == level] for level in levels
+        ],
         "meta": {"source": row.get("source"), "score_field": score_field, "scores": [score for _, _, score in scored]},
     }
 
@@ -229,7 +248,9 @@ def convert_ultrafeedback_row(row: dict, row_number: int, score_field: str = "ov
 # --------------------------------------------------------------------------------------------------
 
 
-def convert_shp_row(row: dict, min_score_ratio: Optional[float] = None, log_ratio_margin: bool = False) -> Optional[dict]:
+def convert_shp_row(
+    row: dict, min_score_ratio: Optional[float] = None, log_ratio_margin: bool = False
+) -> Optional[dict]:
     for name in ("history", "human_ref_A", "human_ref_B"):
         if not isinstance(row.get(name), str):
             raise _Skip(name, "missing or not a string")
@@ -239,7 +260,9 @@ def convert_shp_row(row: dict, min_score_ratio: Optional[float] = None, log_rati
         if not all(isinstance(score, (int, float)) for score in (score_a, score_b)) or score_a == score_b:
             raise _Skip("labels", "no label and no score difference to infer one from")
         label = 1 if score_a > score_b else 0
-    chosen, rejected = (row["human_ref_A"], row["human_ref_B"]) if label == 1 else (row["human_ref_B"], row["human_ref_A"])
+    chosen, rejected = (
+        (row["human_ref_A"], row["human_ref_B"]) if label == 1 else (row["human_ref_B"], row["human_ref_A"])
+    )
     if chosen == rejected:
         raise _Skip("human_ref_B", "identical to human_ref_A")
     ratio = row.get("score_ratio")
@@ -270,7 +293,9 @@ def _fail_or_count(source: str, row_number: int, skip: _Skip, strict: bool, repo
         report.add(message, f"{skip.field}: {skip.reason}")
 
 
-def _convert_rows(rows: list[tuple[int, dict]], source: str, strict: bool, convert: Callable[[int, dict], Optional[dict]]) -> tuple[list[dict], SkipReport]:
+def _convert_rows(
+    rows: list[tuple[int, dict]], source: str, strict: bool, convert: Callable[[int, dict], Optional[dict]]
+) -> tuple[list[dict], SkipReport]:
     report = SkipReport(source=source)
     out: list[dict] = []
     for row_number, row in rows:
@@ -304,10 +329,16 @@ def convert_rows(
         out, report = convert_oasst(rows, source, strict, lang=lang)
     elif fmt == "ultrafeedback":
         if score_field not in UF_SCORES:
-            raise DataError(f"unknown UltraFeedback score field {score_field!r}; expected one of {', '.join(UF_SCORES)}")
-        out, report = _convert_rows(rows, source, strict, lambda number, row: convert_ultrafeedback_row(row, number, score_field))
+            raise DataError(
+                f"unknown UltraFeedback score field {score_field!r}; expected one of {', '.join(UF_SCORES)}"
+            )
+        out, report = _convert_rows(
+            rows, source, strict, lambda number, row: convert_ultrafeedback_row(row, number, score_field)
+        )
     elif fmt == "shp":
-        out, report = _convert_rows(rows, source, strict, lambda _, row: convert_shp_row(row, min_score_ratio, log_ratio_margin))
+        out, report = _convert_rows(
+            rows, source, strict, lambda _, row: convert_shp_row(row, min_score_ratio, log_ratio_margin)
+        )
     else:
         raise DataError(f"unknown input format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if out:  # our own checkers guard the output contract (a converter bug must not write a bad file)

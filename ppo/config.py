@@ -1,0 +1,78 @@
+"""The PPO stage's config section.
+
+    rlhf ppo --config configs/tiny/ppo.yaml ppo.kl_coef=0.1
+
+The section's keys sit under `ppo:` in a config file; `PPOStageConfig` is the typed object the stage's
+`train(cfg)` receives (the shared sections from rlhf.config plus this one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional
+
+from rlhf.config import CommonConfig
+
+
+@dataclass
+class PPOSection:
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "kl_estimator": ("k1", "k2", "k3"),
+        "value_init": ("reward_model", "policy"),
+    }
+    # models
+    reward_model_path: Optional[str] = None  # trained reward model directory (required)
+    ref_model_path: Optional[str] = None  # reference policy (default: model.name_or_path)
+    value_model_path: Optional[str] = None  # value model init (default: reward_model_path)
+    value_init: str = "reward_model"  # reward_model | policy (policy backbone with a fresh scalar head)
+    # rollout
+    num_updates: int = 100  # PPO updates (one rollout + optimisation each)
+    rollout_batch_size: int = 16  # prompts per rollout per process
+    rollout_forward_batch_size: int = 16  # chunk size of the no-grad forward passes in a rollout
+    max_new_tokens: int = 24  # response length budget
+    temperature: float = 0.7  # sampling temperature (also divides logits for policy and reference logprobs)
+    top_k: int = 0  # top-k sampling (0: off)
+    top_p: float = 1.0  # nucleus sampling (1.0: off)
+    do_sample: bool = True  # sample responses (False: greedy decoding, for debugging and exactness tests)
+    # reward shaping
+    kl_coef: float = 0.05  # initial coefficient of the per-token KL penalty
+    kl_estimator: str = "k1"  # k1 | k2 | k3 estimator folded into the reward
+    adaptive_kl: bool = False  # Ziegler et al. adaptive KL controller
+    kl_target: float = 6.0  # adaptive controller's target KL (nats per response)
+    kl_horizon: int = 10000  # adaptive controller's horizon (episodes)
+    missing_eos_penalty: Optional[float] = 1.0  # subtracted from the score of responses without EOS
+    normalize_reward: bool = True  # shift RM scores by the mean stored with the reward model
+    normalize_reward_std: bool = False  # also divide by the stored std
+    reward_clip: Optional[float] = None  # clip normalised scores to [-c, c]
+    whiten_rewards: bool = False  # whiten the shaped per-token rewards
+    # advantages and losses
+    gamma: float = 1.0  # discount
+    lam: float = 0.95  # GAE lambda
+    whiten_advantages: bool = True  # whiten advantages over each rollout
+    cliprange: float = 0.2  # policy ratio clip
+    cliprange_value: float = 0.2  # value clip around the rollout values
+    vf_coef: float = 0.1  # value loss coefficient
+    entropy_coef: float = 0.0  # entropy bonus coefficient
+    ratio_threshold: Optional[float] = None  # skip a mini-batch whose mean ratio exceeds this
+    # optimisation
+    ppo_epochs: int = 1  # passes over each rollout
+    num_mini_batches: int = 2  # mini-batches per epoch (gradient accumulation splits them further)
+    value_learning_rate: Optional[float] = None  # value model LR (default: train.learning_rate)
+    ptx_coef: float = 0.0  # PPO-ptx: weight of the LM loss on SFT data (0: off)
+    ptx_file: Optional[str] = None  # SFT data for PPO-ptx
+    # bookkeeping
+    save_every: int = 0  # checkpoint every N updates (0: at the end only)
+    eval_every: int = 0  # evaluate on data.eval_file every N updates (0: never)
+    eval_num_prompts: int = 64  # held-out prompts per evaluation
+    sample_every: int = 10  # log a table of sample completions every N updates
+    resume: bool = False  # resume from the newest checkpoint in run.output_dir
+    updates_per_job: Optional[int] = (
+        None  # checkpoint and stop after this many updates (time-limited jobs; rerun with ppo.resume=true)
+    )
+    gold_judge: Optional[str] = None  # "tiny" to log the built-in task's gold score in evaluations
+    zero3_gather_for_generation: bool = True  # under ZeRO-3, gather weights once per rollout for generation
+
+
+@dataclass
+class PPOStageConfig(CommonConfig):
+    ppo: PPOSection = field(default_factory=PPOSection)
