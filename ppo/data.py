@@ -67,6 +67,24 @@ def load_prompt_sets(cfg: PPOStageConfig, tokenizer) -> tuple[PromptSet, Optiona
     return _encode(rows, tokenizer, max_len), (_encode(eval_rows, tokenizer, max_len) if eval_rows else None)
 
 
+def fit_to_length(prompt: list[int], completion: list[int], max_length: int) -> tuple[list[int], list[int]]:
+    """(input ids, labels) of prompt + completion in at most `max_length` tokens, loss on the completion.
+
+    Cutting the end (`ids[:max_length]`) would keep only prompt tokens of a long row, so a micro-batch of such
+    rows has no label and a NaN loss, and it drops the EOS that teaches the policy to stop. Instead the
+    prompt is cut from the left (its end, next to the completion, matters most) and a completion that alone
+    exceeds the budget keeps its first tokens and its last one (the EOS). One prompt token is kept when
+    there is one, so the first completion token is predicted from context.
+    """
+    if len(prompt) + len(completion) <= max_length:
+        return prompt + completion, [IGNORE_INDEX] * len(prompt) + completion
+    room = max(max_length - min(len(prompt), 1), 1)
+    if len(completion) > room:
+        completion = completion[: room - 1] + completion[-1:]
+    prompt = prompt[len(prompt) - (max_length - len(completion)) :] if max_length > len(completion) else []
+    return prompt + completion, [IGNORE_INDEX] * len(prompt) + completion
+
+
 class PtxBatches:
     """Right-padded LM batches from SFT rows for PPO-ptx, in a resumable shuffled order."""
 
@@ -84,18 +102,23 @@ class PtxBatches:
     def _tokenize(row: dict, tokenizer, max_length: int) -> tuple[list[int], list[int]]:
         if "messages" in row:
             ids = list(tokenizer.apply_chat_template(row["messages"], tokenize=True))
-            labels = list(ids)
-        elif isinstance(row.get("prompt"), str) and isinstance(row.get("completion"), str):
+            return fit_to_length([], ids, max_length)  # loss on the whole text: keep its end (the last reply)
+        if isinstance(row.get("prompt"), str) and isinstance(row.get("completion"), str):
             prompt = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
             completion = tokenizer(row["completion"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-            ids, labels = prompt + completion, [IGNORE_INDEX] * len(prompt) + completion
-        else:  # conversational prompt/completion
-            ids = list(tokenizer.apply_chat_template(list(row["prompt"]) + list(row["completion"]), tokenize=True))
-            labels = list(ids)
-        return ids[:max_length], labels[:max_length]
+            return fit_to_length(prompt, completion, max_length)
+        # conversational prompt/completion
+        ids = list(tokenizer.apply_chat_template(list(row["prompt"]) + list(row["completion"]), tokenize=True))
+        return fit_to_length([], ids, max_length)
 
-    def next_batch(self, size: int, device: torch.device) -> dict[str, torch.Tensor]:
-        examples = [self.examples[i] for i in self.stream.take(size)]
+    def next_batch(self, size: int, device: torch.device, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
+        """This process's `size` rows of the next `size * world` of the stream.
+
+        Every process advances the shared stream by the global batch and keeps its own slice (as the prompt
+        stream does), so N processes train on N different batches and a resumed run continues the stream.
+        """
+        drawn = self.stream.take(size * world)
+        examples = [self.examples[i] for i in drawn[rank * size : (rank + 1) * size]]
         width = max(len(ids) for ids, _ in examples)
         input_ids = torch.full((size, width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((size, width), IGNORE_INDEX, dtype=torch.long)

@@ -530,7 +530,11 @@ class Loop:
     ) -> None:
         ppo, accelerator, model = self.cfg.ppo, self.accelerator, self.model
         mask = batch.response_mask
-        ptx_batch = self.ptx.next_batch(mask.shape[0], self.device) if self.ptx is not None else {}
+        ptx_batch = (
+            self.ptx.next_batch(mask.shape[0], self.device, accelerator.process_index, accelerator.num_processes)
+            if self.ptx is not None
+            else {}
+        )
         with accelerator.accumulate(model):
             logits, values, ptx_loss = model(batch.input_ids, batch.attention_mask, response_length, **ptx_batch)
             logits = logits / ppo.temperature
