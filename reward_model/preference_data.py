@@ -177,11 +177,15 @@ def kwise_dataset(pairs: list[dict], tokenizer, max_length: Optional[int]):
         ]
         dropped += len(ranking["better"]) - len(keep)
         if keep:
+            # Only the responses a kept pair uses enter the batch: the collator pads to the longest
+            # response, so one over-long response left in would set the width for the whole batch.
+            used = sorted({ranking["better"][i] for i in keep} | {ranking["worse"][i] for i in keep})
+            new_index = {old: new for new, old in enumerate(used)}
             rows.append(
                 {
-                    "response_ids": ids,
-                    "better": [ranking["better"][i] for i in keep],
-                    "worse": [ranking["worse"][i] for i in keep],
+                    "response_ids": [ids[i] for i in used],
+                    "better": [new_index[ranking["better"][i]] for i in keep],
+                    "worse": [new_index[ranking["worse"][i]] for i in keep],
                     "margin": [ranking["margin"][i] for i in keep],
                 }
             )

@@ -126,3 +126,28 @@ def test_collator_flattens_rankings_and_offsets_their_pairs():
     assert batch["better"].tolist() == [0, 3, 3] and batch["worse"].tolist() == [1, 2, 4]
     assert batch["pair_group"].tolist() == [0, 1, 1]
     assert batch["margin"].tolist() == [0.0, 0.5, 1.0]
+
+
+def test_a_response_over_max_length_leaves_the_batch_with_its_pairs(tiny_model_dir):
+    from reward_model.preference_data import kwise_dataset
+    from reward_model.scoring import preference_input_ids
+    from rlhf.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    long = " Cats purr and nap and purr again." * 8
+    ranking = {
+        "id": "A",
+        "prompt": "User: cats?\nAssistant:",
+        "responses": [{"id": "0", "text": " Cats purr."}, {"id": "1", "text": " Cats nap."}, {"id": "2", "text": long}],
+        "ranking": [["0"], ["1"], ["2"]],
+    }
+    max_length = 24
+    lengths = [len(preference_input_ids(tokenizer, ranking["prompt"], r["text"])) for r in ranking["responses"]]
+    assert lengths[0] <= max_length and lengths[1] <= max_length < lengths[2]
+    rows = kwise_dataset(ranking_to_pairs(ranking), tokenizer, max_length).to_list()
+    batch = KwiseCollator(tokenizer.pad_token_id)(rows)
+    assert batch["input_ids"].shape == (2, max(lengths[:2]))  # old code: 3 rows padded to the long response
+    assert batch["better"].tolist() == [0] and batch["worse"].tolist() == [1]  # the one pair within max_length
+    assert batch["input_ids"][batch["worse"][0], : lengths[1]].tolist() == preference_input_ids(
+        tokenizer, ranking["prompt"], " Cats nap."
+    )
