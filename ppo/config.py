@@ -15,6 +15,13 @@ from rlhf.config import CommonConfig
 
 
 @dataclass
+class RewardFunctionConfig:
+    spec: str = ""  # package.module:function or path/to/file.py:function: fn(prompt, response) -> float
+    weight: float = 1.0  # the term added to the score is weight * fn(prompt, response)
+    name: Optional[str] = None  # metric name reward_fn/<name> (default: the function's name)
+
+
+@dataclass
 class PPOSection:
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         "kl_estimator": ("k1", "k2", "k3"),
@@ -44,6 +51,9 @@ class PPOSection:
     normalize_reward: bool = True  # shift RM scores by the mean stored with the reward model
     normalize_reward_std: bool = False  # also divide by the stored std
     reward_clip: Optional[float] = None  # clip normalised scores to [-c, c]
+    reward_functions: list[RewardFunctionConfig] = field(
+        default_factory=list
+    )  # rule-based terms added to the normalised RM score: [{spec, weight, name}], each logged as reward_fn/<name>
     whiten_rewards: bool = False  # whiten the shaped per-token rewards
     # advantages and losses
     gamma: float = 1.0  # discount
@@ -69,7 +79,9 @@ class PPOSection:
     updates_per_job: Optional[int] = (
         None  # checkpoint and stop after this many updates (time-limited jobs; rerun with ppo.resume=true)
     )
-    gold_judge: Optional[str] = None  # "tiny" to log the built-in task's gold score in evaluations
+    gold_judge: Optional[str] = (
+        None  # judge whose score evaluations log: a task name, module:function or file.py:function
+    )
     zero3_gather_for_generation: bool = True  # under ZeRO-3, gather weights once per rollout for generation
 
 

@@ -21,7 +21,9 @@ policy/skipped_fraction, val/{clipfrac_avg, ratio, ratio_var, values, advantages
 response_length}, lr/{policy, value}, time/{generation, scoring, training, update},
 perf/tokens_per_second (prompt + response tokens of the rollout per second of the update), and every
 `ppo.eval_every` updates (and at update 0) eval/{rm_score, raw_score, kl, eos_rate, response_length,
-gold_score}.
+gold_score}. With `ppo.reward_functions` (rule-based terms beside the reward model, added to its normalised
+score before the missing-EOS penalty), reward_fn/<name> (each function's unweighted mean) and
+reward_fn/total (the weighted sum added to the score).
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ from ppo.rollout import (
 from rlhf.config import require, typed
 from rlhf.distributed import accelerator_kwargs
 from rlhf.errors import ConfigError
-from rlhf.plugins import load_judge
+from rlhf.plugins import Scorer, load_judge, load_reward_function
 
 SUMMARY_FILE = "summary.json"
 MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -207,10 +209,29 @@ def check_config(cfg: PPOStageConfig) -> None:
     if ppo.ptx_coef > 0 and not ppo.ptx_file:
         raise ConfigError("ppo.ptx_coef > 0 needs ppo.ptx_file (SFT rows for the language-modelling loss)")
     load_judge(ppo.gold_judge, "ppo.gold_judge")  # a bad spec stops here, before any model loads
+    load_reward_functions(ppo)
     if ppo.updates_per_job is not None and ppo.updates_per_job < 1:
         raise ConfigError(
             f"bad value for 'ppo.updates_per_job': {ppo.updates_per_job}; expected a positive number or null"
         )
+
+
+def load_reward_functions(ppo) -> list[tuple[str, float, Scorer]]:
+    """(name, weight, checked function) of each `ppo.reward_functions` entry; a bad entry names its index."""
+    loaded: list[tuple[str, float, Scorer]] = []
+    for index, entry in enumerate(ppo.reward_functions):
+        field = f"ppo.reward_functions[{index}].spec"
+        scorer = load_reward_function(entry.spec, field)
+        name = entry.name or scorer.name
+        if not math.isfinite(entry.weight):
+            raise ConfigError(f"bad value for 'ppo.reward_functions[{index}].weight': {entry.weight!r}")
+        if name in {other for other, _, _ in loaded}:
+            raise ConfigError(
+                f"ppo.reward_functions[{index}]: the name '{name}' is taken; give it its own `name:` "
+                "(its metric is reward_fn/<name>)"
+            )
+        loaded.append((name, float(entry.weight), scorer))
+    return loaded
 
 
 def _build_scheduler(cfg: PPOStageConfig, optimizer):
@@ -355,6 +376,7 @@ class Loop:
         self.unwrapped = self.accelerator.unwrap_model(
             self.model
         )  # the same module all run; unwrapping costs ms per call
+        self.reward_functions = load_reward_functions(ppo)
 
     @property
     def device(self) -> torch.device:
@@ -377,13 +399,16 @@ class Loop:
 
         prompt_ids, prompt_mask = left_pad([prompts.ids[i] for i in local_indices], self.pad_id, self.device)
         rollout, generation_seconds, scoring_seconds = self.collect_rollout(prompt_ids, prompt_mask)
+        stats = MetricSums()
+        terms_start = time.perf_counter()
+        reward_terms = self.reward_terms([prompts.texts[i] for i in local_indices], rollout, stats)
+        scoring_seconds += time.perf_counter() - terms_start
 
         train_start = time.perf_counter()
         learning_rates = [
             group["lr"] for group in self.optimizer.param_groups
         ]  # in effect for this update's first step
-        stats = MetricSums()
-        scores, advantages, returns = self.shape_and_advantages(rollout, stats)
+        scores, advantages, returns = self.shape_and_advantages(rollout, stats, reward_terms)
         self.optimise(rollout, advantages, returns, stats)
         _sync(self.device)
         training_seconds = time.perf_counter() - train_start
@@ -449,19 +474,46 @@ class Loop:
         _sync(self.device)
         return rollout, generated - start, time.perf_counter() - generated
 
-    def final_scores(self, raw_scores: Tensor, has_eos: Tensor) -> tuple[Tensor, Tensor]:
-        """(normalised scores, scores after the missing-EOS penalty)."""
+    def decode_responses(self, rollout: Rollout) -> list[str]:
+        """The rollout's responses as text (EOS and padding dropped), what judges and reward functions read."""
+        mask = rollout.response_mask
+        return [
+            self.models.tokenizer.decode(rollout.response_ids[row][mask[row]], skip_special_tokens=True)
+            for row in range(mask.shape[0])
+        ]
+
+    def reward_terms(self, prompt_texts: list, rollout: Rollout, stats: MetricSums) -> Optional[Tensor]:
+        """Sum of weight * fn(prompt, response) over `ppo.reward_functions` per response (None without any);
+        each function's unweighted mean is logged as reward_fn/<name>."""
+        if not self.reward_functions:
+            return None
+        responses = self.decode_responses(rollout)
+        total = torch.zeros(len(responses), dtype=torch.float64)
+        for name, weight, function in self.reward_functions:
+            values = torch.tensor(function.scores(prompt_texts, responses), dtype=torch.float64)
+            stats.add(f"reward_fn/{name}", values.sum(), float(len(responses)))
+            total += weight * values
+        stats.add("reward_fn/total", total.sum(), float(len(responses)))
+        return total.to(device=rollout.raw_scores.device, dtype=rollout.raw_scores.dtype)
+
+    def final_scores(
+        self, raw_scores: Tensor, has_eos: Tensor, reward_terms: Optional[Tensor] = None
+    ) -> tuple[Tensor, Tensor]:
+        """(normalised RM scores, scores = normalised + rule-based terms, after the missing-EOS penalty)."""
         ppo, models = self.cfg.ppo, self.models
         mean = models.reward_mean if ppo.normalize_reward else None
         std = models.reward_std if ppo.normalize_reward and ppo.normalize_reward_std else None
         normalised = normalize_scores(raw_scores, mean, std, ppo.reward_clip)
-        return normalised, apply_missing_eos_penalty(normalised, has_eos, ppo.missing_eos_penalty)
+        combined = normalised if reward_terms is None else normalised + reward_terms
+        return normalised, apply_missing_eos_penalty(combined, has_eos, ppo.missing_eos_penalty)
 
-    def shape_and_advantages(self, rollout: Rollout, stats: MetricSums) -> tuple[Tensor, Tensor, Tensor]:
-        """Scores -> per-token rewards -> GAE; logs the rollout's objective metrics."""
+    def shape_and_advantages(
+        self, rollout: Rollout, stats: MetricSums, reward_terms: Optional[Tensor] = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Scores (+ rule-based reward terms) -> per-token rewards -> GAE; logs the rollout's objective metrics."""
         ppo = self.cfg.ppo
         mask = rollout.response_mask
-        normalised, scores = self.final_scores(rollout.raw_scores, rollout.has_eos)
+        normalised, scores = self.final_scores(rollout.raw_scores, rollout.has_eos, reward_terms)
         kl = kl_penalty(rollout.logprobs, rollout.ref_logprobs, ppo.kl_estimator) * mask
         rewards, non_score = shape_rewards(scores, kl, self.kl_controller.value, mask)
         if ppo.whiten_rewards:
@@ -636,14 +688,8 @@ class Loop:
                 stats.add("eval/eos_rate", rollout.has_eos.sum(), rows)
                 stats.add("eval/response_length", mask.sum(), rows)
                 if gold_score is not None:
-                    tokenizer = self.models.tokenizer
-                    gold = [
-                        gold_score(
-                            prompts.texts[i],
-                            tokenizer.decode(rollout.response_ids[row][mask[row]], skip_special_tokens=True),
-                        )
-                        for row, i in enumerate(chunk)
-                    ]
+                    texts = [prompts.texts[i] for i in chunk]
+                    gold = gold_score.scores(texts, self.decode_responses(rollout))
                     stats.add("eval/gold_score", sum(gold), rows)
         return stats.means(accelerator)
 

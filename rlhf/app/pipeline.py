@@ -330,6 +330,9 @@ class Pipeline:
 
     def validate_stage_configs(self) -> None:
         """Load each stage config with its overrides now, so a typo fails before hours of training."""
+        from rlhf.plugins import load_judge
+
+        load_judge(self.cfg.pipeline.judge, "pipeline.judge")  # a bad spec stops before any stage runs
         for stage in TRAINING_STAGES:
             try:
                 load_config(

@@ -174,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--lang", default=None, help="oasst: keep prompts in this language only (e.g. en)")
     convert.set_defaults(handler=cmd_convert)
 
-    rank = sub.add_parser("rank", help="simulated reviewers: candidates -> rankings by the tiny task's gold judge")
+    rank = sub.add_parser(
+        "rank", help="simulated reviewers: candidates -> rankings by any judge (Plackett-Luce over its scores)"
+    )
     rank.add_argument("--candidates", required=True)
     rank.add_argument("--out", required=True)
     rank.add_argument("--reviewers", type=int, default=1, help="reviewers per prompt")

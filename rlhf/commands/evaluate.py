@@ -138,7 +138,7 @@ def evaluate(
             if rm is not None
             else [None] * len(samples)
         )
-        gold = [judge_fn(prompt, s.text) for prompt, s in zip(prompts, samples)] if judge_fn else [None] * len(samples)
+        gold = judge_fn.scores(prompts, [s.text for s in samples]) if judge_fn else [None] * len(samples)
         rows = [
             {
                 "prompt": prompt,
@@ -435,7 +435,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--num-prompts", type=int, default=None, help="use the first N prompts")
     parser.add_argument("--reward-model", default=None, help="reward model directory (for RM scores)")
     parser.add_argument("--reference", default=None, help="reference policy for the KL (default: the first policy)")
-    parser.add_argument("--judge", default=None, help="gold judge: tiny (the built-in task's)")
+    parser.add_argument(
+        "--judge",
+        default=None,
+        help="gold judge: a built-in task's name (tiny), package.module:function or path/to/file.py:function",
+    )
     parser.add_argument("--ppo-runs", nargs="*", default=[], help="PPO run directories whose curves to plot")
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--temperature", type=float, default=0.7)

@@ -137,3 +137,14 @@ def gold_scores(prompts: list[str], responses: list[str]) -> list[float]:
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     return [gold_score(prompt, response) for prompt, response in zip(prompts, responses)]
+
+
+def rule_points(prompt: str, response: str) -> dict[str, float]:
+    """The score split by rule (every rule of task.json's weights, 0.0 when it did not fire); sums to the score."""
+    contributions = judge_breakdown(prompt, response)["contributions"]
+    return {rule: float(contributions.get(rule, 0.0)) for rule in load_rules().weights}
+
+
+# What rlhf.plugins reads: the batched twin (one call per file) and the per-rule split for the report.
+gold_score.batch = gold_scores  # type: ignore[attr-defined]
+gold_score.breakdown = rule_points  # type: ignore[attr-defined]
