@@ -36,6 +36,7 @@ class PPOSection:
     num_updates: int = 100  # PPO updates (one rollout + optimisation each)
     rollout_batch_size: int = 16  # prompts per rollout per process
     rollout_forward_batch_size: int = 16  # chunk size of the no-grad forward passes in a rollout
+    generation_batch_size: Optional[int] = None  # rows generated at once (bounds the KV cache; None: the whole rollout)
     max_new_tokens: int = 24  # response length budget
     temperature: float = 0.7  # sampling temperature (also divides logits for policy and reference logprobs)
     top_k: int = 0  # top-k sampling (0: off)

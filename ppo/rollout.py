@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
@@ -199,17 +199,61 @@ def build_generation_config(
     )
 
 
+def trim_left_padding(input_ids: Tensor, attention_mask: Tensor, keep: int = 1) -> tuple[Tensor, Tensor]:
+    """Drop the leading columns that are padding in every row (at least `keep` columns stay).
+
+    Positions come from the attention mask, so a left-padded batch without its all-pad columns gives the
+    same outputs at a smaller width: a chunk of short prompts does not pay for the rollout's longest.
+    """
+    real = attention_mask.bool().any(0)
+    first = int(real.int().argmax()) if bool(real.any()) else attention_mask.shape[1]
+    first = min(first, attention_mask.shape[1] - keep)
+    return input_ids[:, first:], attention_mask[:, first:]
+
+
 @torch.no_grad()
 def generate_responses(
-    policy: nn.Module, prompt_ids: Tensor, prompt_mask: Tensor, generation_config, synced_gpus: bool = False
+    policy: nn.Module,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    generation_config,
+    synced_gpus: bool = False,
+    batch_size: Optional[int] = None,
 ) -> Tensor:
     """Sampled response ids [B, R'] (R' <= max_new_tokens: generation stops when every row has ended).
 
-    `synced_gpus` keeps every process stepping until all are done (ZeRO-3 without gathered weights)."""
-    output = policy.generate(
-        input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation_config, synced_gpus=synced_gpus
-    )
-    return output[:, prompt_ids.shape[1] :]
+    `batch_size` rows are generated at a time (None: all at once), each chunk at its own prompt width, so
+    the KV cache is bounded by the chunk, not the rollout; shorter chunks are right-padded with the pad id
+    as `generate` pads rows that ended early. `synced_gpus` keeps every process stepping until all are done
+    (ZeRO-3 without gathered weights)."""
+    rows = prompt_ids.shape[0]
+    step = batch_size if batch_size else rows
+    pad_token_id = generation_config.pad_token_id
+    chunks = []
+    for start in range(0, rows, step):
+        ids, mask = trim_left_padding(prompt_ids[start : start + step], prompt_mask[start : start + step])
+        output = policy.generate(
+            input_ids=ids, attention_mask=mask, generation_config=generation_config, synced_gpus=synced_gpus
+        )
+        chunks.append(output[:, ids.shape[1] :])
+    width = max(chunk.shape[1] for chunk in chunks)
+    return torch.cat([nn.functional.pad(chunk, (0, width - chunk.shape[1]), value=pad_token_id) for chunk in chunks])
+
+
+def trim_micro_batch(batch: Rollout, *per_token: Tensor) -> tuple[Rollout, list[Tensor]]:
+    """A micro-batch cut to its own real width: prompt columns that are padding in every row (on the left)
+    and response columns after every row's end (on the right) go, together with the same response columns
+    of `per_token` tensors (advantages, returns). Training forwards then pay for the micro-batch's longest
+    prompt and response, not the rollout's; the dropped columns are masked out of every loss anyway."""
+    prompt_ids, prompt_mask = trim_left_padding(batch.prompt_ids, batch.prompt_mask)
+    width = max(int(batch.response_mask.sum(1).max()), 1)  # the mask is a prefix (tokens up to the first EOS)
+    response_side = {
+        f.name: getattr(batch, f.name)[:, :width]
+        for f in fields(batch)
+        if f.name not in ("prompt_ids", "prompt_mask") and getattr(batch, f.name).dim() == 2
+    }
+    trimmed = replace(batch, prompt_ids=prompt_ids, prompt_mask=prompt_mask, **response_side)
+    return trimmed, [tensor[:, :width] for tensor in per_token]
 
 
 @torch.no_grad()

@@ -71,6 +71,7 @@ from ppo.rollout import (
     generate_responses,
     left_pad,
     score_responses,
+    trim_micro_batch,
     unwrapped_for_generation,
 )
 from rlhf.config import require, typed
@@ -206,6 +207,11 @@ def check_config(cfg: PPOStageConfig) -> None:
     for key, value in positive.items():
         if not value > 0:
             raise ConfigError(f"bad value for '{key}': {value!r}; expected a positive number")
+    if ppo.generation_batch_size is not None and ppo.generation_batch_size < 1:
+        raise ConfigError(
+            f"bad value for 'ppo.generation_batch_size': {ppo.generation_batch_size}; expected a positive number "
+            "or null (the whole rollout at once)"
+        )
     if ppo.ptx_coef > 0 and not ppo.ptx_file:
         raise ConfigError("ppo.ptx_coef > 0 needs ppo.ptx_file (SFT rows for the language-modelling loss)")
     load_judge(ppo.gold_judge, "ppo.gold_judge")  # a bad spec stops here, before any model loads
@@ -452,6 +458,7 @@ class Loop:
                 prompt_mask,
                 self.generation_config,
                 synced_gpus=self.zero3_synced_generation,
+                batch_size=ppo.generation_batch_size,
             )
         _sync(self.device)
         generated = time.perf_counter()
@@ -550,7 +557,6 @@ class Loop:
         mini_batch = batch_size // ppo.num_mini_batches
         accumulation = train.gradient_accumulation_steps
         micro_batch = mini_batch // accumulation
-        response_length = rollout.response_ids.shape[1]
         model.train()
         for _ in range(ppo.ppo_epochs):
             order = torch.randperm(batch_size, device=self.device)
@@ -562,13 +568,11 @@ class Loop:
                 normalizer = tokens / (accelerator.num_processes * accumulation)
                 for micro_start in range(0, mini_batch, micro_batch):
                     indices = mb_indices[micro_start : micro_start + micro_batch]
+                    batch, (batch_advantages, batch_returns) = trim_micro_batch(
+                        rollout.select(indices), advantages[indices], returns[indices]
+                    )
                     self._micro_step(
-                        rollout.select(indices),
-                        advantages[indices],
-                        returns[indices],
-                        normalizer,
-                        response_length,
-                        stats,
+                        batch, batch_advantages, batch_returns, normalizer, batch.response_ids.shape[1], stats
                     )
 
     def _micro_step(

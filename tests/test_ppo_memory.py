@@ -75,3 +75,124 @@ def test_ptx_rows_longer_than_max_length_keep_labels_and_give_a_finite_loss(toke
         input_ids=batch["ptx_input_ids"], attention_mask=batch["ptx_attention_mask"], labels=batch["ptx_labels"]
     ).loss
     assert math.isfinite(loss.item())  # old code: NaN (a mean over zero labels)
+
+
+# --------------------------------------------------------------------------------------------------
+# Chunked generation and trimmed micro-batches
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def policy_and_value(tiny_model_dir, tiny_reward_model_dir, tokenizer):
+    from rlhf.modeling import load_causal_lm, load_scalar_model
+
+    policy = load_causal_lm(str(tiny_model_dir), tokenizer).eval()
+    value = load_scalar_model(str(tiny_reward_model_dir), tokenizer).eval()
+    return policy, value
+
+
+def _varied_prompts(tokenizer):
+    from ppo.rollout import encode_prompt, left_pad
+
+    texts = ["User: Hi.\nAssistant:", "User: " + "Tell me about the sea and the cats. " * 4 + "\nAssistant:"]
+    texts += [f"User: Tell me about thing {i}.\nAssistant:" for i in range(4)]
+    return left_pad([encode_prompt(tokenizer, text) for text in texts], tokenizer.pad_token_id)
+
+
+def test_chunked_greedy_generation_equals_one_batch_and_bounds_the_chunk(policy_and_value, tokenizer):
+    from ppo.rollout import build_generation_config, generate_responses
+
+    policy, _ = policy_and_value
+    prompt_ids, prompt_mask = _varied_prompts(tokenizer)
+    config = build_generation_config(
+        8, 1.0, top_k=0, top_p=1.0, do_sample=False, eos_token_id=tokenizer.eos_token_id, pad_token_id=99
+    )
+    whole = generate_responses(policy, prompt_ids, prompt_mask, config)
+    shapes = []
+    original = policy.generate
+
+    def spy(**kwargs):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return original(**kwargs)
+
+    policy.generate = spy
+    try:
+        chunked = generate_responses(policy, prompt_ids, prompt_mask, config, batch_size=4)
+    finally:
+        del policy.generate
+    assert torch.equal(chunked, whole)
+    lengths = prompt_mask.sum(1).tolist()
+    # Each call holds at most 4 rows at the width of its own longest prompt, not the rollout's.
+    assert shapes == [(4, max(lengths[:4])), (2, max(lengths[4:]))] and max(lengths[4:]) < prompt_ids.shape[1]
+
+
+def test_trimmed_micro_batch_has_its_own_width_and_the_same_logprobs(policy_and_value, tokenizer):
+    from ppo.algorithm import logprobs_from_logits
+    from ppo.models import PolicyAndValue
+    from ppo.rollout import score_responses, trim_micro_batch
+
+    policy, value = policy_and_value
+    prompt_ids, prompt_mask = _varied_prompts(tokenizer)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    torch.manual_seed(0)
+    raw = torch.randint(5, 200, (prompt_ids.shape[0], 7))
+    raw[2:, 2] = eos  # rows 2.. end after three tokens; rows 0 and 1 run the whole budget
+    rollout = score_responses(prompt_ids, prompt_mask, raw, policy, value, value, eos, pad, 1.0, 8, reference=policy)
+    micro = rollout.select(torch.tensor([2, 3, 4]))
+    advantages = torch.arange(21.0).reshape(3, 7)
+    trimmed, (trimmed_advantages,) = trim_micro_batch(micro, advantages)
+    assert trimmed.prompt_ids.shape[1] == int(micro.prompt_mask.sum(1).max()) < micro.prompt_ids.shape[1]
+    assert trimmed.response_ids.shape[1] == 3 and torch.equal(trimmed_advantages, advantages[:, :3])
+    model = PolicyAndValue(policy, value)
+    with torch.no_grad():
+        full_logits, full_values, _ = model(micro.input_ids, micro.attention_mask, 7)
+        logits, values, _ = model(trimmed.input_ids, trimmed.attention_mask, 3)
+    mask = trimmed.response_mask
+    full = logprobs_from_logits(full_logits, micro.response_ids)[:, :3]
+    torch.testing.assert_close(logprobs_from_logits(logits, trimmed.response_ids)[mask], full[mask], atol=1e-6, rtol=0)
+    torch.testing.assert_close(values[mask], full_values[:, :3][mask], atol=1e-6, rtol=0)
+
+
+def test_training_forwards_see_micro_batches_at_their_own_width(tiny_model_dir, tiny_reward_model_dir, tmp_path):
+    from ppo.models import PolicyAndValue
+    from ppo.trainer import Loop, train
+    from rlhf.app.schema import load_config
+
+    prompts = tmp_path / "prompts.jsonl"
+    texts = ["User: " + "Tell me about the sea and the cats. " * 4 + "\nAssistant:"]
+    texts += [f"User: Hi {i}.\nAssistant:" for i in range(7)]
+    prompts.write_text("".join(json.dumps({"prompt": text}) + "\n" for text in texts))
+    rollout_widths, forward_widths = [], []
+    collect, forward = Loop.collect_rollout, PolicyAndValue.forward
+
+    def collect_spy(self, *args):
+        result = collect(self, *args)
+        rollout_widths.append(result[0].input_ids.shape[1])
+        return result
+
+    def forward_spy(self, input_ids, *args, **kwargs):
+        forward_widths.append(input_ids.shape[1])
+        return forward(self, input_ids, *args, **kwargs)
+
+    cfg = load_config(
+        None,
+        [
+            f"model.name_or_path={tiny_model_dir}",
+            f"ppo.reward_model_path={tiny_reward_model_dir}",
+            f"data.train_file={prompts}",
+            f"run.output_dir={tmp_path / 'run'}",
+            "tracking.plots=false",
+            "ppo.sample_every=0",
+            "ppo.num_updates=1",
+            "ppo.rollout_batch_size=8",
+            "ppo.max_new_tokens=6",
+            "train.gradient_accumulation_steps=2",  # 2 mini-batches x 2 micro-batches of 2 rows
+        ],
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Loop, "collect_rollout", collect_spy)
+        patch.setattr(PolicyAndValue, "forward", forward_spy)
+        history = train(cfg)["history"]
+    assert math.isfinite(history[0]["loss/policy_avg"])
+    assert len(forward_widths) == 4 and max(forward_widths) <= rollout_widths[0]
+    assert min(forward_widths) < rollout_widths[0]  # old code: every forward at the rollout's full width
