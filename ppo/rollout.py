@@ -180,22 +180,12 @@ def build_generation_config(
     eos_token_id: int,
     pad_token_id: int,
 ):
-    """Every sampling knob explicit, so a model's own generation_config (say top_k=50) cannot leak in."""
-    from transformers import GenerationConfig
+    """Every sampling knob pinned (rlhf.sampling): the rollout is drawn from softmax(logits / temperature),
+    the distribution its log-probs and KL are computed from, whatever the model's generation_config says."""
+    from rlhf.sampling import sampling_config
 
-    return GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        min_new_tokens=0,
-        do_sample=do_sample,
-        temperature=temperature if do_sample else None,
-        top_k=top_k if do_sample and top_k > 0 else None,
-        top_p=top_p if do_sample and top_p < 1.0 else None,
-        num_beams=1,
-        repetition_penalty=None,
-        eos_token_id=eos_token_id,
-        pad_token_id=pad_token_id,
-        bos_token_id=None,
-        use_cache=True,
+    return sampling_config(
+        max_new_tokens, temperature if do_sample else 0.0, eos_token_id, pad_token_id, top_k=top_k, top_p=top_p
     )
 
 
@@ -226,15 +216,15 @@ def generate_responses(
     the KV cache is bounded by the chunk, not the rollout; shorter chunks are right-padded with the pad id
     as `generate` pads rows that ended early. `synced_gpus` keeps every process stepping until all are done
     (ZeRO-3 without gathered weights)."""
+    from rlhf.sampling import generate_pinned
+
     rows = prompt_ids.shape[0]
     step = batch_size if batch_size else rows
     pad_token_id = generation_config.pad_token_id
     chunks = []
     for start in range(0, rows, step):
         ids, mask = trim_left_padding(prompt_ids[start : start + step], prompt_mask[start : start + step])
-        output = policy.generate(
-            input_ids=ids, attention_mask=mask, generation_config=generation_config, synced_gpus=synced_gpus
-        )
+        output = generate_pinned(policy, ids, mask, generation_config, synced_gpus=synced_gpus)
         chunks.append(output[:, ids.shape[1] :])
     width = max(chunk.shape[1] for chunk in chunks)
     return torch.cat([nn.functional.pad(chunk, (0, width - chunk.shape[1]), value=pad_token_id) for chunk in chunks])

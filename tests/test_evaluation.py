@@ -33,6 +33,18 @@ def test_distinct_n():
     assert distinct_n(["a a", "a a"], 2) == pytest.approx(0.5)
 
 
+def test_eval_rejects_temperature_zero_before_loading_models(tmp_path):
+    from rlhf.commands.evaluate import main
+    from rlhf.errors import ConfigError
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "p"}) + "\n")
+    policy = tmp_path / "policy"
+    policy.mkdir()  # an empty directory: the check must come before any model is loaded
+    with pytest.raises(ConfigError, match="'--temperature': 0.0"):
+        main(["--policies", f"a={policy}", "--prompts", str(prompts), "--temperature", "0", "--out", str(tmp_path)])
+
+
 @pytest.mark.slow
 def test_eval_cli_end_to_end(tiny_model_dir, tmp_path):
     from rlhf.commands.evaluate import main

@@ -30,16 +30,17 @@ def test_encode_prompt_truncates_from_the_left_and_left_pad(models):
 
 
 def test_generation_config_sets_every_sampling_knob():
+    from transformers import GenerationConfig
+
     config = build_generation_config(24, 0.7, top_k=0, top_p=1.0, do_sample=True, eos_token_id=2, pad_token_id=3)
-    # top_k=0 must mean "off", not transformers' default of 50, and no repetition penalty may sneak in.
-    assert (
-        config.top_k is None
-        and config.top_p is None
-        and config.temperature == 0.7
-        and config.repetition_penalty is None
-    )
+    # top_k=0 must stay 0 ("off"): None would become the model's top_k, then transformers' default of 50.
+    assert config.top_k == 0 and config.top_p == 1.0 and config.temperature == 0.7
+    assert config.repetition_penalty == 1.0 and config.no_repeat_ngram_size == 0 and config.typical_p == 1.0
+    for key, default in GenerationConfig._get_default_generation_params().items():
+        if default is not None and hasattr(config, key) and key not in ("max_length", "min_length"):
+            assert getattr(config, key) is not None, f"{key} left to transformers' default {default!r}"
     greedy = build_generation_config(24, 0.7, top_k=5, top_p=0.9, do_sample=False, eos_token_id=2, pad_token_id=3)
-    assert greedy.do_sample is False and greedy.temperature is None and greedy.top_k is None
+    assert greedy.do_sample is False and greedy.top_k == 0 and greedy.top_p == 1.0
 
 
 @pytest.mark.parametrize("forward_batch_size", [1, 2])

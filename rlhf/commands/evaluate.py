@@ -23,7 +23,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Optional
 
-from rlhf.errors import UserError
+from rlhf.errors import ConfigError, UserError
 from rlhf.plugins import load_judge
 
 # --------------------------------------------------------------------------------------------------
@@ -95,6 +95,11 @@ def evaluate(
     from rlhf.modeling import load_causal_lm, load_scalar_model, load_tokenizer
     from rlhf.scoring import response_logprobs, reward_scores
 
+    if not temperature > 0:  # the KL divides logits by it; greedy decoding has no KL to a sampling reference
+        raise ConfigError(
+            f"bad value for '--temperature': {temperature!r}; rlhf eval samples and measures KL to the reference "
+            "from softmax(logits / temperature), so it needs a positive temperature (greedy: use rlhf generate)"
+        )
     judge_fn = load_judge(judge, "--judge")
     reference = reference or next(iter(policies.values()))
     tokenizer = load_tokenizer(reference)

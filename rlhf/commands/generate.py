@@ -99,9 +99,12 @@ def sample(
 ) -> list[Sample]:
     """`num_samples` responses per prompt, prompt-major: result[i * num_samples + j] is sample j of prompt i.
 
-    temperature 0 means greedy decoding. `batch_size` counts prompts per `generate` call.
+    temperature 0 means greedy decoding. `batch_size` counts prompts per `generate` call. Every sampling knob
+    is pinned (rlhf.sampling): the model's own generation_config.json cannot change the distribution.
     """
     from tqdm.auto import tqdm
+
+    from rlhf.sampling import generate_pinned, sampling_config
 
     if seed is not None:
         torch.manual_seed(seed)
@@ -111,9 +114,14 @@ def sample(
     eos_ids = eos_token_ids(model, tokenizer)
     padding_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    do_sample = temperature > 0
-    sampling = (
-        dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if do_sample else dict(do_sample=False)
+    generation_config = sampling_config(
+        max_new_tokens,
+        temperature,
+        sorted(eos_ids),
+        tokenizer.pad_token_id,
+        top_k=top_k,
+        top_p=top_p,
+        num_return_sequences=num_samples,
     )
     results: list[Sample] = []
     try:
@@ -129,14 +137,7 @@ def sample(
                 truncation=max_prompt_length is not None,
                 max_length=max_prompt_length,
             ).to(device)
-            output = model.generate(
-                **encoded,
-                max_new_tokens=max_new_tokens,
-                num_return_sequences=num_samples,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=sorted(eos_ids),
-                **sampling,
-            )
+            output = generate_pinned(model, encoded["input_ids"], encoded["attention_mask"], generation_config)
             new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
             prompt_ids = [
                 ids[mask.bool()].tolist()
