@@ -32,6 +32,8 @@ class PPOSection:
     ref_model_path: Optional[str] = None  # reference policy (default: model.name_or_path)
     value_model_path: Optional[str] = None  # value model init (default: reward_model_path)
     value_init: str = "reward_model"  # reward_model | policy (policy backbone with a fresh scalar head)
+    value_lora: Optional[bool] = None  # LoRA (model.lora's settings) on the value model's backbone, head trained
+    # in full (None: follow model.lora.enabled, so a LoRA run has no full-size critic and its AdamW states)
     # rollout
     num_updates: int = 100  # PPO updates (one rollout + optimisation each)
     rollout_batch_size: int = 16  # prompts per rollout per process

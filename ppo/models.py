@@ -8,7 +8,8 @@ with its LoRA adapter disabled when that adapter is new (no second copy in memor
 copy; a trained SFT *adapter* directory is merged into its base first, so the SFT policy is both the
 starting point and the reference. The reward model is frozen and comes with the score mean/std that
 stage 2 stored next to it (`reward_stats.json`). The value model starts from the reward model (or from
-the policy's backbone with a fresh head); with LoRA only the policy gets an adapter.
+the policy's backbone with a fresh head); with LoRA it gets its own adapter and a fully trained head
+(`ppo.value_lora`, on by default whenever model.lora is).
 """
 
 from __future__ import annotations
@@ -123,6 +124,12 @@ def _freeze(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
+def value_uses_lora(cfg: PPOStageConfig) -> bool:
+    """ppo.value_lora, defaulting to model.lora.enabled: a run that chose LoRA to save memory should not
+    keep a full critic (a 7B critic's weights, gradients and AdamW states are ~112 GB in fp32/mixed)."""
+    return cfg.model.lora.enabled if cfg.ppo.value_lora is None else bool(cfg.ppo.value_lora)
+
+
 def build_models(cfg: PPOStageConfig) -> PPOModels:
     """Load tokenizer, policy (+LoRA), reference, reward model (+stats) and value model from the config."""
     from rlhf.modeling import apply_lora, check_tokenizer_matches, load_scalar_model, load_tokenizer
@@ -154,6 +161,8 @@ def build_models(cfg: PPOStageConfig) -> PPOModels:
         value_path = cfg.ppo.value_model_path or policy_path
     value_model = load_scalar_model(value_path, tokenizer, dtype=cfg.model.dtype)
     check_tokenizer_matches(value_model, tokenizer, where=value_path)
+    if value_uses_lora(cfg):
+        value_model = apply_lora(value_model, cfg.model.lora, task_type="SEQ_CLS")  # peft trains the head in full
 
     if cfg.train.gradient_checkpointing:
         for model in (policy, value_model):

@@ -726,6 +726,6 @@ def _save_final_models(cfg: PPOStageConfig, accelerator, model, tokenizer, run_d
                 tokenizer.save_pretrained(out)
     elif accelerator.is_main_process:
         save_model(unwrapped.policy, tokenizer, policy_dir, merge=cfg.model.lora.merge_on_save)
-        save_model(unwrapped.value_model, tokenizer, value_dir, merge=False)
+        save_model(unwrapped.value_model, tokenizer, value_dir, merge=cfg.model.lora.merge_on_save)
     accelerator.wait_for_everyone()
     return {"policy_dir": str(policy_dir), "value_dir": str(value_dir)}

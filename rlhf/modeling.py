@@ -160,11 +160,14 @@ def init_scalar_head(head: nn.Linear, hidden_size: int) -> None:
         nn.init.zeros_(head.bias)
 
 
-def scalar_head(model) -> nn.Linear:
-    """The score head of a sequence-classification model (`score` for Llama-likes, `classifier` elsewhere)."""
+def scalar_head(model) -> nn.Module:
+    """The score head of a sequence-classification model (`score` for Llama-likes, `classifier` elsewhere).
+
+    Under a LoRA adapter (peft's SEQ_CLS task) the head is a trainable copy in a `ModulesToSaveWrapper`;
+    the wrapper is returned, since calling it applies the active adapter's copy."""
     for name in ("score", "classifier", "v_head"):
         head = getattr(model, name, None)
-        if isinstance(head, nn.Linear):
+        if isinstance(head, nn.Linear) or isinstance(getattr(head, "original_module", None), nn.Linear):
             return head
     raise ValueError(f"cannot find the scalar head of {type(model).__name__}")
 

@@ -196,3 +196,87 @@ def test_training_forwards_see_micro_batches_at_their_own_width(tiny_model_dir, 
     assert math.isfinite(history[0]["loss/policy_avg"])
     assert len(forward_widths) == 4 and max(forward_widths) <= rollout_widths[0]
     assert min(forward_widths) < rollout_widths[0]  # old code: every forward at the rollout's full width
+
+
+# --------------------------------------------------------------------------------------------------
+# LoRA value model
+# --------------------------------------------------------------------------------------------------
+
+
+def _tiny_ppo_config(tiny_model_dir, tiny_reward_model_dir, tmp_path, *overrides):
+    from rlhf.app.schema import load_config
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"prompt": f"User: Tell me about {i}.\nAssistant:"}) + "\n" for i in range(8))
+    )
+    return load_config(
+        None,
+        [
+            f"model.name_or_path={tiny_model_dir}",
+            f"ppo.reward_model_path={tiny_reward_model_dir}",
+            f"data.train_file={prompts}",
+            f"run.output_dir={tmp_path / 'run'}",
+            "tracking.plots=false",
+            "ppo.sample_every=0",
+            "ppo.rollout_batch_size=8",
+            "ppo.max_new_tokens=6",
+            *overrides,
+        ],
+    )
+
+
+def test_lora_ppo_trains_only_the_value_adapter_and_head(tiny_model_dir, tiny_reward_model_dir, tmp_path):
+    import ppo.trainer as trainer
+
+    captured = {}
+
+    def build_spy(cfg):
+        models = build(cfg)
+        captured["models"] = models
+        captured["initial"] = {n: p.detach().clone() for n, p in models.value_model.named_parameters()}
+        return models
+
+    build = trainer.build_models
+    cfg = _tiny_ppo_config(
+        tiny_model_dir,
+        tiny_reward_model_dir,
+        tmp_path,
+        "ppo.num_updates=2",
+        "model.lora.enabled=true",  # ppo.value_lora follows it by default
+        "model.lora.r=4",
+        "model.lora.merge_on_save=false",
+        "train.learning_rate=1e-2",
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer, "build_models", build_spy)
+        result = trainer.train(cfg)
+    models, initial = captured["models"], captured["initial"]
+    trainable = {n for n, p in models.value_model.named_parameters() if p.requires_grad}
+    # Only the adapter and peft's trainable copy of the scalar head; old code: every value parameter.
+    assert trainable and all("lora_" in n or "modules_to_save" in n for n in trainable)
+    assert any("modules_to_save" in n and "score" in n for n in trainable)
+    total = sum(p.numel() for p in models.value_model.parameters())
+    assert sum(p.numel() for n, p in models.value_model.named_parameters() if n in trainable) < total / 4
+    after = dict(models.value_model.named_parameters())
+    changed = {n for n in initial if not torch.equal(initial[n], after[n].detach())}
+    assert changed == trainable  # every adapter and head parameter moved, and nothing else
+    # The reference is still the adapter-disabled policy: zero KL before the first step, moving after.
+    first, second = result["history"]
+    assert models.reference is None and first["objective/kl"] == 0.0 and second["objective/kl"] != 0.0
+    assert (tmp_path / "run" / "value" / "adapter_config.json").is_file()  # merge_on_save=false keeps the adapter
+
+
+def test_value_lora_false_keeps_a_full_value_model(tiny_model_dir, tiny_reward_model_dir, tmp_path):
+    from ppo.config import PPOStageConfig
+    from ppo.models import build_models
+    from rlhf.config import typed
+
+    cfg = typed(
+        _tiny_ppo_config(
+            tiny_model_dir, tiny_reward_model_dir, tmp_path, "model.lora.enabled=true", "ppo.value_lora=false"
+        ),
+        PPOStageConfig,
+    )
+    models = build_models(cfg)
+    assert all(p.requires_grad for p in models.value_model.parameters())
