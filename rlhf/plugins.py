@@ -32,6 +32,7 @@ from rlhf.errors import ConfigError
 # name -> spec of the built-in tasks' gold judges (the tasks themselves live in rlhf/tasks/)
 BUILTIN_JUDGES: dict[str, str] = {
     "tiny": "rlhf.tasks.tiny.judge:gold_score",
+    "lists": "rlhf.tasks.lists.judge:gold_score",
 }
 NO_JUDGE = (None, "", "none", "null")
 

@@ -18,6 +18,7 @@ from rlhf.errors import ConfigError
 # name -> "module:function" of the task's generator
 TASK_GENERATORS: dict[str, str] = {
     "tiny": "rlhf.tasks.tiny.generator:make_task",
+    "lists": "rlhf.tasks.lists.generator:make_task",
 }
 
 
