@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
+LOG_RATIO_LIMIT = 20.0  # |log(p_new / p_old)| is clamped here before exp (log-probs are float32; exp(20) ~ 5e8)
 AllReduceSum = Callable[[Tensor], Tensor]  # sums a tensor over processes (identity on one process)
 
 
@@ -158,8 +159,14 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k1") ->
     """Per-token estimate of KL(policy || ref) from samples of the policy (Schulman's k1/k2/k3).
 
     k1 = log r, k2 = (log r)^2 / 2, k3 = (1/r - 1) + log r, with log r = logprobs - ref_logprobs.
-    k1 is unbiased but can be negative per token; k3 is unbiased and never negative; k2 is biased,
-    never negative, and its gradient is that of the true KL.
+
+    As estimates of the KL's *value*: k1 and k3 are unbiased (k1 can be negative per token, k3 never is);
+    k2 is biased (never negative). Their *gradients* are another matter, and depend on how the term enters:
+    - folded into the reward (`ppo.kl_estimator`, a score-function gradient E[k * grad log p]): only k1 gives
+      the gradient of KL(policy || ref); k2 and k3 in the reward give a biased gradient;
+    - as a loss differentiated directly (`ppo.kl_loss_coef`, see `kl_loss`): k1's expected gradient is 0,
+      k2's is exactly the gradient of KL(policy || ref), and k3's is the gradient of the reverse
+      KL(ref || policy) (what verl's `low_var_kl` and GRPO optimise: low variance, another divergence).
     """
     log_ratio = logprobs - ref_logprobs
     if estimator == "k1":
@@ -169,6 +176,37 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k1") ->
     if estimator == "k3":
         return torch.expm1(-log_ratio) + log_ratio
     raise ValueError(f"unknown KL estimator {estimator!r}; expected one of {', '.join(KL_ESTIMATORS)}")
+
+
+def kl_loss(
+    logprobs: Tensor,
+    ref_logprobs: Tensor,
+    mask: Tensor,
+    estimator: str = "k3",
+    normalizer: Optional[float | Tensor] = None,
+) -> Tensor:
+    """A KL penalty as a loss term (verl's `use_kl_loss`): the token mean of `kl_penalty` between the
+    current policy's log-probs (with gradient) and the reference's, over the mask (or summed and divided
+    by `normalizer`). See `kl_penalty` for what each estimator's gradient is. The log ratio is clamped
+    like the policy loss's, so exp() in k3 cannot overflow."""
+    log_ratio = torch.where(
+        mask.bool(), logprobs - ref_logprobs, torch.zeros((), dtype=logprobs.dtype, device=logprobs.device)
+    ).clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
+    per_token = kl_penalty(log_ratio, torch.zeros_like(log_ratio), estimator)
+    return _reduce_loss(per_token, mask, normalizer)
+
+
+def explained_variance(
+    values: Tensor, returns: Tensor, mask: Tensor, all_reduce_sum: Optional[AllReduceSum] = None
+) -> Tensor:
+    """1 - Var[returns - values] / Var[returns] over the mask (pooled over processes): 1 for a perfect
+    critic, 0 for one that predicts only the mean, negative for one worse than that (nan if the returns
+    are constant). The critic's health at a glance, as verl's `critic/vf_explained_var` and NeMo-RL log."""
+    var_returns = masked_var(returns, mask, unbiased=False, all_reduce_sum=all_reduce_sum)
+    var_residual = masked_var(returns - values, mask, unbiased=False, all_reduce_sum=all_reduce_sum)
+    if var_returns <= 0:
+        return torch.full((), float("nan"), dtype=returns.dtype, device=returns.device)
+    return 1.0 - var_residual / var_returns
 
 
 def normalize_scores(
@@ -284,11 +322,14 @@ def policy_loss(
     """PPO's clipped surrogate: mean of max(-A * r, -A * clip(r, 1 - eps, 1 + eps)), r = p / p_old.
 
     The log ratio is forced to 0 off the mask: logits at padding are arbitrary and exp() of them could
-    overflow into a nan that no mask removes from a gradient.
+    overflow into a nan that no mask removes from a gradient. On the mask it is clamped to +-20.
     """
     log_ratio = torch.where(
         mask.bool(), logprobs - old_logprobs, torch.zeros((), dtype=logprobs.dtype, device=logprobs.device)
     )
+    # Clamped before exp (as verl does): exp(100) is inf in float32, and inf * 0 is nan, so one wild token
+    # would poison the gradient even of a micro-batch that `ratio_threshold` drops by multiplying its loss by 0.
+    log_ratio = log_ratio.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)

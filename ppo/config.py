@@ -25,6 +25,7 @@ class RewardFunctionConfig:
 class PPOSection:
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         "kl_estimator": ("k1", "k2", "k3"),
+        "kl_loss_estimator": ("k1", "k2", "k3"),
         "value_init": ("reward_model", "policy"),
     }
     # models
@@ -41,12 +42,14 @@ class PPOSection:
     generation_batch_size: Optional[int] = None  # rows generated at once (bounds the KV cache; None: the whole rollout)
     max_new_tokens: int = 24  # response length budget
     temperature: float = 0.7  # sampling temperature (also divides logits for policy and reference logprobs)
-    top_k: int = 0  # top-k sampling (0: off)
-    top_p: float = 1.0  # nucleus sampling (1.0: off)
+    top_k: int = 0  # top-k sampling (0: off; > 0 samples from a truncated softmax: rollouts are then off-policy)
+    top_p: float = 1.0  # nucleus sampling (1.0: off; < 1 samples from a truncated softmax: rollouts are off-policy)
     do_sample: bool = True  # sample responses (False: greedy decoding, for debugging and exactness tests)
     # reward shaping
     kl_coef: float = 0.05  # initial coefficient of the per-token KL penalty
-    kl_estimator: str = "k1"  # k1 | k2 | k3 estimator folded into the reward
+    kl_estimator: str = "k1"  # k1 | k2 | k3 folded into the reward; only k1 gives the KL's gradient (k2/k3: biased)
+    kl_loss_coef: float = 0.0  # weight of a KL loss term on the policy (verl's use_kl_loss; 0: off)
+    kl_loss_estimator: str = "k3"  # k1 | k2 | k3 in the loss term: k2's gradient is KL(pi||ref)'s, k3's KL(ref||pi)'s
     adaptive_kl: bool = False  # Ziegler et al. adaptive KL controller
     kl_target: float = 6.0  # adaptive controller's target KL (nats per response)
     kl_horizon: int = 10000  # adaptive controller's horizon (episodes)

@@ -16,9 +16,10 @@ details of RLHF with PPO" and TRL's last PPOTrainer; differences are listed in p
 
 Logged per update (TRL 1.12's names where it had one): objective/{kl (always the k1 sum), kl_<est>,
 kl_coef, raw_scores, normalized_scores, scores, non_score_reward, rlhf_reward, entropy}, loss/{policy,
-value, ptx}_avg, policy/{approxkl, clipfrac, entropy}_avg, policy/grad_norm (before clipping),
-policy/skipped_fraction, val/{clipfrac_avg, ratio, ratio_var, values, advantages, returns, eos_rate,
-response_length}, lr/{policy, value}, time/{generation, scoring, training, update},
+value, ptx, kl}_avg (kl: the `ppo.kl_loss_coef` term), policy/{approxkl, clipfrac, entropy}_avg,
+policy/grad_norm (before clipping), policy/skipped_fraction, val/{clipfrac_avg, ratio, ratio_var, values,
+advantages, returns, explained_variance (the rollout's values against the GAE returns: the critic's
+health), eos_rate, response_length}, lr/{policy, value}, time/{generation, scoring, training, update},
 perf/tokens_per_second (prompt + response tokens of the rollout per second of the update), and every
 `ppo.eval_every` updates (and at update 0) eval/{rm_score, raw_score, kl, eos_rate, response_length,
 gold_score}. With `ppo.reward_functions` (rule-based terms beside the reward model, added to its normalised
@@ -44,6 +45,8 @@ from ppo.algorithm import (
     apply_missing_eos_penalty,
     compute_gae,
     entropy_from_logits,
+    explained_variance,
+    kl_loss,
     kl_penalty,
     logprobs_from_logits,
     masked_sum,
@@ -92,6 +95,7 @@ def train(cfg: PPOStageConfig | DictConfig) -> dict:
     from rlhf.tracking import Tracker, prepare_run_dir, seed_everything
 
     check_config(cfg)
+    reject_fsdp()
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
         mixed_precision=MIXED_PRECISION[cfg.train.precision],
@@ -238,6 +242,20 @@ def load_reward_functions(ppo) -> list[tuple[str, float, Scorer]]:
             )
         loaded.append((name, float(entry.weight), scorer))
     return loaded
+
+
+def reject_fsdp() -> None:
+    """PPO's generation, frozen-model and checkpoint handling are written for DDP and DeepSpeed ZeRO; under
+    FSDP it would fail deep inside a launch (or silently gather wrong weights). `accelerate launch` tells
+    each process about an FSDP config by ACCELERATE_USE_FSDP."""
+    from accelerate.utils import parse_flag_from_env
+
+    if parse_flag_from_env("ACCELERATE_USE_FSDP", default=False):
+        raise ConfigError(
+            "PPO does not run under FSDP: the accelerate config given to `accelerate launch --config_file` sets "
+            "distributed_type: FSDP (ACCELERATE_USE_FSDP=true). Launch PPO with DDP or DeepSpeed ZeRO instead "
+            "(configs/accelerate/ddp.yaml, zero2.yaml, zero3.yaml or zero3_offload.yaml)"
+        )
 
 
 def _build_scheduler(cfg: PPOStageConfig, optimizer):
@@ -547,6 +565,8 @@ class Loop:
         stats.add("val/values", masked_sum(rollout.values, mask), mask.sum())
         stats.add("val/advantages", masked_sum(advantages, mask), mask.sum())
         stats.add("val/returns", masked_sum(returns, mask), mask.sum())
+        # the same pooled value on every process, so its mean over processes is itself
+        stats.add("val/explained_variance", explained_variance(rollout.values, returns, mask, self._all_reduce_sum))
         stats.add("perf/rollout_tokens_per_sequence", rollout.prompt_mask.sum() + mask.sum(), rows)
         return scores, advantages, returns
 
@@ -600,6 +620,9 @@ class Loop:
             with contextlib.nullcontext() if ppo.entropy_coef else torch.no_grad():
                 entropy = entropy_from_logits(logits)
             loss = pg.loss + ppo.vf_coef * vf.loss
+            if ppo.kl_loss_coef:
+                kl_term = kl_loss(logprobs, batch.ref_logprobs, mask, ppo.kl_loss_estimator, normalizer)
+                loss = loss + ppo.kl_loss_coef * kl_term
             if ppo.entropy_coef:
                 loss = loss - ppo.entropy_coef * masked_sum(entropy, mask) / normalizer
             if ptx_loss is not None:
@@ -625,6 +648,8 @@ class Loop:
             stats.add("loss/value_avg", vf.loss)
             if ptx_loss is not None:
                 stats.add("loss/ptx_avg", ptx_loss)
+            if ppo.kl_loss_coef:
+                stats.add("loss/kl_avg", kl_term)
             tokens = mask.sum()
             stats.add("policy/clipfrac_avg", masked_sum(pg.clipped.float(), mask), tokens)
             stats.add("policy/approxkl_avg", masked_sum(0.5 * pg.log_ratio.square(), mask), tokens)

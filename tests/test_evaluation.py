@@ -33,6 +33,21 @@ def test_distinct_n():
     assert distinct_n(["a a", "a a"], 2) == pytest.approx(0.5)
 
 
+def test_ppo_plots_include_the_critic_curve(tmp_path):
+    from rlhf.commands.evaluate import plot_ppo_runs
+
+    run = tmp_path / "ppo"
+    run.mkdir()
+    rows = [
+        {"step": step, "objective/scores": 0.1 * step, "objective/kl": 0.0, "val/explained_variance": ev}
+        for step, ev in ((1, -0.4), (2, 0.1), (3, 0.6))
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    written = plot_ppo_runs([str(run)], tmp_path / "plots")
+    assert tmp_path / "plots" / "ppo_critic.png" in written
+    assert (tmp_path / "plots" / "ppo_critic.png").stat().st_size > 1000
+
+
 def test_eval_rejects_temperature_zero_before_loading_models(tmp_path):
     from rlhf.commands.evaluate import main
     from rlhf.errors import ConfigError

@@ -48,6 +48,24 @@ def test_bad_stage_override_fails_before_training(tmp_path):
     assert not (tmp_path / "sft").exists()
 
 
+def test_fsdp_accelerate_config_is_rejected_before_any_stage(tmp_path):
+    from rlhf.app.pipeline import Pipeline
+    from rlhf.errors import ConfigError
+
+    fsdp = "configs/accelerate/fsdp.yaml"
+    cfg = load_pipeline_config(
+        str(REPO / "configs/tiny/pipeline.yaml"),
+        [
+            f"run.output_dir={tmp_path / 'out'}",
+            f"pipeline.task_dir={tmp_path / 'task'}",
+            f"pipeline.accelerate_config={fsdp}",
+        ],
+    )
+    with pytest.raises(ConfigError, match=f"pipeline.accelerate_config={fsdp} sets distributed_type: FSDP"):
+        Pipeline(cfg).run()
+    assert not (tmp_path / "task").exists() and not (tmp_path / "out" / "sft").exists()
+
+
 @pytest.mark.slow
 def test_short_pipeline_end_to_end_and_resume(tiny_model_dir, tmp_path):
     out = tmp_path / "pipe"

@@ -13,6 +13,8 @@ from ppo.algorithm import (
     compute_gae,
     contains_eos,
     entropy_from_logits,
+    explained_variance,
+    kl_loss,
     kl_penalty,
     last_token_index,
     logprobs_from_logits,
@@ -351,3 +353,80 @@ def test_trl_clipped_policy_and_value_losses(trl):
         torch.testing.assert_close(vf.values_clipped, mb["vpredclipped"], rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(vf.loss, mb["vf_loss"], rtol=1e-5, atol=1e-7)
         torch.testing.assert_close(pg.loss + vf_coef * vf.loss, mb["loss"], rtol=1e-5, atol=1e-7)
+
+
+def test_explained_variance_hand_computed():
+    values = torch.tensor([[1.0, 2.0, 3.0, 99.0]])
+    returns = torch.tensor([[1.0, 2.0, 5.0, -7.0]])
+    mask = torch.tensor([[1, 1, 1, 0]])  # the last column is outside the response
+    # residual [0, 0, 2]: variance 8/9; returns [1, 2, 5]: variance 26/9 -> 1 - 8/26 = 9/13
+    assert float(explained_variance(values, returns, mask)) == pytest.approx(9 / 13)
+    assert float(explained_variance(returns, returns, mask)) == pytest.approx(1.0)
+    mean_only = torch.full_like(returns, 8 / 3)
+    assert float(explained_variance(mean_only, returns, mask)) == pytest.approx(0.0, abs=1e-6)
+    assert math.isnan(float(explained_variance(values, torch.ones_like(returns), mask)))
+
+
+@pytest.mark.parametrize(
+    "estimator, loss, grad",
+    [
+        # log r = logprobs - ref = [0.5, -1.0]; the token mean over 2 tokens halves each gradient
+        ("k1", (0.5 - 1.0) / 2, [0.5, 0.5]),  # d(log r)/dlogp = 1
+        ("k2", (0.125 + 0.5) / 2, [0.25, -0.5]),  # d(log r^2 / 2) = log r
+        # k3 = e^-lr - 1 + lr: (0.10653066 + 0.71828183) / 2; d/dlogp = 1 - e^-lr = [0.39346934, -1.71828183]
+        ("k3", (0.10653066 + 0.71828183) / 2, [0.19673467, -0.85914091]),
+    ],
+)
+def test_kl_loss_term_gradient_hand_computed(estimator, loss, grad):
+    logprobs = torch.tensor([[-1.0, -2.0, -3.0]], requires_grad=True)
+    ref = torch.tensor([[-1.5, -1.0, 50.0]])  # the third token is off the mask (its huge ratio must not leak)
+    mask = torch.tensor([[1, 1, 0]])
+    value = kl_loss(logprobs, ref, mask, estimator)
+    value.backward()
+    assert float(value) == pytest.approx(loss, abs=1e-6)
+    torch.testing.assert_close(logprobs.grad, torch.tensor([grad + [0.0]]), atol=1e-6, rtol=0)
+
+
+def test_kl_gradients_as_reward_and_as_loss_are_what_the_docs_say():
+    """Exact expectations over a 4-token categorical policy p = softmax(theta) and reference q.
+
+    Reward route (score function, E_p[k * grad log p]): only k1 gives grad KL(p||q).
+    Loss route (E_p[grad k]): k2 gives grad KL(p||q), k3 gives grad KL(q||p), k1 gives 0."""
+    theta = torch.tensor([0.3, -0.2, 1.1, 0.0], dtype=torch.float64, requires_grad=True)
+    q = torch.softmax(torch.tensor([0.0, 0.5, -0.4, 0.9], dtype=torch.float64), 0)
+    log_p = torch.log_softmax(theta, 0)
+    p = log_p.exp().detach()
+
+    def grad(scalar):
+        return torch.autograd.grad(scalar, theta, retain_graph=True)[0]
+
+    reverse_kl = grad((log_p.exp() * (log_p - q.log())).sum())  # grad KL(p || q)
+    forward_kl = grad((q * (q.log() - log_p)).sum())  # grad KL(q || p)
+    tokens = torch.arange(4)
+    lp, lq = log_p[tokens], q.log()[tokens]
+
+    def reward_route(estimator):
+        return grad((p * kl_penalty(lp, lq, estimator).detach() * lp).sum())
+
+    def loss_route(estimator):
+        return grad((p * kl_penalty(lp, lq, estimator)).sum())
+
+    torch.testing.assert_close(reward_route("k1"), reverse_kl)
+    for biased in ("k2", "k3"):
+        assert not torch.allclose(reward_route(biased), reverse_kl, atol=1e-3)
+    torch.testing.assert_close(loss_route("k2"), reverse_kl)
+    torch.testing.assert_close(loss_route("k3"), forward_kl)
+    torch.testing.assert_close(loss_route("k1"), torch.zeros(4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("advantage", [1.0, -1.0])
+def test_overflowing_log_ratio_cannot_nan_a_skipped_micro_batch(advantage):
+    """A token whose log ratio is 100 (exp overflows float32 to inf): the trainer drops a micro-batch that
+    ppo.ratio_threshold skips by multiplying its loss by 0, and inf * 0 used to be nan in the gradient."""
+    logprobs = torch.tensor([[-1.0, -1.0]], requires_grad=True)
+    old_logprobs = torch.tensor([[-101.0, -1.0]])
+    mask = torch.ones(1, 2)
+    out = policy_loss(logprobs, old_logprobs, torch.full((1, 2), advantage), mask, 0.2)
+    (out.loss * 0.0).backward()
+    assert torch.isfinite(out.loss) and torch.isfinite(out.ratio_mean)
+    assert torch.equal(logprobs.grad, torch.zeros(1, 2))

@@ -87,8 +87,10 @@ def test_first_update_has_zero_kl_and_logs_every_metric(ppo_models, tmp_path):
         "time/scoring",
         "time/training",
         "policy/grad_norm",
+        "val/explained_variance",
     ):
         assert math.isfinite(metrics[key]), key
+    assert metrics["val/explained_variance"] <= 1.0
     # On the first mini-batch the new policy is the rollout policy: ratio exactly 1 there.
     run_dir = Path(result["run_dir"])
     logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -346,6 +348,33 @@ def test_config_errors_name_the_key(ppo_models, tmp_path):
         train(ppo_config(ppo_models, tmp_path / "run", "ppo.reward_model_path=null"))
     with pytest.raises(ConfigError, match="ppo.ptx_file"):
         train(ppo_config(ppo_models, tmp_path / "run", "ppo.ptx_coef=0.5"))
+
+
+def test_temperature_zero_is_rejected(ppo_models, tmp_path):
+    with pytest.raises(ConfigError, match="ppo.temperature"):  # the KL divides logits by it
+        train(ppo_config(ppo_models, tmp_path / "run", "ppo.temperature=0"))
+
+
+def test_fsdp_launch_is_rejected_naming_the_accelerate_config(ppo_models, tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch` sets for an FSDP config
+    with pytest.raises(ConfigError, match="PPO does not run under FSDP: the accelerate config"):
+        train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=1"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_kl_loss_term_is_logged_and_moves_the_policy(ppo_models, tmp_path):
+    common = ("ppo.num_updates=2", "ppo.kl_coef=0.0", "train.learning_rate=1e-3")
+    with_loss = train(ppo_config(ppo_models, tmp_path / "a", *common, "ppo.kl_loss_coef=5.0"))
+    without = train(ppo_config(ppo_models, tmp_path / "b", *common))
+    first, second = with_loss["history"]
+    assert first["objective/kl"] == 0.0  # the first rollout comes from the reference itself
+    assert second["loss/kl_avg"] > 0.0  # k3 >= 0, and > 0 once the policy moved
+    assert "loss/kl_avg" not in without["history"][0]
+    # same seed, same first rollout: the runs differ only by the KL term's gradient
+    assert first["loss/policy_avg"] == pytest.approx(without["history"][0]["loss/policy_avg"])
+    moved = load_weights(with_loss["policy_dir"])
+    plain = load_weights(without["policy_dir"])
+    assert any(not torch.equal(moved[name], plain[name]) for name in moved)
 
 
 def test_cli_reports_user_errors_without_traceback(ppo_models, tmp_path, capsys):

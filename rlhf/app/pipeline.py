@@ -341,6 +341,24 @@ class Pipeline:
             except ConfigError as exc:
                 raise ConfigError(f"{stage} stage: {exc}") from None
 
+    def reject_fsdp_for_ppo(self) -> None:
+        """PPO runs under DDP or DeepSpeed only: an FSDP accelerate config stops the pipeline before any stage."""
+        path = self.cfg.pipeline.accelerate_config
+        if not path or not Path(path).is_file():
+            return
+        from omegaconf import OmegaConf
+
+        try:
+            launch = OmegaConf.to_container(OmegaConf.load(path))
+        except Exception:  # noqa: BLE001 - accelerate itself reports a broken file, naming it
+            return
+        if isinstance(launch, dict) and str(launch.get("distributed_type", "")).upper() == "FSDP":
+            raise ConfigError(
+                f"pipeline.accelerate_config={path} sets distributed_type: FSDP, which PPO does not support; use a "
+                "DDP or DeepSpeed ZeRO config (configs/accelerate/ddp.yaml, zero2.yaml, zero3.yaml), or stop "
+                "this pipeline before PPO (--until rm)"
+            )
+
     def save_state(self) -> None:
         from rlhf.files import write_json_atomic
 
@@ -354,6 +372,9 @@ class Pipeline:
             self.link_reused_stages()
         first = STAGES.index(start) if start else 0
         last = STAGES.index(until) if until else len(STAGES) - 1
+        ppo_index = STAGES.index("ppo")
+        if last >= ppo_index and (not self.is_complete("ppo") or (start is not None and first <= ppo_index)):
+            self.reject_fsdp_for_ppo()
         for index, stage in enumerate(STAGES[: last + 1]):
             forced = index >= first and start is not None
             if self.is_complete(stage) and not forced:

@@ -279,7 +279,8 @@ def render_markdown(report: dict, extra_sections: Optional[list[str]] = None, nu
 
 
 def plot_ppo_runs(run_dirs: list[str], out_dir: Path) -> list[Path]:
-    """Reward and KL over updates; gold vs RM score over updates (over-optimisation shows as a gap);
+    """Reward and KL over updates; the critic's explained variance and value loss; gold vs RM score over
+    updates (over-optimisation shows as a gap);
     with several runs, the reward-KL frontier of their final updates."""
     import matplotlib
 
@@ -318,6 +319,27 @@ def plot_ppo_runs(run_dirs: list[str], out_dir: Path) -> list[Path]:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     written.append(path)
+
+    if any(any("val/explained_variance" in r for r in rows) for rows in runs.values()):
+        fig, (ax_ev, ax_vloss) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+        for name, rows in runs.items():
+            label = Path(name).name if len(runs) > 1 else None
+            ax_ev.plot(*series(rows, "val/explained_variance"), label=label)
+            ax_vloss.plot(*series(rows, "loss/value_avg"), label=label)
+        ax_ev.axhline(0.0, color="grey", linewidth=0.8)  # below 0: worse than predicting the mean return
+        ax_ev.set_ylabel("explained variance")
+        ax_vloss.set_ylabel("value loss")
+        ax_vloss.set_xlabel("PPO update")
+        for axis in (ax_ev, ax_vloss):
+            axis.grid(alpha=0.3)
+            if len(runs) > 1:
+                axis.legend(fontsize=7)
+        fig.suptitle("PPO critic: explained variance of the returns, value loss")
+        fig.tight_layout()
+        path = out_dir / "ppo_critic.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
 
     if any(any("eval/gold_score" in r for r in rows) for rows in runs.values()):
         fig, axis = plt.subplots(figsize=(7, 4))
