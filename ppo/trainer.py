@@ -22,9 +22,10 @@ advantages, returns, explained_variance (the rollout's values against the GAE re
 health), eos_rate, response_length}, lr/{policy, value}, time/{generation, scoring, training, update},
 perf/tokens_per_second (prompt + response tokens of the rollout per second of the update), and every
 `ppo.eval_every` updates (and at update 0) eval/{rm_score, raw_score, kl, eos_rate, response_length,
-gold_score}. With `ppo.reward_functions` (rule-based terms beside the reward model, added to its normalised
-score before the missing-EOS penalty), reward_fn/<name> (each function's unweighted mean) and
-reward_fn/total (the weighted sum added to the score).
+gold_score} and, when the gold judge has a breakdown, eval/gold/<rule> (mean points of each rule). With
+`ppo.reward_functions` (rule-based terms beside the reward model, added to its normalised score before the
+missing-EOS penalty), reward_fn/<name> (each function's unweighted mean) and reward_fn/total (the weighted
+sum added to the score).
 """
 
 from __future__ import annotations
@@ -695,8 +696,15 @@ class Loop:
         world, rank = accelerator.num_processes, accelerator.process_index
         gold_score = load_judge(ppo.gold_judge, "ppo.gold_judge")
         stats = MetricSums()
+        # The judge's rules (eval/gold/<rule>), named up front from one breakdown so that every process
+        # reduces the same names; the report plots them against the RM score over updates.
+        rules = (
+            list(gold_score.breakdown(prompts.texts[0], ""))
+            if gold_score is not None and gold_score.has_breakdown and prompts.texts
+            else []
+        )
         keys = ["eval/raw_score", "eval/rm_score", "eval/kl", "eval/eos_rate", "eval/response_length"] + (
-            ["eval/gold_score"] if gold_score else []
+            ["eval/gold_score", *(f"eval/gold/{rule}" for rule in rules)] if gold_score else []
         )
         for key in keys:  # every process reduces the same names, even one left without prompts
             stats.add(key, 0.0, 0.0)
@@ -717,9 +725,13 @@ class Loop:
                 stats.add("eval/eos_rate", rollout.has_eos.sum(), rows)
                 stats.add("eval/response_length", mask.sum(), rows)
                 if gold_score is not None:
-                    texts = [prompts.texts[i] for i in chunk]
-                    gold = gold_score.scores(texts, self.decode_responses(rollout))
+                    texts, responses = [prompts.texts[i] for i in chunk], self.decode_responses(rollout)
+                    gold = gold_score.scores(texts, responses)
                     stats.add("eval/gold_score", sum(gold), rows)
+                    if rules:
+                        parts = [gold_score.breakdown(t, r) for t, r in zip(texts, responses)]
+                        for rule in rules:
+                            stats.add(f"eval/gold/{rule}", sum(part.get(rule, 0.0) for part in parts), rows)
         return stats.means(accelerator)
 
 

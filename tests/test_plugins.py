@@ -275,7 +275,7 @@ def test_ppo_logs_each_reward_function_adds_it_to_the_score_and_evaluates_a_file
                     "ppo.max_new_tokens=6",
                     "ppo.num_updates=1",
                     "ppo.eval_every=1",
-                    f"ppo.gold_judge={judge_file}:length",
+                    f"ppo.gold_judge={judge_file}:words",
                     "train.logging_steps=1000",
                     *extra,
                 ],
@@ -294,8 +294,10 @@ def test_ppo_logs_each_reward_function_adds_it_to_the_score_and_evaluates_a_file
     assert with_terms["objective/normalized_scores"] == pytest.approx(plain["objective/normalized_scores"])
     assert with_terms["objective/scores"] == pytest.approx(plain["objective/scores"] + with_terms["reward_fn/total"])
     assert "reward_fn/total" not in plain
-    # the gold judge given as a file path is what PPO's evaluation logs: mean response length in characters
+    # the gold judge given as a file path is what PPO's evaluation logs (mean words per response), with its
+    # breakdown's rules logged one by one
     assert with_terms["eval/gold_score"] > 0 and math.isfinite(with_terms["eval/gold_score"])
+    assert with_terms["eval/gold/words"] == with_terms["eval/gold_score"] and with_terms["eval/gold/chars"] == 0.0
 
     with pytest.raises(ConfigError, match=r"ppo.reward_functions\[0\].spec 'user_judges:absent'"):
         run("bad", "ppo.reward_functions=[{spec: user_judges:absent}]")

@@ -23,6 +23,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Optional
 
+from rlhf.commands.judge_report import compare_rules, plot_rules, ppo_rule_curve, render_rules_markdown
 from rlhf.errors import ConfigError, UserError
 from rlhf.plugins import load_judge
 
@@ -144,6 +145,11 @@ def evaluate(
             else [None] * len(samples)
         )
         gold = judge_fn.scores(prompts, [s.text for s in samples]) if judge_fn else [None] * len(samples)
+        gold_rules = (  # the judge's score split by rule, when it exposes one (see judge_report.py)
+            [judge_fn.breakdown(prompt, s.text) for prompt, s in zip(prompts, samples)]
+            if judge_fn is not None and judge_fn.has_breakdown
+            else [None] * len(samples)
+        )
         rows = [
             {
                 "prompt": prompt,
@@ -151,11 +157,12 @@ def evaluate(
                 "rm_score": r,
                 "rm_score_normalized": (r - stats["mean"]) if r is not None else None,
                 "gold_score": g,
+                "gold_rules": rules,
                 "kl": k,
                 "length": s.num_tokens,
                 "eos": s.finished,
             }
-            for prompt, s, r, g, k in zip(prompts, samples, rm_scores, gold, kls)
+            for prompt, s, r, g, rules, k in zip(prompts, samples, rm_scores, gold, gold_rules, kls)
         ]
         samples_by_policy[name] = rows
         per_policy[name] = {
@@ -209,6 +216,7 @@ def evaluate(
         },
         "policies": per_policy,
         "win_rates": win_rates,
+        "gold_rules": compare_rules(samples_by_policy),
         "samples": side_by_side,
     }
 
@@ -412,13 +420,25 @@ def write_report(
     report: dict, out_dir: str | Path, ppo_runs: Optional[list[str]] = None, extra_sections: Optional[list[str]] = None
 ) -> dict[str, Path]:
     from rlhf.files import write_json_atomic, write_text_atomic
+    from rlhf.tracking import read_metrics
 
     out = Path(out_dir)
     plots = [plot_policy_scores(report, out / "plots")] + plot_ppo_runs(ppo_runs or [], out / "plots")
+    # Gold against RM over PPO updates, rule by rule: the first PPO run with held-out gold evaluations.
+    curves = [
+        ppo_rule_curve(read_metrics(Path(d) / "metrics.jsonl"))
+        for d in ppo_runs or []
+        if (Path(d) / "metrics.jsonl").exists()
+    ]
+    curve = next((c for c in curves if c), [])
+    report["ppo_gold_curve"] = curve
+    plots += plot_rules(report.get("gold_rules"), curve, out / "plots")
     report["plots"] = [str(p.relative_to(out)) for p in plots]
     plot_section = "## Plots\n\n" + "\n".join(f"![{p.stem}]({p.relative_to(out)})" for p in plots)
+    rules_section = render_rules_markdown(report.get("gold_rules"), curve)
+    sections = (extra_sections or []) + ([rules_section] if rules_section else []) + [plot_section]
     write_json_atomic(out / "report.json", report)
-    write_text_atomic(out / "report.md", render_markdown(report, (extra_sections or []) + [plot_section]))
+    write_text_atomic(out / "report.md", render_markdown(report, sections))
     return {"json": out / "report.json", "md": out / "report.md"}
 
 
