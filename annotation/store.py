@@ -34,69 +34,25 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from annotation.errors import Conflict, Forbidden, InvalidInput, NotFound
+from annotation.judgements import JudgementConfig, check_flags, check_ratings, check_rationale, to_labels
+from annotation.quality import QualityRules, ReviewerQuality, gold_item_score, reviewer_quality
 from annotation.ranking import ids_to_label_tiers, is_unchanged_order, label_tiers_to_ids
+from annotation.schema import DEFAULT_GUIDELINES, DEFAULT_LEASE_SECONDS, SCHEMA_VERSION, migrate  # noqa: F401 - re-exported
 from annotation.tasks import Task
 from rlhf.errors import DataError, UserError
 
-SCHEMA_VERSION = 1
-DEFAULT_LEASE_SECONDS = 30 * 60
 MAX_RATIONALE_CHARS = 5000
 MAX_SKIP_REASON_CHARS = 1000
 MAX_REVIEWER_NAME_CHARS = 64
-DEFAULT_GUIDELINES = """\
-Rank the responses to the prompt from **best** (top) to **worst** (bottom).
 
-- Prefer responses that are correct, helpful and honest; then clear and concise.
-- Tie responses you cannot tell apart. Mark **all bad** when none is acceptable.
-- Skip (with a reason) a task you cannot judge.
-"""
 
-_SCHEMA = """
-CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE tasks (
-    id TEXT PRIMARY KEY,
-    position INTEGER NOT NULL UNIQUE,          -- import order, the order tasks are offered in
-    prompt TEXT NOT NULL,                      -- JSON: a string, or a list of {role, content} messages
-    responses TEXT NOT NULL,                   -- JSON [{"id","text"}] in the file's order
-    meta TEXT NOT NULL,                        -- JSON object
-    guidelines TEXT,                           -- markdown for this task only (NULL: the default)
-    content_hash TEXT NOT NULL,
-    added_at REAL NOT NULL
-);
-CREATE TABLE reviewers (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    token TEXT NOT NULL UNIQUE,
-    created_at REAL NOT NULL
-);
-CREATE TABLE assignments (
-    task_id TEXT NOT NULL REFERENCES tasks(id),
-    reviewer_id INTEGER NOT NULL REFERENCES reviewers(id),
-    shown_order TEXT NOT NULL,                 -- JSON response ids in card order A, B, C...
-    first_shown_at REAL NOT NULL,
-    leased_at REAL NOT NULL,                   -- last time it was offered (undo renews it too)
-    PRIMARY KEY (task_id, reviewer_id)
-);
-CREATE TABLE annotations (
-    id INTEGER PRIMARY KEY,
-    task_id TEXT NOT NULL,
-    reviewer_id INTEGER NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('ranking', 'skip')),
-    ranking TEXT,                              -- JSON tiers of response ids, best first (rankings only)
-    all_bad INTEGER NOT NULL DEFAULT 0,
-    unchanged_order INTEGER NOT NULL DEFAULT 0,-- submitted exactly as shown (after the confirmation)
-    skip_reason TEXT,
-    rationale TEXT,
-    shown_order TEXT NOT NULL,
-    shown_at REAL NOT NULL,
-    submitted_at REAL NOT NULL,
-    undone_at REAL,
-    FOREIGN KEY (task_id, reviewer_id) REFERENCES assignments(task_id, reviewer_id)
-);
-CREATE UNIQUE INDEX one_live_answer ON annotations(task_id, reviewer_id) WHERE undone_at IS NULL;
-CREATE INDEX annotations_by_reviewer ON annotations(reviewer_id, submitted_at);
-CREATE INDEX assignments_by_task ON assignments(task_id, leased_at);
-"""
+class NeedsConfirmation(Conflict):
+    """A submission the reviewer must confirm first (too fast); the page asks and sends it again."""
+
+    def __init__(self, message: str, reason: str, **details: Any):
+        super().__init__(message)
+        self.reason = reason
+        self.details = details
 
 
 @dataclass(frozen=True)
@@ -204,26 +160,15 @@ class AnnotationStore:
 
     def _migrate(self) -> None:
         with self._write() as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise UserError(f"{self.path}: schema version {version} is newer than this tool's ({SCHEMA_VERSION}); upgrade rlhf-pipeline")
-            if version == 0:
-                tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
-                if tables:
-                    raise UserError(f"{self.path}: is an SQLite file of something else (it has tables but no schema version)")
-                # one statement at a time: executescript() would commit the surrounding transaction first
-                for statement in _SCHEMA.split(";\n"):
-                    if statement.strip():
-                        conn.execute(statement)
-                defaults = {
-                    "admin_token": secrets.token_urlsafe(24),
-                    "overlap": "1",
-                    "lease_seconds": str(DEFAULT_LEASE_SECONDS),
-                    "guidelines": DEFAULT_GUIDELINES,
-                    "created_at": str(time.time()),
-                }
-                conn.executemany("INSERT INTO settings(key, value) VALUES (?, ?)", defaults.items())
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            migrate(conn, self.path)
+
+    # other modules of the tool (adjudication, feedback) write through the same lock and transactions
+    write_transaction = _write
+    read_transaction = _read
+
+    def read_one(self, sql: str, params: tuple = ()) -> sqlite3.Row | None:
+        """One row of a single-statement read (no transaction needed)."""
+        return self._conn().execute(sql, params).fetchone()
 
     # ---------------------------------------------------------------------------------------------
     # settings
@@ -265,6 +210,56 @@ class AnnotationStore:
     def set_default_guidelines(self, markdown: str) -> None:
         self.set_setting("guidelines", markdown)
 
+    # quality control and judgements (schema 2)
+
+    @property
+    def gold_rate(self) -> float:
+        return float(self.setting("gold_rate"))
+
+    def set_gold_rate(self, rate: float) -> None:
+        if not 0.0 <= rate <= 1.0:
+            raise UserError(f"--gold-rate must be between 0 and 1, got {rate}")
+        self.set_setting("gold_rate", str(float(rate)))
+
+    @staticmethod
+    def _rules(conn: sqlite3.Connection) -> QualityRules:
+        setting = lambda key: AnnotationStore._setting(conn, key)  # noqa: E731
+        return QualityRules(warn_below=float(setting("gold_warn_below")), block_below=float(setting("gold_block_below")),
+                            min_answers=int(setting("gold_min_answers")))
+
+    @property
+    def quality_rules(self) -> QualityRules:
+        return self._rules(self._conn())
+
+    def set_quality_rules(self, warn_below: float | None = None, block_below: float | None = None, min_answers: int | None = None) -> None:
+        current = self.quality_rules
+        warn = current.warn_below if warn_below is None else warn_below
+        block = current.block_below if block_below is None else block_below
+        minimum = current.min_answers if min_answers is None else min_answers
+        if not 0.0 <= block <= warn <= 1.0:
+            raise UserError(f"gold thresholds need 0 <= --gold-block-below ({block}) <= --gold-warn-below ({warn}) <= 1")
+        if minimum < 1:
+            raise UserError(f"--gold-min-answers must be at least 1, got {minimum}")
+        with self._write() as conn:
+            for key, value in (("gold_warn_below", warn), ("gold_block_below", block), ("gold_min_answers", minimum)):
+                conn.execute("UPDATE settings SET value = ? WHERE key = ?", (str(value), key))
+
+    @property
+    def min_seconds(self) -> float:
+        return float(self.setting("min_seconds"))
+
+    def set_min_seconds(self, seconds: float) -> None:
+        if seconds < 0:
+            raise UserError(f"--min-seconds must be 0 or more, got {seconds}")
+        self.set_setting("min_seconds", str(float(seconds)))
+
+    @property
+    def judgements(self) -> JudgementConfig:
+        return JudgementConfig.from_json(self.setting("judgements"))
+
+    def set_judgements(self, config: JudgementConfig) -> None:
+        self.set_setting("judgements", config.to_json())
+
     # ---------------------------------------------------------------------------------------------
     # tasks and reviewers
     # ---------------------------------------------------------------------------------------------
@@ -285,19 +280,23 @@ class AnnotationStore:
                     continue
                 position += 1
                 conn.execute(
-                    "INSERT INTO tasks(id, position, prompt, responses, meta, guidelines, content_hash, added_at) VALUES (?,?,?,?,?,?,?,?)",
-                    (task.id, position, _json(task.prompt), _json(task.responses), _json(task.meta), task.guidelines, task.content_hash(), now),
+                    "INSERT INTO tasks(id, position, prompt, responses, meta, guidelines, gold, content_hash, added_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (task.id, position, _json(task.prompt), _json(task.responses), _json(task.meta), task.guidelines,
+                     None if task.gold is None else _json(task.gold), task.content_hash(), now),
                 )
                 added += 1
         return ImportResult(added=added, unchanged=unchanged)
 
-    def task_count(self) -> int:
-        return self._conn().execute("SELECT count(*) FROM tasks").fetchone()[0]
+    def task_count(self, gold: bool | None = None) -> int:
+        """All tasks; with `gold` True or False only gold items or only ordinary tasks."""
+        where = "" if gold is None else (" WHERE gold IS NOT NULL" if gold else " WHERE gold IS NULL")
+        return self._conn().execute(f"SELECT count(*) FROM tasks{where}").fetchone()[0]
 
     @staticmethod
     def _task_from_row(row: sqlite3.Row) -> Task:
         return Task(id=row["id"], prompt=json.loads(row["prompt"]), responses=json.loads(row["responses"]),
-                    meta=json.loads(row["meta"]), guidelines=row["guidelines"])
+                    meta=json.loads(row["meta"]), guidelines=row["guidelines"],
+                    gold=json.loads(row["gold"]) if row["gold"] else None)
 
     def add_reviewer(self, name: str, rotate: bool = False) -> tuple[Reviewer, bool]:
         """Create a reviewer (or, with `rotate`, give an existing one a new token); returns (reviewer, created)."""
@@ -329,25 +328,85 @@ class AnnotationStore:
         return bool(token) and secrets.compare_digest(token, self.admin_token)
 
     # ---------------------------------------------------------------------------------------------
+    # quality: gold accuracy, warnings and blocks
+    # ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _gold_scores(conn: sqlite3.Connection, reviewer_id: int | None = None) -> dict[int, list[float]]:
+        """reviewer id -> scores of their first ranking of each gold item (undone ones included: see quality.py)."""
+        where = "" if reviewer_id is None else "AND a.reviewer_id = :me"
+        rows = conn.execute(
+            f"""SELECT a.reviewer_id, a.ranking, t.gold FROM annotations a JOIN tasks t ON t.id = a.task_id
+                WHERE t.gold IS NOT NULL AND a.kind = 'ranking' {where}
+                  AND a.id = (SELECT min(b.id) FROM annotations b WHERE b.task_id = a.task_id
+                              AND b.reviewer_id = a.reviewer_id AND b.kind = 'ranking')
+                ORDER BY a.id""",
+            {"me": reviewer_id},
+        ).fetchall()
+        scores: dict[int, list[float]] = {}
+        for row in rows:
+            score = gold_item_score(json.loads(row["ranking"]), json.loads(row["gold"]))
+            if score is not None:
+                scores.setdefault(row["reviewer_id"], []).append(score)
+        return scores
+
+    def _quality(self, conn: sqlite3.Connection, reviewer_id: int) -> ReviewerQuality:
+        override = conn.execute("SELECT quality_override FROM reviewers WHERE id = ?", (reviewer_id,)).fetchone()[0]
+        return reviewer_quality(self._gold_scores(conn, reviewer_id).get(reviewer_id, []), self._rules(conn), override)
+
+    def quality(self, reviewer_id: int) -> ReviewerQuality:
+        with self._read() as conn:
+            return self._quality(conn, reviewer_id)
+
+    def qualities(self) -> dict[int, ReviewerQuality]:
+        """Every reviewer's quality, read in one transaction (stats and exports)."""
+        with self._read() as conn:
+            rules = self._rules(conn)
+            scores = self._gold_scores(conn)
+            return {row["id"]: reviewer_quality(scores.get(row["id"], []), rules, row["quality_override"])
+                    for row in conn.execute("SELECT id, quality_override FROM reviewers")}
+
+    def set_quality_override(self, name: str, override: str | None, now: float | None = None) -> ReviewerQuality:
+        """An admin restores a (blocked) reviewer, blocks one by hand, or (None) returns them to the rules."""
+        if override not in (None, "restored", "blocked"):
+            raise InvalidInput(f"'override' must be \"restored\", \"blocked\" or null, got {override!r}")
+        with self._write() as conn:
+            row = conn.execute("SELECT id FROM reviewers WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"no reviewer {name!r}")
+            conn.execute("UPDATE reviewers SET quality_override = ?, quality_override_at = ? WHERE id = ?",
+                         (override, time.time() if now is None else now, row["id"]))
+            return self._quality(conn, row["id"])
+
+    # ---------------------------------------------------------------------------------------------
     # what a reviewer does
     # ---------------------------------------------------------------------------------------------
 
     _LIVE_RANKINGS = "(SELECT count(*) FROM annotations a WHERE a.task_id = {t} AND a.kind = 'ranking' AND a.undone_at IS NULL)"
     _ANSWERED = "EXISTS (SELECT 1 FROM annotations a WHERE a.task_id = {t} AND a.reviewer_id = {r} AND a.undone_at IS NULL)"
+    _NOT_SHOWN_TO_ME = "NOT EXISTS (SELECT 1 FROM assignments s WHERE s.task_id = t.id AND s.reviewer_id = :me)"
 
     def next_task(self, reviewer_id: int, now: float | None = None, rng: random.Random | None = None) -> Offer | None:
-        """The task this reviewer should answer now: their open one first, else a new one (leased to them)."""
+        """The task this reviewer should answer now: their open one first, else a new one (leased to them).
+
+        A blocked reviewer gets nothing. A new task is a gold item with probability `gold_rate` (each
+        reviewer answers each gold item once; gold items have no overlap limit), but only while ordinary
+        work remains, so gold items are never all a reviewer sees.
+        """
         now = time.time() if now is None else now
+        rng = rng or random.SystemRandom()
         with self._write() as conn:
+            if self._quality(conn, reviewer_id).status == "blocked":
+                return None
             overlap = int(self._setting(conn, "overlap"))
             cutoff = now - float(self._setting(conn, "lease_seconds"))
             live_rankings = self._LIVE_RANKINGS.format(t="s.task_id")
             # An open task: shown to this reviewer and not answered (or answered, then undone). Skip it only
-            # when its lease ran out and others have filled it meanwhile.
+            # when its lease ran out and others have filled it meanwhile (gold items are never full).
             open_row = conn.execute(
-                f"""SELECT s.task_id, s.shown_order FROM assignments s
+                f"""SELECT s.task_id, s.shown_order FROM assignments s JOIN tasks t ON t.id = s.task_id
                     WHERE s.reviewer_id = :me AND NOT {self._ANSWERED.format(t='s.task_id', r='s.reviewer_id')}
-                      AND (s.leased_at > :cutoff OR {live_rankings} < :overlap)
+                      AND (s.leased_at > :cutoff OR {live_rankings} < :overlap OR t.gold IS NOT NULL)
                     ORDER BY s.leased_at DESC LIMIT 1""",
                 {"me": reviewer_id, "cutoff": cutoff, "overlap": overlap},
             ).fetchone()
@@ -357,7 +416,7 @@ class AnnotationStore:
             else:
                 new_row = conn.execute(
                     f"""SELECT t.id FROM tasks t
-                        WHERE NOT EXISTS (SELECT 1 FROM assignments s WHERE s.task_id = t.id AND s.reviewer_id = :me)
+                        WHERE t.gold IS NULL AND {self._NOT_SHOWN_TO_ME}
                           AND {self._LIVE_RANKINGS.format(t='t.id')}
                             + (SELECT count(*) FROM assignments s WHERE s.task_id = t.id AND s.leased_at > :cutoff
                                  AND NOT {self._ANSWERED.format(t='s.task_id', r='s.reviewer_id')}) < :overlap
@@ -367,9 +426,15 @@ class AnnotationStore:
                 if new_row is None:
                     return None
                 task_id = new_row["id"]
+                gold_rate = float(self._setting(conn, "gold_rate"))
+                if gold_rate > 0 and rng.random() < gold_rate:
+                    unseen_gold = [row["id"] for row in conn.execute(
+                        f"SELECT t.id FROM tasks t WHERE t.gold IS NOT NULL AND {self._NOT_SHOWN_TO_ME} ORDER BY t.position", {"me": reviewer_id})]
+                    if unseen_gold:
+                        task_id = rng.choice(unseen_gold)
                 responses = json.loads(conn.execute("SELECT responses FROM tasks WHERE id = ?", (task_id,)).fetchone()[0])
                 shown_order = [response["id"] for response in responses]
-                (rng or random.SystemRandom()).shuffle(shown_order)
+                rng.shuffle(shown_order)
                 conn.execute(
                     "INSERT INTO assignments(task_id, reviewer_id, shown_order, first_shown_at, leased_at) VALUES (?,?,?,?,?)",
                     (task_id, reviewer_id, _json(shown_order), now, now),
@@ -389,15 +454,21 @@ class AnnotationStore:
                 "rationale": undone["rationale"] or "",
                 "skip_reason": undone["skip_reason"] or "",
             }
+            # ratings and flags (by card label) only when given, so projects without them see the old shape
+            for key in ("ratings", "flags"):
+                if undone[key]:
+                    previous[key] = to_labels(json.loads(undone[key]), shown_order)
         return Offer(task=task, shown_order=shown_order, previous=previous)
 
     def _open_assignment(self, conn: sqlite3.Connection, reviewer_id: int, task_id: str) -> sqlite3.Row:
-        """The reviewer's assignment of this task, which must exist and be unanswered."""
+        """The reviewer's assignment of this task, which must exist and be unanswered; blocked reviewers are refused."""
         if conn.execute("SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone() is None:
             raise NotFound(f"no task {task_id!r}")
         assignment = conn.execute("SELECT * FROM assignments WHERE task_id = ? AND reviewer_id = ?", (task_id, reviewer_id)).fetchone()
         if assignment is None:
             raise Forbidden(f"task {task_id!r} has not been offered to you")
+        if self._quality(conn, reviewer_id).status == "blocked":
+            raise Forbidden("your account is paused after too many wrong answers on checked items; ask the organiser")
         answered = conn.execute(
             "SELECT 1 FROM annotations WHERE task_id = ? AND reviewer_id = ? AND undone_at IS NULL", (task_id, reviewer_id)
         ).fetchone()
@@ -418,8 +489,13 @@ class AnnotationStore:
         return value.strip()
 
     def submit_ranking(self, reviewer_id: int, task_id: str, label_tiers: Any, all_bad: bool = False,
-                       rationale: str | None = None, now: float | None = None) -> int:
-        """Store a ranking given in card labels; returns the annotation id."""
+                       rationale: str | None = None, now: float | None = None, ratings: Any = None, flags: Any = None,
+                       confirm_too_fast: bool = False) -> int:
+        """Store a ranking given in card labels (with ratings and flags by label); returns the annotation id.
+
+        Under the project's `min_seconds` since the task was shown, the submission is refused with
+        NeedsConfirmation unless `confirm_too_fast`; a confirmed one is stored marked `too_fast`.
+        """
         rationale = self._clean_text(rationale, "rationale", MAX_RATIONALE_CHARS)
         if not isinstance(all_bad, bool):
             raise InvalidInput("'all_bad' must be true or false")
@@ -428,11 +504,25 @@ class AnnotationStore:
             assignment = self._open_assignment(conn, reviewer_id, task_id)
             shown_order = json.loads(assignment["shown_order"])
             ranking = label_tiers_to_ids(label_tiers, shown_order)
+            config = JudgementConfig.from_json(self._setting(conn, "judgements"))
+            ratings_by_id = check_ratings(config, ratings, shown_order)
+            flags_by_id = check_flags(config, flags, shown_order)
+            rationale = check_rationale(config, rationale)
+            seconds = now - assignment["leased_at"]
+            min_seconds = float(self._setting(conn, "min_seconds"))
+            too_fast = seconds < min_seconds
+            if too_fast and not confirm_too_fast:
+                raise NeedsConfirmation(
+                    f"you spent {seconds:.0f} s on this task; the project asks for at least {min_seconds:.0f} s. "
+                    "Read the responses again, or confirm to submit anyway (the answer is marked as fast)",
+                    reason="too_fast", seconds=round(seconds, 3), min_seconds=min_seconds)
             cursor = conn.execute(
                 """INSERT INTO annotations(task_id, reviewer_id, kind, ranking, all_bad, unchanged_order, rationale,
-                                           shown_order, shown_at, submitted_at) VALUES (?,?,?,?,?,?,?,?,?,?)""",
+                                           shown_order, shown_at, submitted_at, ratings, flags, too_fast)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)""",
                 (task_id, reviewer_id, "ranking", _json(ranking), int(all_bad), int(is_unchanged_order(ranking, shown_order)),
-                 rationale, assignment["shown_order"], assignment["leased_at"], now),
+                 rationale, assignment["shown_order"], assignment["leased_at"], now,
+                 None if ratings_by_id is None else _json(ratings_by_id), None if flags_by_id is None else _json(flags_by_id), int(too_fast)),
             )
             return cursor.lastrowid
 
@@ -452,6 +542,8 @@ class AnnotationStore:
         """Withdraw this reviewer's latest live answer (ranking or skip); returns its task id."""
         now = time.time() if now is None else now
         with self._write() as conn:
+            if self._quality(conn, reviewer_id).status == "blocked":
+                raise Forbidden("your account is paused after too many wrong answers on checked items; ask the organiser")
             row = conn.execute(
                 "SELECT id, task_id FROM annotations WHERE reviewer_id = ? AND undone_at IS NULL ORDER BY submitted_at DESC, id DESC LIMIT 1",
                 (reviewer_id,),
@@ -464,17 +556,18 @@ class AnnotationStore:
             return row["task_id"]
 
     def progress(self, reviewer_id: int) -> dict[str, int]:
+        """Counts for the reviewer's progress bar; gold items are answers like any other but never 'remaining'."""
         with self._read() as conn:
             counts = dict(conn.execute(
                 "SELECT kind, count(*) FROM annotations WHERE reviewer_id = ? AND undone_at IS NULL GROUP BY kind", (reviewer_id,)
             ).fetchall())
             overlap = int(self._setting(conn, "overlap"))
             remaining = conn.execute(
-                f"""SELECT count(*) FROM tasks t WHERE NOT {self._ANSWERED.format(t='t.id', r=':me')}
+                f"""SELECT count(*) FROM tasks t WHERE t.gold IS NULL AND NOT {self._ANSWERED.format(t='t.id', r=':me')}
                     AND {self._LIVE_RANKINGS.format(t='t.id')} < :overlap""",
                 {"me": reviewer_id, "overlap": overlap},
             ).fetchone()[0]
-            total = conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
+            total = conn.execute("SELECT count(*) FROM tasks WHERE gold IS NULL").fetchone()[0]
         return {"ranked": counts.get("ranking", 0), "skipped": counts.get("skip", 0), "remaining": remaining, "total_tasks": total}
 
     # ---------------------------------------------------------------------------------------------
@@ -482,24 +575,42 @@ class AnnotationStore:
     # ---------------------------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """Tasks, reviewers (without tokens), assignments and every answer, read in one transaction."""
+        """Tasks, reviewers (without tokens, with their quality), assignments, every answer, adjudications,
+        applications (without keys) and their feedback, read in one transaction."""
         with self._read() as conn:
             tasks = [self._task_from_row(row) for row in conn.execute("SELECT * FROM tasks ORDER BY position")]
-            reviewers = [{"id": row["id"], "name": row["name"], "created_at": row["created_at"]}
-                         for row in conn.execute("SELECT id, name, created_at FROM reviewers ORDER BY id")]
+            rules = self._rules(conn)
+            gold_scores = self._gold_scores(conn)
+            reviewers = []
+            for row in conn.execute("SELECT id, name, created_at, quality_override FROM reviewers ORDER BY id"):
+                quality = reviewer_quality(gold_scores.get(row["id"], []), rules, row["quality_override"])
+                reviewers.append({"id": row["id"], "name": row["name"], "created_at": row["created_at"], "quality": quality})
             assignments = [dict(row) | {"shown_order": json.loads(row["shown_order"])}
                            for row in conn.execute("SELECT * FROM assignments ORDER BY first_shown_at, task_id")]
             annotations = []
             for row in conn.execute("SELECT * FROM annotations ORDER BY id"):
                 record = dict(row)
-                record["ranking"] = json.loads(row["ranking"]) if row["ranking"] else None
+                for key in ("ranking", "ratings", "flags"):
+                    record[key] = json.loads(row[key]) if row[key] else None
                 record["shown_order"] = json.loads(row["shown_order"])
-                record["all_bad"] = bool(row["all_bad"])
-                record["unchanged_order"] = bool(row["unchanged_order"])
+                for key in ("all_bad", "unchanged_order", "too_fast"):
+                    record[key] = bool(row[key])
                 annotations.append(record)
+            adjudications = {row["task_id"]: dict(row) | {"ranking": json.loads(row["ranking"]) if row["ranking"] else None}
+                             for row in conn.execute("SELECT * FROM adjudications ORDER BY decided_at")}
+            apps = [dict(row) for row in conn.execute("SELECT id, name, rate_per_minute, created_at, revoked_at FROM apps ORDER BY id")]
+            feedback = []
+            for row in conn.execute("SELECT * FROM feedback ORDER BY id"):
+                record = dict(row)
+                for key in ("prompt", "responses", "meta"):
+                    record[key] = json.loads(row[key])
+                feedback.append(record)
             settings: dict[str, Any] = {row["key"]: row["value"] for row in conn.execute("SELECT key, value FROM settings") if row["key"] != "admin_token"}
-            settings["overlap"] = int(settings["overlap"])
-            settings["lease_seconds"] = float(settings["lease_seconds"])
-            settings["created_at"] = float(settings["created_at"])
+            for key in ("overlap", "gold_min_answers"):
+                settings[key] = int(settings[key])
+            for key in ("lease_seconds", "created_at", "gold_rate", "gold_warn_below", "gold_block_below", "min_seconds"):
+                settings[key] = float(settings[key])
+            settings["judgements"] = json.loads(settings["judgements"])
             settings["schema_version"] = conn.execute("PRAGMA user_version").fetchone()[0]
-        return {"tasks": tasks, "reviewers": reviewers, "assignments": assignments, "annotations": annotations, "settings": settings}
+        return {"tasks": tasks, "reviewers": reviewers, "assignments": assignments, "annotations": annotations, "settings": settings,
+                "adjudications": adjudications, "apps": apps, "feedback": feedback}
