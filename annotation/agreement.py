@@ -11,7 +11,10 @@ Choices:
   the reviewer in their own majority would inflate agreement (with two reviewers, to at least 50%).
   A pair counts only when the others have a strict majority.
 - Disputed pairs are those `rlhf.data.majority_vote_pairs` does not keep at the given threshold, so the
-  admin view and the `pairs` export apply one rule.
+  admin view and the `pairs` export apply one rule. A disputed task is a task with a disputed pair.
+- Alpha over time is cumulative: alpha of all rankings submitted up to each of (at most) ten cut points
+  spread evenly over the rankings in submission order. Cumulative, because alpha of a small window is
+  mostly noise; by count rather than by clock, because a team labels in bursts.
 """
 from __future__ import annotations
 
@@ -93,6 +96,24 @@ def disputed_pairs(rankings: list[dict], min_agreement: float = 0.5) -> list[dic
 
     _, disputed = majority_vote_pairs(rankings, min_agreement=min_agreement)
     return sorted(disputed, key=lambda pair: (pair["agreement"], str(pair["group"])))
+
+
+def alpha_over_time(timed_rankings: list[tuple[float, dict]], points: int = 10) -> list[dict[str, Any]]:
+    """[(submitted_at, rankings row)] -> [{"until": epoch seconds, "rankings": n, "alpha": float | None}] (cumulative)."""
+    ordered = sorted(timed_rankings, key=lambda item: item[0])
+    cuts = sorted({math.ceil(index * len(ordered) / points) for index in range(1, points + 1)} - {0})
+    return [{"until": ordered[cut - 1][0], "rankings": cut, "alpha": krippendorff_alpha_ordinal([row for _, row in ordered[:cut]])}
+            for cut in cuts]
+
+
+def disputed_tasks(disputed: list[dict]) -> list[dict[str, Any]]:
+    """Tasks with disputed pairs, most disputed pairs first: {"task_id", "disputed_pairs", "lowest_agreement"}."""
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for pair in disputed:
+        by_task[str(pair["group"])].append(pair)
+    tasks = [{"task_id": task_id, "disputed_pairs": len(pairs), "lowest_agreement": min(pair["agreement"] for pair in pairs)}
+             for task_id, pairs in by_task.items()]
+    return sorted(tasks, key=lambda task: (-task["disputed_pairs"], task["lowest_agreement"], task["task_id"]))
 
 
 def agreement_report(rankings: list[dict], min_agreement: float = 0.5) -> dict[str, Any]:

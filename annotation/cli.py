@@ -4,9 +4,12 @@
     rlhf annotate add-reviewer alice --db annotations.db          # prints alice's private link
     rlhf annotate export --db annotations.db --format rankings --out rankings.jsonl
     rlhf annotate stats --db annotations.db
+    rlhf annotate add-app chat-frontend --db annotations.db       # prints the app's feedback API key once
+    rlhf annotate reviewer-status alice restore --db annotations.db
 
 Everything lives in the one SQLite file given by --db: tasks, reviewers with their tokens, the admin
-token, the overlap and the default guidelines. `serve` imports --tasks (new ids are added, known ids must
+token, the overlap and the default guidelines, and the project's quality-control and judgement settings (gold rate and
+thresholds, minimum seconds per task, ratings, flags, rationale), each kept until changed. `serve` imports --tasks (new ids are added, known ids must
 be unchanged), stores --overlap and --guidelines when given, and prints the admin link and every
 reviewer's link; `add-reviewer` prints one reviewer's link (again, if they exist; `--rotate` replaces
 their token and so revokes the old link). Links put the token in the URL fragment (`#t=...`), which the
@@ -49,6 +52,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (0: any free port; the links show the real one)")
     serve.add_argument("--reviewer", action="append", default=[], metavar="NAME", help="add this reviewer first (repeatable)")
     serve.add_argument("--max-body-kb", type=int, default=64, help="largest request body accepted (KiB)")
+    quality = serve.add_argument_group("quality control (stored in the db)")
+    quality.add_argument("--gold", help="gold items to import: candidates rows with their known ranking in 'gold' (or 'ranking')")
+    quality.add_argument("--gold-rate", type=float, help="chance that a reviewer's next task is a gold item (0-1; default 0)")
+    quality.add_argument("--gold-warn-below", type=float, help="warn a reviewer whose gold accuracy is below this (default 0.7)")
+    quality.add_argument("--gold-block-below", type=float, help="block a reviewer whose gold accuracy is below this (default 0.5)")
+    quality.add_argument("--gold-min-answers", type=int, help="gold answers needed before a reviewer can be blocked (default 3)")
+    quality.add_argument("--min-seconds", type=float, help="a faster submission asks for confirmation and is flagged (default 0: off)")
+    judged = serve.add_argument_group("judgements besides the ranking (stored in the db)")
+    judged.add_argument("--ratings", action=argparse.BooleanOptionalAction, default=None, help="ask for a 1-7 rating of every response")
+    judged.add_argument("--flags", help="comma-separated flags reviewers can set per response, e.g. 'fails instruction,made-up facts,harmful' ('' for none)")
+    judged.add_argument("--rationale", choices=("optional", "required", "off"), help="the free-text rationale (default optional)")
 
     add = sub.add_parser("add-reviewer", help="add a reviewer and print their private link")
     add.add_argument("name")
@@ -64,6 +78,17 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--include-all-bad", action=argparse.BooleanOptionalAction, default=None,
                         help="count rankings flagged all-bad (default: yes for rankings, no for pairs)")
 
+    app = sub.add_parser("add-app", help="register an application for the feedback API and print its key (shown once)")
+    app.add_argument("name")
+    app.add_argument("--db", default=DEFAULT_DB)
+    app.add_argument("--rate-per-minute", type=float, default=60.0, help="requests a minute allowed for this key (default 60)")
+    app.add_argument("--rotate", action="store_true", help="give an existing application a new key (the old one stops working)")
+
+    status = sub.add_parser("reviewer-status", help="restore a blocked reviewer, block one by hand, or return them to the gold rules")
+    status.add_argument("name")
+    status.add_argument("action", choices=("restore", "block", "auto"))
+    status.add_argument("--db", default=DEFAULT_DB)
+
     stats = sub.add_parser("stats", help="progress and agreement")
     stats.add_argument("--db", default=DEFAULT_DB)
     stats.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -77,6 +102,28 @@ def _open_existing(db: str) -> AnnotationStore:
     return AnnotationStore(db, create=False)
 
 
+def _configure(store: AnnotationStore, args: argparse.Namespace) -> None:
+    """Store the quality-control and judgement options that were given; the others keep their stored values."""
+    from annotation.judgements import make_config
+
+    if args.gold_rate is not None:
+        store.set_gold_rate(args.gold_rate)
+    if any(value is not None for value in (args.gold_warn_below, args.gold_block_below, args.gold_min_answers)):
+        store.set_quality_rules(args.gold_warn_below, args.gold_block_below, args.gold_min_answers)
+    if args.min_seconds is not None:
+        store.set_min_seconds(args.min_seconds)
+    if any(value is not None for value in (args.ratings, args.flags, args.rationale)):
+        current = store.judgements
+        store.set_judgements(make_config(
+            ratings=current.ratings if args.ratings is None else args.ratings,
+            flags=current.flags if args.flags is None else args.flags.split(","),
+            rationale=args.rationale or current.rationale,
+        ))
+    if store.gold_rate > 0 and store.task_count(gold=True) == 0:
+        print("warning: --gold-rate is set but the database holds no gold items (pass --gold FILE, or a 'gold' field in --tasks)",
+              file=sys.stderr, flush=True)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from annotation.server import bind_socket, create_app, make_server
     from annotation.tasks import read_tasks
@@ -85,7 +132,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise UserError(f"--port must be between 0 and 65535, got {args.port}")
     if args.max_body_kb < 1:
         raise UserError(f"--max-body-kb must be at least 1, got {args.max_body_kb}")
-    tasks = read_tasks(args.tasks) if args.tasks else None  # check the whole file before touching the db
+    tasks = read_tasks(args.tasks) if args.tasks else None  # check the whole files before touching the db
+    gold = read_tasks(args.gold, require_gold=True) if args.gold else None
     guidelines = None
     if args.guidelines:
         if not Path(args.guidelines).is_file():
@@ -95,7 +143,11 @@ def _serve(args: argparse.Namespace) -> int:
     if tasks is not None:
         result = store.import_tasks(tasks, source=args.tasks)
         print(f"imported {args.tasks}: {result.added} new task(s), {result.unchanged} already present", flush=True)
-    if store.task_count() == 0:
+    if gold is not None:
+        result = store.import_tasks(gold, source=args.gold)
+        print(f"imported {args.gold}: {result.added} new gold item(s), {result.unchanged} already present", flush=True)
+    _configure(store, args)
+    if store.task_count(gold=False) == 0:
         raise UserError(f"{args.db} holds no tasks: pass --tasks candidates.jsonl")
     if args.overlap is not None:
         store.set_overlap(args.overlap)
@@ -115,7 +167,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.host not in LOOPBACK_HOSTS:
         print(f"warning: listening on {args.host}; the links below carry tokens over plain HTTP, "
               "so use this only behind an HTTPS reverse proxy or on a trusted network", file=sys.stderr, flush=True)
-    print(f"{store.task_count()} task(s) in {args.db}, overlap {store.overlap}", flush=True)
+    print(f"{store.task_count(gold=False)} task(s) and {store.task_count(gold=True)} gold item(s) in {args.db}, overlap {store.overlap}", flush=True)
     print(f"admin: {admin_link(base_url, store.admin_token)}", flush=True)
     for reviewer in store.reviewers():
         print(f"reviewer {reviewer.name}: {reviewer_link(base_url, reviewer.token)}", flush=True)
@@ -136,6 +188,23 @@ def main(argv: list[str] | None = None) -> int:
         reviewer, created = store.add_reviewer(args.name, rotate=args.rotate)
         state = "added" if created else ("new token for" if args.rotate else "existing")
         print(f"{state} reviewer {reviewer.name}: {reviewer_link(args.url, reviewer.token)}")
+        return 0
+    if args.command == "add-app":
+        from annotation.feedback import add_app
+
+        application, key = add_app(AnnotationStore(args.db), args.name, args.rate_per_minute, rotate=args.rotate)
+        if key is None:
+            print(f"application {application.name} exists (rate {application.rate_per_minute:g}/min); its key is not stored: "
+                  "use --rotate for a new one")
+        else:
+            print(f"application {application.name} (rate {application.rate_per_minute:g}/min): key {key}")
+            print("the key is shown only now: keep it in the application's secrets; it opens POST /api/feedback only")
+        return 0
+    if args.command == "reviewer-status":
+        override = {"restore": "restored", "block": "blocked", "auto": None}[args.action]
+        quality = _open_existing(args.db).set_quality_override(args.name, override)
+        accuracy = "n/a" if quality.gold_accuracy is None else f"{quality.gold_accuracy:.0%}"
+        print(f"reviewer {args.name}: {quality.status} (gold accuracy {accuracy} over {quality.gold_answers} item(s))")
         return 0
     if args.command == "export":
         from annotation.export import export

@@ -16,7 +16,13 @@ Choices:
   arrive, whether or not a Content-Length was sent; request models forbid unknown fields and bound every
   length. Every error is a JSON `{"error": message}` with a 4xx status.
 - Handlers are plain `def`s: FastAPI runs them in its thread pool and the store serialises writes, so
-  the event loop never blocks on SQLite.
+  the event loop never blocks on SQLite. The feedback endpoint is the exception: it is `async` so that
+  it checks the application key and the rate limit *before* reading the body (a flood of junk from a
+  wrong key costs nothing), then hands the write to the thread pool.
+- Application keys (annotation/feedback.py) open `POST /api/feedback` only; reviewer and admin tokens
+  are refused there, and keys are refused everywhere else (they are not in the reviewers' table).
+- A too-fast submission is answered 409 with `"confirm": "too_fast"`: nothing is stored until the page
+  sends it again with `confirm_too_fast: true`, and then it is stored marked as fast.
 """
 from __future__ import annotations
 
@@ -27,17 +33,21 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from annotation.errors import AnnotationError
+from annotation.errors import AnnotationError, InvalidInput
+from annotation.feedback import FeedbackBody, add_feedback, app_for_key, check_feedback
+from annotation.judgements import RATING_MAX, RATING_MIN
 from annotation.ranking import card_labels
+from annotation.ratelimit import RateLimiter
 from annotation.rendering import render_markdown
-from annotation.store import MAX_RATIONALE_CHARS, MAX_SKIP_REASON_CHARS, AnnotationStore, Reviewer
+from annotation.store import MAX_RATIONALE_CHARS, MAX_SKIP_REASON_CHARS, AnnotationStore, NeedsConfirmation, Reviewer
 
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
@@ -63,6 +73,22 @@ class RankingBody(BaseModel):
     ranking: list[list[Label]] = Field(min_length=1, max_length=26)
     all_bad: bool = False
     rationale: Optional[str] = Field(default=None, max_length=MAX_RATIONALE_CHARS)
+    ratings: Optional[dict[Label, int]] = Field(default=None, max_length=26)  # card label -> 1..7
+    flags: Optional[dict[Label, list[str]]] = Field(default=None, max_length=26)  # card label -> flag names
+    confirm_too_fast: bool = False  # the reviewer confirmed a submission under the minimum time
+
+
+class AdjudicationBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    decision: Literal["ranking", "discard"]
+    ranking: Optional[list[list[str]]] = Field(default=None, min_length=1, max_length=26)  # response ids, best first
+    adjudicator: Optional[str] = Field(default=None, max_length=64)
+    note: Optional[str] = Field(default=None, max_length=2000)
+
+
+class QualityOverrideBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    override: Optional[Literal["restored", "blocked"]]  # null: back to the automatic rules
 
 
 class SkipBody(BaseModel):
@@ -119,7 +145,7 @@ class GuardMiddleware:
 # -------------------------------------------------------------------------------------------------
 
 
-def _validation_message(exc: RequestValidationError) -> str:
+def _validation_message(exc: RequestValidationError | ValidationError) -> str:
     problems = []
     for error in exc.errors()[:3]:
         location = [str(part) for part in error.get("loc", ()) if part != "body"]
@@ -146,6 +172,8 @@ def create_app(store: AnnotationStore, max_body_bytes: int = DEFAULT_MAX_BODY_BY
 
     @app.exception_handler(AnnotationError)
     def _annotation_error(_request: Any, exc: AnnotationError) -> JSONResponse:
+        if isinstance(exc, NeedsConfirmation):
+            return JSONResponse({"error": str(exc), "confirm": exc.reason, **exc.details}, status_code=exc.http_status)
         return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
 
     @app.exception_handler(StarletteHTTPException)
@@ -162,6 +190,8 @@ def create_app(store: AnnotationStore, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         if reviewer is None:
             if store.is_admin_token(token):
                 raise HTTPException(status_code=403, detail="this is the admin token; open the admin page, or use a reviewer's link")
+            if app_for_key(store, token) is not None:
+                raise HTTPException(status_code=403, detail="this is an application key; it opens only POST /api/feedback")
             raise HTTPException(status_code=401, detail="unknown token: ask for a new link")
         return reviewer
 
@@ -169,6 +199,9 @@ def create_app(store: AnnotationStore, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         token = _bearer(authorization)
         if not store.is_admin_token(token):
             raise HTTPException(status_code=403, detail="the admin view needs the admin token")
+
+    limiter = RateLimiter()
+    app.state.rate_limiter = limiter
 
     # ---- pages ----
 
@@ -189,6 +222,18 @@ def create_app(store: AnnotationStore, max_body_bytes: int = DEFAULT_MAX_BODY_BY
 
     # ---- reviewer API ----
 
+    def quality_payload(reviewer: Reviewer) -> dict[str, Any]:
+        """What the reviewer is told about their answers on checked (gold) items; never which items those are."""
+        quality = store.quality(reviewer.id)
+        accuracy = None if quality.gold_accuracy is None else round(quality.gold_accuracy, 3)
+        message = None
+        if quality.status == "blocked":
+            message = "Your account is paused: too many answers on checked items disagreed with the expected answer. Please contact the organiser."
+        elif quality.status == "warned":
+            message = (f"Careful: only {accuracy:.0%} of your answers on checked items matched the expected answer. "
+                       "Please reread the guidelines and take your time.")
+        return {"status": quality.status, "gold_accuracy": accuracy, "message": message}
+
     def offer_payload(reviewer: Reviewer) -> dict[str, Any]:
         offer = store.next_task(reviewer.id)
         guidelines = store.default_guidelines
@@ -203,11 +248,16 @@ def create_app(store: AnnotationStore, max_body_bytes: int = DEFAULT_MAX_BODY_BY
                 "previous": offer.previous,
             }
             guidelines = offer.task.guidelines or guidelines
+        judgements = store.judgements
         return {
             "reviewer": reviewer.name,
             "task": task_payload,
             "progress": store.progress(reviewer.id),
             "guidelines_html": render_markdown(guidelines),
+            "quality": quality_payload(reviewer),
+            "judgements": {"ratings": judgements.ratings, "rating_min": RATING_MIN, "rating_max": RATING_MAX,
+                           "flags": judgements.flags, "rationale": judgements.rationale},
+            "min_seconds": store.min_seconds,
         }
 
     @app.get("/api/next")
@@ -216,7 +266,8 @@ def create_app(store: AnnotationStore, max_body_bytes: int = DEFAULT_MAX_BODY_BY
 
     @app.post("/api/tasks/{task_id}/ranking")
     def submit_ranking(task_id: str, body: RankingBody, reviewer: Reviewer = Depends(current_reviewer)) -> dict[str, Any]:
-        annotation_id = store.submit_ranking(reviewer.id, task_id, body.ranking, all_bad=body.all_bad, rationale=body.rationale)
+        annotation_id = store.submit_ranking(reviewer.id, task_id, body.ranking, all_bad=body.all_bad, rationale=body.rationale,
+                                             ratings=body.ratings, flags=body.flags, confirm_too_fast=body.confirm_too_fast)
         return {"ok": True, "annotation_id": annotation_id, **offer_payload(reviewer)}
 
     @app.post("/api/tasks/{task_id}/skip")
@@ -248,6 +299,61 @@ def create_app(store: AnnotationStore, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         return PlainTextResponse(body, media_type="application/x-ndjson",
                                  headers={"content-disposition": f'attachment; filename="{format}.jsonl"'})
+
+    @app.get("/api/admin/tasks/{task_id}", dependencies=[Depends(require_admin)])
+    def admin_task(task_id: str) -> dict[str, Any]:
+        from annotation.adjudication import task_detail
+
+        return task_detail(store, task_id)
+
+    @app.post("/api/admin/tasks/{task_id}/adjudication", dependencies=[Depends(require_admin)])
+    def adjudicate(task_id: str, body: AdjudicationBody) -> dict[str, Any]:
+        from annotation.adjudication import decide
+
+        return {"ok": True, **decide(store, task_id, body.decision, body.ranking, body.adjudicator or "admin", body.note)}
+
+    @app.delete("/api/admin/tasks/{task_id}/adjudication", dependencies=[Depends(require_admin)])
+    def withdraw_adjudication(task_id: str) -> dict[str, Any]:
+        from annotation.adjudication import withdraw
+
+        withdraw(store, task_id)
+        return {"ok": True}
+
+    @app.post("/api/admin/reviewers/{name}/quality", dependencies=[Depends(require_admin)])
+    def override_quality(name: str, body: QualityOverrideBody) -> dict[str, Any]:
+        return {"ok": True, "name": name, **store.set_quality_override(name, body.override).as_dict()}
+
+    # ---- end users' feedback, sent by applications ----
+
+    @app.post("/api/feedback")
+    async def feedback(request: Request, authorization: Optional[str] = Header(default=None)) -> JSONResponse:
+        import json
+
+        key = _bearer(authorization)
+        application = await run_in_threadpool(app_for_key, store, key)
+        if application is None:
+            if store.is_admin_token(key) or await run_in_threadpool(store.reviewer_for_token, key) is not None:
+                raise HTTPException(status_code=403, detail="reviewer and admin tokens cannot send feedback; use an application key (rlhf annotate add-app)")
+            raise HTTPException(status_code=401, detail="unknown application key")
+        allowed, retry_after = limiter.allow(application.id, application.rate_per_minute)
+        if not allowed:
+            return JSONResponse({"error": f"rate limit of {application.rate_per_minute:g} requests a minute exceeded for application "
+                                          f"{application.name!r}; retry in {retry_after:.1f} s"},
+                                status_code=429, headers={"retry-after": str(max(1, round(retry_after + 0.5)))})
+        raw = await request.body()
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise InvalidInput("the request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise InvalidInput("the request body must be a JSON object")
+        try:
+            body = FeedbackBody.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidInput(_validation_message(exc)) from None
+        fields = check_feedback(body)
+        feedback_id, duplicate = await run_in_threadpool(add_feedback, store, application, fields)
+        return JSONResponse({"ok": True, "feedback_id": feedback_id, "duplicate": duplicate}, status_code=200 if duplicate else 201)
 
     app.add_middleware(GuardMiddleware, max_body_bytes=max_body_bytes)
     return app
