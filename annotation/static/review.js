@@ -6,6 +6,11 @@
 //
 // A ranking is a list of tiers of card labels, best first: [["B"], ["A", "D"], ["C"]] means B, then A
 // and D tied, then C. The server only ever sees labels; it maps them to response ids itself.
+//
+// Projects may also ask for a 1-7 rating and flags per response (data.judgements): on a focused card,
+// Shift+1..7 rates it and F then a number toggles a flag; the small buttons on each card do the same.
+// The server measures time on task; under the project's minimum it answers 409 "too_fast" and the page
+// asks the reviewer to confirm before sending the answer again.
 "use strict";
 
 (() => {
@@ -18,6 +23,11 @@
     texts: {}, // label -> response text
     tiers: [], // the reviewer's current ranking
     confirmArmed: false, // the unchanged-order question was asked for this task
+    fastConfirmed: false, // the too-fast question was asked for this task: the next submit confirms it
+    judgements: { ratings: false, flags: [], rationale: "optional", rating_min: 1, rating_max: 7 },
+    ratings: {}, // label -> 1..7
+    flags: {}, // label -> [flag names]
+    flagMode: null, // the card label waiting for a flag number after F
     busy: false,
     dragging: null,
   };
@@ -96,7 +106,11 @@
     });
     let data = null;
     try { data = await response.json(); } catch (_) { data = null; }
-    if (!response.ok) throw new Error((data && data.error) || ("request failed with HTTP " + response.status));
+    if (!response.ok) {
+      const error = new Error((data && data.error) || ("request failed with HTTP " + response.status));
+      error.data = data; // e.g. {"confirm": "too_fast", "seconds", "min_seconds"}
+      throw error;
+    }
     return data;
   }
 
@@ -113,6 +127,7 @@
     document.body.classList.add("busy");
     try {
       const data = await action();
+      if (!data) return; // the action asked the reviewer something instead
       renderOffer(data);
       if (successMessage) say(successMessage(data));
     } catch (error) {
@@ -162,11 +177,16 @@
     $("undo").disabled = answered === 0;
     // Server-rendered markdown with raw HTML disabled; never untrusted text (see top of file).
     $("guidelines-body").innerHTML = data.guidelines_html;
+    renderQuality(data.quality);
+    if (data.judgements) state.judgements = data.judgements;
+    renderJudgementSettings();
 
     const task = data.task;
+    const blocked = Boolean(data.quality && data.quality.status === "blocked");
     state.task = task;
     $("task").hidden = !task;
-    $("done").hidden = Boolean(task);
+    $("done").hidden = Boolean(task) || blocked;
+    $("blocked").hidden = !blocked;
     if (!task) return;
 
     state.shown = task.cards.map((card) => card.label);
@@ -174,6 +194,10 @@
     const previous = task.previous;
     state.tiers = previous && previous.ranking ? previous.ranking.map((tier) => tier.slice()) : state.shown.map((label) => [label]);
     state.confirmArmed = false;
+    state.fastConfirmed = false;
+    state.flagMode = null;
+    state.ratings = Object.assign({}, (previous && previous.ratings) || {});
+    state.flags = Object.fromEntries(Object.entries((previous && previous.flags) || {}).map(([label, names]) => [label, names.slice()]));
     $("all-bad").checked = Boolean(previous && previous.all_bad);
     $("rationale").value = (previous && previous.rationale) || "";
     $("skip-reason").value = (previous && previous.skip_reason) || "";
@@ -192,16 +216,94 @@
     if (pair) renderPair(); else renderRanking();
   }
 
-  function renderPair() {
+  function renderQuality(quality) {
+    const box = $("quality");
+    const warned = Boolean(quality && quality.status === "warned" && quality.message);
+    box.hidden = !warned;
+    box.textContent = warned ? quality.message : "";
+    $("blocked-text").textContent = quality && quality.status === "blocked" ? quality.message : "";
+  }
+
+  const judging = () => state.judgements.ratings || state.judgements.flags.length > 0;
+
+  function renderJudgementSettings() {
+    const j = state.judgements;
+    $("rationale-wrap").hidden = j.rationale === "off";
+    $("rationale-label").textContent = j.rationale === "required" ? "Rationale (required)" : "Rationale (optional)";
+    $("keys-rating").hidden = !j.ratings;
+    $("keys-flags").hidden = !j.flags.length;
+    $("rating-range").textContent = `${j.rating_min}…${j.rating_max}`;
+  }
+
+  // the rating buttons and flag toggles under a card's text
+  function judgeRow(label) {
+    const row = el("div", "judge");
+    const j = state.judgements;
+    if (j.ratings) {
+      const group = el("div", "rating");
+      group.setAttribute("role", "group");
+      group.setAttribute("aria-label", `Rating of card ${label}`);
+      group.append(el("span", "judge-label", "Rating"));
+      for (let value = j.rating_min; value <= j.rating_max; value++) {
+        const button = el("button", "mini rate" + (state.ratings[label] === value ? " selected" : ""), String(value));
+        button.type = "button";
+        button.tabIndex = -1;
+        button.dataset.rate = String(value);
+        button.setAttribute("aria-pressed", String(state.ratings[label] === value));
+        group.append(button);
+      }
+      row.append(group);
+    }
+    if (j.flags.length) {
+      const group = el("div", "flags" + (state.flagMode === label ? " flag-mode" : ""));
+      group.setAttribute("role", "group");
+      group.setAttribute("aria-label", `Flags of card ${label}`);
+      j.flags.forEach((name, index) => {
+        const on = (state.flags[label] || []).includes(name);
+        const button = el("button", "mini flag" + (on ? " on" : ""), `${index + 1} ${name}`);
+        button.type = "button";
+        button.tabIndex = -1;
+        button.dataset.flag = name;
+        button.setAttribute("aria-pressed", String(on));
+        group.append(button);
+      });
+      if (state.flagMode === label) group.append(el("span", "flag-hint", "press a flag's number"));
+      row.append(group);
+    }
+    return row;
+  }
+
+  function setRating(label, value) {
+    state.ratings[label] = value;
+    rerender(label);
+  }
+
+  function toggleFlag(label, name) {
+    const names = state.flags[label] || [];
+    state.flags[label] = names.includes(name) ? names.filter((n) => n !== name) : names.concat([name]);
+    rerender(label);
+  }
+
+  function rerender(focusLabel) {
+    if (isPair()) renderPair(focusLabel); else renderRanking(focusLabel);
+  }
+
+  function renderPair(focusLabel) {
     const box = $("pair-cards");
     box.replaceChildren();
     for (const label of state.shown) {
       const card = el("div", "card pair-card");
       card.dataset.label = label;
+      if (judging()) card.tabIndex = 0; // focus a card to rate or flag it from the keyboard
       const head = el("div", "card-head");
       head.append(el("span", "label", label));
       card.append(head, textBlock("text response", state.texts[label]));
+      if (judging()) card.append(judgeRow(label));
       box.append(card);
+    }
+    if (focusLabel) {
+      const card = box.querySelector(`.card[data-label="${focusLabel}"]`);
+      if (card) card.focus();
     }
   }
 
@@ -245,6 +347,7 @@
     }
     head.append(buttons);
     card.append(head, textBlock("text response", state.texts[label]));
+    if (judging()) card.append(judgeRow(label));
     return card;
   }
 
@@ -260,6 +363,11 @@
   // actions
   // ---------------------------------------------------------------------------------------------
 
+  function ask(text) {
+    $("confirm-text").textContent = text;
+    $("confirm").hidden = false;
+  }
+
   function submit(explicitTiers) {
     if (!state.task || state.busy) return;
     const allBad = $("all-bad").checked;
@@ -269,18 +377,46 @@
         tiers = [state.shown.slice()]; // "all bad" without reordering states no preference among them
       } else if (!state.confirmArmed) {
         state.confirmArmed = true; // asked once; the next submit goes through
-        $("confirm-text").textContent = `You have not changed the order (${state.shown.join(" > ")}). ` +
-          "Submit it as your ranking? Press Enter again or “Submit anyway”.";
-        $("confirm").hidden = false;
+        ask(`You have not changed the order (${state.shown.join(" > ")}). ` +
+          "Submit it as your ranking? Press Enter again or “Submit anyway”.");
         return;
       }
     }
-    const taskId = state.task.id;
+    const j = state.judgements;
+    const unrated = j.ratings ? state.shown.filter((label) => !state.ratings[label]) : [];
+    if (unrated.length) {
+      say(`Rate every response first: card(s) ${unrated.join(", ")} have no rating (focus a card, then Shift+${j.rating_min}…${j.rating_max}).`, true);
+      return;
+    }
     const rationale = $("rationale").value.trim();
+    if (j.rationale === "required" && !rationale) {
+      say("This project asks for a rationale: say why you ranked them this way.", true);
+      $("rationale").focus();
+      return;
+    }
+    const taskId = state.task.id;
+    const body = { ranking: tiers, all_bad: allBad, rationale: rationale || null };
+    if (j.ratings) body.ratings = Object.assign({}, state.ratings);
+    const flags = Object.fromEntries(Object.entries(state.flags).filter(([, names]) => names.length));
+    if (Object.keys(flags).length) body.flags = flags;
+    if (state.fastConfirmed) body.confirm_too_fast = true;
     run(
-      () => api("POST", `/api/tasks/${encodeURIComponent(taskId)}/ranking`, { ranking: tiers, all_bad: allBad, rationale: rationale || null }),
+      async () => {
+        try {
+          return await api("POST", `/api/tasks/${encodeURIComponent(taskId)}/ranking`, body);
+        } catch (error) {
+          if (error.data && error.data.confirm === "too_fast") {
+            state.fastConfirmed = true; // asked once; the next submit confirms
+            ask(`You spent only ${Math.round(error.data.seconds)} s on this task; the project asks for at least ` +
+              `${Math.round(error.data.min_seconds)} s. Reread the responses, or press Enter again or “Submit anyway” ` +
+              "(the answer will be marked as fast).");
+            return null;
+          }
+          throw error;
+        }
+      },
       () => `Saved your ranking of task ${taskId}.`,
-    ).then(() => focusFirst());
+    ).then(() => { if ($("confirm").hidden) focusFirst(); });
   }
 
   function skip(reason) {
@@ -296,7 +432,7 @@
   }
 
   function focusFirst() {
-    const first = document.querySelector(isPair() ? "#pair-a" : "#ranking .card");
+    const first = document.querySelector(isPair() ? (judging() ? "#pair-cards .card" : "#pair-a") : "#ranking .card");
     if (first && !$("task").hidden) first.focus();
   }
 
@@ -322,7 +458,18 @@
     skip(reason);
   });
 
+  const judgeClick = (event) => {
+    const button = event.target.closest("button[data-rate], button[data-flag]");
+    if (!button) return false;
+    const label = button.closest(".card").dataset.label;
+    if (button.dataset.rate) setRating(label, Number(button.dataset.rate));
+    else toggleFlag(label, button.dataset.flag);
+    return true;
+  };
+  $("pair-cards").addEventListener("click", judgeClick);
+
   $("ranking").addEventListener("click", (event) => {
+    if (judgeClick(event)) return;
     const button = event.target.closest("button[data-action]");
     if (!button) return;
     const label = button.closest(".card").dataset.label;
@@ -379,6 +526,32 @@
       return; // typing, not commanding
     }
     const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+    const focusedCard = target.closest(".card");
+    if (focusedCard && judging()) {
+      const label = focusedCard.dataset.label;
+      const digit = /^Digit([0-9])$/.exec(event.code || "") || /^Numpad([0-9])$/.exec(event.code || "");
+      if (state.flagMode === label) { // F was pressed: a number toggles that flag, anything else leaves
+        state.flagMode = null;
+        const name = digit ? state.judgements.flags[Number(digit[1]) - 1] : undefined;
+        event.preventDefault();
+        if (name) toggleFlag(label, name); else rerender(label);
+        return;
+      }
+      if (event.shiftKey && digit && state.judgements.ratings) {
+        const value = Number(digit[1]);
+        if (value >= state.judgements.rating_min && value <= state.judgements.rating_max) {
+          event.preventDefault();
+          setRating(label, value);
+          return;
+        }
+      }
+      if (key === "f" && state.judgements.flags.length) {
+        event.preventDefault();
+        state.flagMode = label;
+        rerender(label);
+        return;
+      }
+    }
     if (isPair()) {
       const choice = { a: "first", 1: "first", t: "tie", 2: "tie", b: "second", 3: "second" }[key];
       if (choice) { event.preventDefault(); submit(pairChoice[choice]()); }
