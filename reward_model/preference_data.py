@@ -46,16 +46,44 @@ def _loaded(result):
     return result
 
 
+def drop_low_gold_accuracy(rankings: list[dict], min_gold_accuracy: Optional[float], path: str) -> list[dict]:
+    """Leave out rankings whose `gold_accuracy` (the annotator's accuracy on gold items, written by
+    `rlhf annotate export`) is below the threshold. Rows without one (reviewers not yet measured, gold
+    items, adjudicated tasks, app feedback) are kept: there is nothing to hold against them."""
+    if min_gold_accuracy is None:
+        return rankings
+    if not 0.0 <= min_gold_accuracy <= 1.0:
+        raise ConfigError(f"rm.min_gold_accuracy must be between 0 and 1, got {min_gold_accuracy}")
+    kept = [row for row in rankings if row.get("gold_accuracy") is None or row["gold_accuracy"] >= min_gold_accuracy]
+    if len(kept) < len(rankings):
+        print(
+            f"rlhf rm: {path}: {len(rankings) - len(kept)} ranking(s) by annotators with gold accuracy below "
+            f"rm.min_gold_accuracy={min_gold_accuracy} left out"
+        )
+    return kept
+
+
 def load_preference_pairs(
-    path: str, data_format: str = "auto", min_agreement: float = 0.5, skip_bad_rows: bool = False
+    path: str,
+    data_format: str = "auto",
+    min_agreement: float = 0.5,
+    skip_bad_rows: bool = False,
+    min_gold_accuracy: Optional[float] = None,
+    weight_by_quality: bool = False,
 ) -> list[dict]:
-    """Validated pairs {"prompt", "chosen", "rejected", "group"[, "margin"]} from a rankings or pairs file."""
+    """Validated pairs {"prompt", "chosen", "rejected", "group"[, "margin"]} from a rankings or pairs file.
+
+    Rankings only: `min_gold_accuracy` drops rankings of annotators below it; `weight_by_quality` makes
+    each ranking's vote count its `quality_weight` in the majority vote (see rlhf.data.majority_vote_pairs).
+    """
     from rlhf.data import load_pairs, load_rankings, majority_vote_pairs
 
     fmt = detect_format(path, data_format)
     if fmt == "rankings":
         rankings = _loaded(load_rankings(path, skip_bad_rows=skip_bad_rows)).to_list()
-        pairs, disputed = majority_vote_pairs(rankings, min_agreement)
+        rankings = drop_low_gold_accuracy(rankings, min_gold_accuracy, path)
+        weight_key = "quality_weight" if weight_by_quality else None
+        pairs, disputed = majority_vote_pairs(rankings, min_agreement, weight_key=weight_key)
         if disputed:
             print(
                 f"rlhf rm: {path}: {len(disputed)} pair(s) without a clear reviewer majority left out "
@@ -106,7 +134,9 @@ def first_groups(pairs: list[dict], max_groups: Optional[int]) -> list[dict]:
 
 def train_eval_pairs(cfg) -> tuple[list[dict], list[dict]]:
     """Training and held-out pairs from data.train_file / data.eval_file / data.eval_fraction."""
-    load = lambda path: load_preference_pairs(path, cfg.rm.data_format, cfg.rm.min_agreement, cfg.data.skip_bad_rows)  # noqa: E731
+    load = lambda path: load_preference_pairs(  # noqa: E731
+        path, cfg.rm.data_format, cfg.rm.min_agreement, cfg.data.skip_bad_rows, cfg.rm.min_gold_accuracy, cfg.rm.weight_by_quality
+    )
     pairs = load(cfg.data.train_file)
     if cfg.data.eval_file:
         train, held_out = pairs, load(cfg.data.eval_file)

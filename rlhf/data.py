@@ -314,8 +314,12 @@ def check_rankings_row(row: dict) -> Problem:
         return "tie", f"expected true or false, got {tie!r}"
     if len(ranking) == 1 and not (all_bad or tie):
         return "ranking", "a single tie of all responses gives no preference (rank them, or set all_bad or tie)"
-    return _check_optional(row, "margin", _is_number, "a finite number") or _check_optional(
-        row, "annotator", lambda v: isinstance(v, (str, int)), "a string or integer"
+    return (
+        _check_optional(row, "margin", _is_number, "a finite number")
+        or _check_optional(row, "annotator", lambda v: isinstance(v, (str, int)), "a string or integer")
+        # written by `rlhf annotate export` (reviewer quality), read by `rlhf rm` (rm.min_gold_accuracy, rm.weight_by_quality)
+        or _check_optional(row, "gold_accuracy", lambda v: _is_number(v) and 0 <= v <= 1, "a number from 0 to 1")
+        or _check_optional(row, "quality_weight", lambda v: _is_number(v) and v >= 0, "a number >= 0")
     )
 
 
@@ -555,7 +559,16 @@ def _tier_index(row: dict) -> dict[str, int]:
     return {str(response_id): index for index, tier in enumerate(row["ranking"]) for response_id in tier}
 
 
-def majority_vote_pairs(rankings: list[dict], min_agreement: float = 0.5) -> tuple[list[dict], list[dict]]:
+def _vote_weight(row: dict, weight_key: Optional[str]) -> float:
+    """A ranking's vote: int 1 without weights (so vote counts stay integers), else its weight (1 if missing)."""
+    if weight_key is None:
+        return 1
+    return 1.0 if row.get(weight_key) is None else float(row[weight_key])
+
+
+def majority_vote_pairs(
+    rankings: list[dict], min_agreement: float = 0.5, weight_key: Optional[str] = None
+) -> tuple[list[dict], list[dict]]:
     """Combine several reviewers' rankings of the same prompt/response set into agreed pairs.
 
     Rankings are grouped by their id (rows without an id by their prompt); each ranking is one
@@ -573,6 +586,10 @@ def majority_vote_pairs(rankings: list[dict], min_agreement: float = 0.5) -> tup
     direction as chosen/rejected plus "votes_chosen", "votes_rejected", "votes_tied" and "agreement".
     Pairs of identical texts are dropped as in `ranking_to_pairs`. For a group of one ranking the kept
     pairs equal `ranking_to_pairs` of that ranking.
+
+    With `weight_key`, each ranking's vote counts `row[weight_key]` (1 when the row has none) instead
+    of 1: wins, ties and the share are sums of weights (`rlhf rm` with rm.weight_by_quality uses the
+    reviewer's `quality_weight`). A group of one ranking is unaffected, since the share is then 1.
     """
     if not 0.0 <= min_agreement < 1.0:
         raise ValueError(f"min_agreement must be in [0, 1), got {min_agreement}")
@@ -587,7 +604,7 @@ def majority_vote_pairs(rankings: list[dict], min_agreement: float = 0.5) -> tup
         for row in rows:
             for response_id, text in _texts_by_id(row).items():
                 texts.setdefault(response_id, text)
-        tier_maps = [(_tier_index(row), row.get("margin")) for row in rows]
+        tier_maps = [(_tier_index(row), row.get("margin"), _vote_weight(row, weight_key)) for row in rows]
         # Pair order follows the first ranking's tiers so a single reviewer reproduces ranking_to_pairs.
         order = [str(response_id) for tier in rows[0]["ranking"] for response_id in tier]
         order += [response_id for response_id in texts if response_id not in order]
@@ -598,24 +615,24 @@ def majority_vote_pairs(rankings: list[dict], min_agreement: float = 0.5) -> tup
                 wins_first = wins_second = ties = 0
                 margins_first: list[float] = []
                 margins_second: list[float] = []
-                for tiers, margin in tier_maps:
+                for tiers, margin, weight in tier_maps:
                     if first not in tiers or second not in tiers:
                         continue
                     if tiers[first] < tiers[second]:
-                        wins_first += 1
+                        wins_first += weight
                         margins_first.append(margin)
                     elif tiers[second] < tiers[first]:
-                        wins_second += 1
+                        wins_second += weight
                         margins_second.append(margin)
                     else:
-                        ties += 1
+                        ties += weight
                 if wins_first == wins_second == 0:
                     continue
                 voters = wins_first + wins_second + ties
                 first_leads = wins_first >= wins_second
                 winner, loser = (first, second) if first_leads else (second, first)
                 votes_for, votes_against = (wins_first, wins_second) if first_leads else (wins_second, wins_first)
-                share = votes_for / voters
+                share = votes_for / voters if voters else 0.0  # all voters weighing 0
                 pair = {
                     "prompt": rows[0]["prompt"],
                     "chosen": texts[winner],

@@ -212,9 +212,11 @@ def test_tie_all_bad_and_skip_and_the_export_holds_exactly_that(make_tool):
     shown = {a["task_id"]: a["shown_order"] for a in tool.store.snapshot()["assignments"]}
     row = lambda task_id, ranking, all_bad=False, **extra: {  # noqa: E731
         "id": task_id, "prompt": tasks[task_id].prompt, "responses": tasks[task_id].responses, "ranking": ranking,
-        "annotator": "ana", "all_bad": all_bad, **extra}
+        "annotator": "ana", "all_bad": all_bad, **extra, "source": "reviewer", "quality_weight": 1.0}
     fourth_ranking = [[last_id]] + [[r] for r in shown[done[3]] if r != last_id]
-    assert export_rows(tool.store, "rankings") == [
+    rankings = export_rows(tool.store, "rankings")
+    assert all(0 <= ranking.pop("seconds") < 60 for ranking in rankings)  # time on task, measured by the server
+    assert rankings == [
         row(done[0], [["r1"], ["r0", "r3"], ["r2"]]),
         row(done[1], [shown[done[1]]], all_bad=True),
         row(done[3], fourth_ranking, all_bad=True, rationale="all wrong, the top one least so"),
