@@ -145,10 +145,26 @@ class GuardMiddleware:
 # -------------------------------------------------------------------------------------------------
 
 
+_UNION_MEMBER_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+def _field_path(loc: tuple) -> list[str]:
+    """A pydantic error location as the client's field path: without "body" and without the names pydantic
+    gives union members (`choice.str`, `prompt.list[Message]`), which are not fields the client sent."""
+    return [str(part) for part in loc
+            if part != "body" and not (isinstance(part, str) and (part in _UNION_MEMBER_TAGS or "[" in part))]
+
+
 def _validation_message(exc: RequestValidationError | ValidationError) -> str:
     problems = []
-    for error in exc.errors()[:3]:
-        location = [str(part) for part in error.get("loc", ()) if part != "body"]
+    seen_locations: set[tuple] = set()
+    for error in exc.errors():
+        location = _field_path(tuple(error.get("loc", ())))
+        if tuple(location) in seen_locations:
+            continue  # one message per field (a union reports one error per member)
+        seen_locations.add(tuple(location))
+        if len(problems) == 3:
+            break
         if error.get("type") == "json_invalid":
             problems.append("the request body is not valid JSON")
         elif error.get("type") == "missing" and not location:
