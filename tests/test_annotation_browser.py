@@ -10,6 +10,7 @@ import os
 import pytest
 
 from annotation.export import export_rows
+from annotation.judgements import make_config
 from annotation.server import create_app, serve_in_background
 from annotation.store import AnnotationStore
 from annotation.tasks import Task, read_tasks
@@ -53,10 +54,12 @@ class Tool:
 def make_tool(tmp_path, browser):
     servers = []
 
-    def make(tasks: list[Task] | None = None, num_tasks: int = 4, k: int = 4, overlap: int = 1) -> Tool:
+    def make(tasks: list[Task] | None = None, num_tasks: int = 4, k: int = 4, overlap: int = 1, configure=None) -> Tool:
         store = AnnotationStore(tmp_path / f"db{len(servers)}.db")
         store.import_tasks(tasks or read_tasks(make_candidates(tmp_path / "c.jsonl", num_tasks, k=k)))
         store.set_overlap(overlap)
+        if configure is not None:
+            configure(store)  # project settings: gold items, thresholds, minimum time, judgements
         server = serve_in_background(create_app(store))
         servers.append((server, store))
         tool = Tool(store, server.__enter__(), browser)
@@ -384,4 +387,158 @@ def test_conversations_are_shown_turn_by_turn_as_text(make_tool):
     page.wait_for_selector("#done:visible")
     [row] = export_rows(tool.store, "rankings")
     assert row["prompt"] == conversation and row["responses"] == task.responses
+    assert tool.page_errors == []
+
+
+# -------------------------------------------------------------------------------------------------
+# quality control, ratings and flags, adjudication (issue 20)
+# -------------------------------------------------------------------------------------------------
+
+GOLD = Task(id="g-7", prompt="What is 3 + 4?", responses=[{"id": "right", "text": "response right is 7"}, {"id": "wrong", "text": "response wrong is 8"}],
+            gold=[["right"], ["wrong"]])
+
+
+def _gold_project(block_after: int):
+    def configure(store: AnnotationStore) -> None:
+        store.import_tasks([GOLD])
+        store.set_gold_rate(1.0)  # the first new task is the gold item
+        store.set_quality_rules(warn_below=0.7, block_below=0.5, min_answers=block_after)
+    return configure
+
+
+def _answer_gold_wrongly(page) -> None:
+    assert shown_task(page) == "g-7" and page.locator("#pair-a").is_visible()
+    assert "gold" not in page.locator("#task").inner_text().lower()  # served unmarked
+    assert page.locator("#quality").is_hidden()
+    wrong = label_of(page)["wrong"]
+    page.click("#pair-a" if wrong == "A" else "#pair-b")
+
+
+def test_a_wrong_answer_on_a_gold_item_raises_the_reviewers_warning(make_tool):
+    tool = make_tool(num_tasks=2, configure=_gold_project(block_after=3))
+    page = tool.open("gil")
+    _answer_gold_wrongly(page)
+    page.wait_for_selector("#quality:visible")
+    assert "only 0% of your answers on checked items matched" in page.locator("#quality").inner_text()
+    assert shown_task(page).startswith("task")  # warned, not blocked: work goes on
+    quality = tool.store.quality(tool.store.reviewers()[0].id)
+    assert (quality.status, quality.gold_answers, quality.gold_accuracy) == ("warned", 1, 0.0)
+    page.reload()
+    page.wait_for_selector("#quality:visible")  # the warning stays until the accuracy recovers
+    assert tool.page_errors == []
+
+
+def test_a_blocked_reviewer_gets_no_task(make_tool):
+    tool = make_tool(num_tasks=2, configure=_gold_project(block_after=1))
+    page = tool.open("bo")
+    _answer_gold_wrongly(page)
+    page.wait_for_selector("#blocked:visible")
+    assert "Your account is paused" in page.locator("#blocked-text").inner_text()
+    assert page.locator("#task").is_hidden() and page.locator("#done").is_hidden()
+    page.reload()
+    page.wait_for_selector("#blocked:visible")
+    assert page.locator("#task").is_hidden()
+    # the tasks are still there for others; the blocked reviewer's gold answer is not exported as a ranking
+    other = tool.open("cy")
+    assert shown_task(other) == "g-7"
+    assert [row["source"] for row in export_rows(tool.store, "rankings")] == ["gold"]
+    # an admin restores them from the admin page; their page offers a task again
+    admin = tool.open("", path="/admin", token=tool.store.admin_token)
+    admin.wait_for_selector('#reviewers tr[data-name="bo"] .status-blocked')
+    admin.click('#reviewers tr[data-name="bo"] button:has-text("Restore")')
+    admin.wait_for_selector('#reviewers tr[data-name="bo"] .status-warned')
+    page.reload()
+    page.wait_for_selector("#ranking .card")
+    assert page.locator("#blocked").is_hidden() and page.locator("#quality").is_visible()
+    assert tool.page_errors == []
+
+
+def test_a_too_fast_submission_asks_for_confirmation(make_tool):
+    tool = make_tool(num_tasks=2, configure=lambda store: store.set_min_seconds(60))
+    page = tool.open("fay")
+    task_id = shown_task(page)
+    desired = shown_ids(page)[::-1]
+    keyboard_rank(page, desired)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#confirm:visible")
+    assert "You spent only" in page.locator("#confirm-text").inner_text() and "at least 60 s" in page.locator("#confirm-text").inner_text()
+    assert live_answers(tool.store) == [] and shown_task(page) == task_id  # nothing stored, same task
+    page.keyboard.press("Enter")  # asked once: the second Enter confirms
+    page.wait_for_function("id => document.querySelector('#task-id').textContent !== '#' + id", arg=task_id)
+    [answer] = live_answers(tool.store)
+    assert answer["too_fast"] is True and answer["ranking"] == [[r] for r in desired]
+    assert page.locator("#confirm").is_hidden()
+    assert tool.page_errors == []
+
+
+def test_ratings_and_flags_entered_by_keyboard(make_tool):
+    def configure(store: AnnotationStore) -> None:
+        store.set_judgements(make_config(ratings=True, flags=["made-up facts", "harmful"]))
+
+    tool = make_tool(num_tasks=2, k=3, configure=configure)
+    page = tool.open("kai")
+    task_id = shown_task(page)
+    labels = label_of(page)
+    order = card_order(page)  # A, B, C as shown
+    assert page.locator("#keys-rating").is_visible() and page.locator("#keys-flags").is_visible()
+    # card A: rating 7; card B: rating 2 and flag 2 (harmful); card C: rating 1 and flags 1 and 2
+    assert focused_label(page) == order[0]
+    page.keyboard.press("Shift+Digit7")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Shift+Digit2")
+    page.keyboard.press("f")
+    assert page.locator(f'.card[data-label="{order[1]}"] .flags.flag-mode').count() == 1
+    page.keyboard.press("2")
+    page.keyboard.press("Enter")  # C has no rating yet: refused on the page, nothing sent
+    assert "card(s) C have no rating" in page.locator("#status").inner_text()
+    assert live_answers(tool.store) == []
+    page.keyboard.press("Tab")
+    page.keyboard.press("Shift+Digit1")
+    page.keyboard.press("f")
+    page.keyboard.press("1")
+    page.keyboard.press("f")
+    page.keyboard.press("2")
+    assert focused_label(page) == order[2]
+    assert page.locator(f'.card[data-label="{order[2]}"] button.flag.on').count() == 2
+    assert page.locator(f'.card[data-label="{order[0]}"] button.rate.selected').inner_text() == "7"
+    page.keyboard.press("ArrowUp")  # C above B: the order is no longer the one shown
+    page.keyboard.press("Enter")
+    page.wait_for_function("id => document.querySelector('#task-id').textContent !== '#' + id", arg=task_id)
+    [answer] = live_answers(tool.store)
+    response_of = {label: response_id for response_id, label in labels.items()}
+    a, b, c = (response_of[label] for label in order)
+    assert answer["ranking"] == [[a], [c], [b]]
+    assert answer["ratings"] == {a: 7, b: 2, c: 1}
+    assert answer["flags"] == {b: ["harmful"], c: ["made-up facts", "harmful"]}
+    [row] = export_rows(tool.store, "rankings")
+    assert {j["id"]: (j["rating"], j["flags"]) for j in row["judgements"]} == {a: (7, []), b: (2, ["harmful"]), c: (1, ["made-up facts", "harmful"])}
+    assert tool.page_errors == []
+
+
+def test_adjudicating_a_disputed_task_in_the_admin_view(make_tool):
+    tool = make_tool(num_tasks=2, k=3, overlap=2)
+    for name, id_tiers in (("ann", [["r0"], ["r1"], ["r2"]]), ("ben", [["r2"], ["r1"], ["r0"]])):
+        reviewer = tool.store.add_reviewer(name)[0]
+        offer = tool.store.next_task(reviewer.id)
+        label_of_id = {response_id: "ABC"[index] for index, response_id in enumerate(offer.shown_order)}
+        tool.store.submit_ranking(reviewer.id, offer.task.id, [[label_of_id[r] for r in tier] for tier in id_tiers])
+    admin = tool.open("", path="/admin", token=tool.store.admin_token)
+    admin.wait_for_selector('#disputed-tasks tr[data-task="task0"]')
+    assert admin.locator("#disputed-tasks tbody tr").count() == 1
+    admin.click('#disputed-tasks tr[data-task="task0"] button')
+    admin.wait_for_selector("#adjudicate:visible")
+    assert admin.locator("#adjudicate-answers tbody tr").count() == 2
+    assert "r0 > r1 > r2" in admin.locator("#adjudicate-answers").inner_text()
+    # places by keyboard: r0 2nd, r1 1st, r2 2nd (tied with r0); the first place box has the focus
+    for place in ("2", "1", "2"):
+        admin.keyboard.type(place)
+        admin.keyboard.press("Tab")
+    admin.fill("#adjudicate-note", "r1 is the only correct answer")
+    admin.click("#adjudicate-decide")
+    admin.wait_for_selector('#adjudicated tr[data-task="task0"]')
+    assert admin.locator("#adjudicate").is_hidden() and admin.locator("#disputed-tasks tbody tr").count() == 0
+    assert "r1 > r0 = r2" in admin.locator("#adjudicated").inner_text()
+    [row] = [r for r in export_rows(tool.store, "rankings") if r["id"] == "task0"]
+    assert (row["ranking"], row["adjudicated"], row["overrides"], row["rationale"]) == (
+        [["r1"], ["r0", "r2"]], True, ["ann", "ben"], "r1 is the only correct answer")
     assert tool.page_errors == []

@@ -371,17 +371,7 @@
   function submit(explicitTiers) {
     if (!state.task || state.busy) return;
     const allBad = $("all-bad").checked;
-    let tiers = explicitTiers || state.tiers;
-    if (!explicitTiers && sameTiers(tiers, state.shown.map((label) => [label]))) {
-      if (allBad) {
-        tiers = [state.shown.slice()]; // "all bad" without reordering states no preference among them
-      } else if (!state.confirmArmed) {
-        state.confirmArmed = true; // asked once; the next submit goes through
-        ask(`You have not changed the order (${state.shown.join(" > ")}). ` +
-          "Submit it as your ranking? Press Enter again or “Submit anyway”.");
-        return;
-      }
-    }
+    // what the project requires is checked first: the order question only makes sense for a complete answer
     const j = state.judgements;
     const unrated = j.ratings ? state.shown.filter((label) => !state.ratings[label]) : [];
     if (unrated.length) {
@@ -393,6 +383,17 @@
       say("This project asks for a rationale: say why you ranked them this way.", true);
       $("rationale").focus();
       return;
+    }
+    let tiers = explicitTiers || state.tiers;
+    if (!explicitTiers && sameTiers(tiers, state.shown.map((label) => [label]))) {
+      if (allBad) {
+        tiers = [state.shown.slice()]; // "all bad" without reordering states no preference among them
+      } else if (!state.confirmArmed) {
+        state.confirmArmed = true; // asked once; the next submit goes through
+        ask(`You have not changed the order (${state.shown.join(" > ")}). ` +
+          "Submit it as your ranking? Press Enter again or “Submit anyway”.");
+        return;
+      }
     }
     const taskId = state.task.id;
     const body = { ranking: tiers, all_bad: allBad, rationale: rationale || null };
