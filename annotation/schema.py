@@ -80,6 +80,9 @@ _V2_COLUMNS = [
     ("tasks", "gold", "TEXT"),                        # JSON tiers of response ids: the known ranking of a gold item
     ("reviewers", "quality_override", "TEXT CHECK (quality_override IN ('restored', 'blocked'))"),
     ("reviewers", "quality_override_at", "REAL"),
+    # a cache of "status is blocked", kept in step by the store (after a gold answer, an override, new
+    # thresholds), so that choosing a task can leave blocked reviewers' answers and leases out in SQL
+    ("reviewers", "blocked", "INTEGER NOT NULL DEFAULT 0"),
     ("annotations", "ratings", "TEXT"),               # JSON {response id: 1..7}
     ("annotations", "flags", "TEXT"),                 # JSON {response id: [flag names]}
     ("annotations", "too_fast", "INTEGER NOT NULL DEFAULT 0"),  # under min_seconds, submitted after the confirmation

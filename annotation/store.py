@@ -243,6 +243,7 @@ class AnnotationStore:
         with self._write() as conn:
             for key, value in (("gold_warn_below", warn), ("gold_block_below", block), ("gold_min_answers", minimum)):
                 conn.execute("UPDATE settings SET value = ? WHERE key = ?", (str(value), key))
+            self._refresh_blocked(conn)
 
     @property
     def min_seconds(self) -> float:
@@ -354,6 +355,12 @@ class AnnotationStore:
         override = conn.execute("SELECT quality_override FROM reviewers WHERE id = ?", (reviewer_id,)).fetchone()[0]
         return reviewer_quality(self._gold_scores(conn, reviewer_id).get(reviewer_id, []), self._rules(conn), override)
 
+    def _refresh_blocked(self, conn: sqlite3.Connection, reviewer_id: int | None = None) -> None:
+        """Bring the `blocked` cache in step with the rules for one reviewer (or all of them)."""
+        ids = [reviewer_id] if reviewer_id is not None else [row["id"] for row in conn.execute("SELECT id FROM reviewers")]
+        for one in ids:
+            conn.execute("UPDATE reviewers SET blocked = ? WHERE id = ?", (int(self._quality(conn, one).status == "blocked"), one))
+
     def quality(self, reviewer_id: int) -> ReviewerQuality:
         with self._read() as conn:
             return self._quality(conn, reviewer_id)
@@ -376,13 +383,17 @@ class AnnotationStore:
                 raise NotFound(f"no reviewer {name!r}")
             conn.execute("UPDATE reviewers SET quality_override = ?, quality_override_at = ? WHERE id = ?",
                          (override, time.time() if now is None else now, row["id"]))
+            self._refresh_blocked(conn, row["id"])
             return self._quality(conn, row["id"])
 
     # ---------------------------------------------------------------------------------------------
     # what a reviewer does
     # ---------------------------------------------------------------------------------------------
 
-    _LIVE_RANKINGS = "(SELECT count(*) FROM annotations a WHERE a.task_id = {t} AND a.kind = 'ranking' AND a.undone_at IS NULL)"
+    # rankings and leases of blocked reviewers do not fill a task's overlap: their answers are not exported
+    _NOT_BLOCKED = "NOT EXISTS (SELECT 1 FROM reviewers b WHERE b.id = {r} AND b.blocked = 1)"
+    _LIVE_RANKINGS = ("(SELECT count(*) FROM annotations a WHERE a.task_id = {t} AND a.kind = 'ranking' AND a.undone_at IS NULL"
+                      " AND NOT EXISTS (SELECT 1 FROM reviewers b WHERE b.id = a.reviewer_id AND b.blocked = 1))")
     _ANSWERED = "EXISTS (SELECT 1 FROM annotations a WHERE a.task_id = {t} AND a.reviewer_id = {r} AND a.undone_at IS NULL)"
     _NOT_SHOWN_TO_ME = "NOT EXISTS (SELECT 1 FROM assignments s WHERE s.task_id = t.id AND s.reviewer_id = :me)"
 
@@ -419,7 +430,8 @@ class AnnotationStore:
                         WHERE t.gold IS NULL AND {self._NOT_SHOWN_TO_ME}
                           AND {self._LIVE_RANKINGS.format(t='t.id')}
                             + (SELECT count(*) FROM assignments s WHERE s.task_id = t.id AND s.leased_at > :cutoff
-                                 AND NOT {self._ANSWERED.format(t='s.task_id', r='s.reviewer_id')}) < :overlap
+                                 AND NOT {self._ANSWERED.format(t='s.task_id', r='s.reviewer_id')}
+                                 AND {self._NOT_BLOCKED.format(r='s.reviewer_id')}) < :overlap
                         ORDER BY t.position LIMIT 1""",
                     {"me": reviewer_id, "cutoff": cutoff, "overlap": overlap},
                 ).fetchone()
@@ -524,6 +536,8 @@ class AnnotationStore:
                  rationale, assignment["shown_order"], assignment["leased_at"], now,
                  None if ratings_by_id is None else _json(ratings_by_id), None if flags_by_id is None else _json(flags_by_id), int(too_fast)),
             )
+            if conn.execute("SELECT gold IS NOT NULL FROM tasks WHERE id = ?", (task_id,)).fetchone()[0]:
+                self._refresh_blocked(conn, reviewer_id)
             return cursor.lastrowid
 
     def skip(self, reviewer_id: int, task_id: str, reason: Any, now: float | None = None) -> int:

@@ -379,3 +379,19 @@ def test_alpha_over_time_is_cumulative_over_submissions(store):
     assert [p["rankings"] for p in points] == [1, 2, 3, 4, 5, 6]
     assert points[-1]["alpha"] == pytest.approx(collect_stats(store)["krippendorff_alpha_ordinal"])
     assert points[0]["alpha"] is None
+
+
+def test_a_blocked_reviewers_rankings_and_leases_do_not_fill_the_overlap(store):
+    store.import_tasks([_task("t1"), _task("t2")])
+    store.set_overlap(1)
+    xena, _ = store.add_reviewer("xena")
+    yuri, _ = store.add_reviewer("yuri")
+    offer = store.next_task(xena.id)
+    store.submit_ranking(xena.id, "t1", _labels(offer, [["r0"], ["r1"], ["r2"]]))
+    store.next_task(xena.id)  # xena now holds a fresh lease on t2
+    assert store.next_task(yuri.id) is None  # t1 answered, t2 leased: nothing for yuri
+    store.set_quality_override("xena", "blocked")
+    assert store.next_task(yuri.id).task.id == "t1"  # xena's answer no longer counts ...
+    assert store.progress(yuri.id)["remaining"] == 2  # ... and her lease on t2 holds nothing either
+    store.set_quality_override("xena", None)
+    assert store.quality(xena.id).status == "ok"
