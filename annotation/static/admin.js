@@ -81,7 +81,7 @@
     box.append(svg);
     const list = document.createElement("p");
     list.id = "alpha-points";
-    list.textContent = known.map((p) => `${p.alpha.toFixed(2)} after ${p.rankings} rankings (${p.until})`).join(" · ");
+    list.textContent = known.map((p) => `${p.alpha.toFixed(2)} after ${p.rankings} rankings (${p.until.replace("T", " ").slice(0, 16)})`).join(" · ");
     box.append(list);
   }
 
@@ -111,7 +111,7 @@
       ["Gold items", `${data.gold.items} (served at rate ${s.gold_rate}; ${data.gold.answers} answers; warn below ${percent(s.gold_warn_below)}, block below ${percent(s.gold_block_below)} after ${s.gold_min_answers})`],
       ["Minimum time per task", s.min_seconds ? `${s.min_seconds} s` : "off"],
       ["Judgements", judged],
-      ["App feedback", `${data.feedback.choices} choices, ${data.feedback.thumbs_up} 👍, ${data.feedback.thumbs_down} 👎 from ${data.feedback.apps} app(s)`],
+      ["App feedback", `${data.feedback.choices} choices, ${data.feedback.thumbs_up} thumbs up, ${data.feedback.thumbs_down} thumbs down from ${data.feedback.apps} app(s)`],
       ["Krippendorff's α (ordinal)", alpha === null ? "n/a (needs tasks with two or more rankings)" : alpha.toFixed(3)],
     ]) {
       const dt = document.createElement("dt");
