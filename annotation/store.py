@@ -7,7 +7,7 @@ Choices:
   requests queue instead of failing with "database is locked"; other processes (the CLI adding a reviewer
   while the server runs) wait up to `busy_timeout`.
 - The schema version is SQLite's `user_version`; a file from a newer version is refused rather than
-  misread.
+  misread, and an older one is migrated in place (annotation/schema.py).
 - Each reviewer sees a task's cards in their own shuffled order, stored in `assignments` the first
   time the task is offered to them, so a reload shows the same order and the export can report it.
 - A task is offered while its live rankings plus other reviewers' fresh leases (a task shown and not yet
@@ -15,6 +15,12 @@ Choices:
   past the overlap is still stored: losing a reviewer's work is worse than an extra vote.
 - Undo marks the reviewer's latest answer `undone_at` instead of deleting it: exports of rankings and
   pairs leave it out, the raw export keeps it, and the task comes back to that reviewer pre-filled.
+- Gold items (tasks with a known ranking) are offered at the project's `gold_rate`, once per reviewer and
+  outside the overlap; a reviewer's quality (annotation/quality.py) is computed from their first answer
+  to each, and a blocked reviewer is offered nothing and may not submit. A `blocked` column caches the
+  status so the task queries can leave blocked reviewers' answers and leases out of the overlap.
+- Submissions are checked against the project's judgement settings (annotation/judgements.py) and the
+  minimum time per task, measured here from the lease to the submission.
 - Tokens are random (`secrets.token_urlsafe`) and stored in the clear, so `serve` and `add-reviewer` can
   print the links again; whoever can read this file can read every answer anyway, so it is created with
   mode 0600.
