@@ -267,7 +267,7 @@ def test_admin_adjudication_api(store, server):
 
 
 def test_cli_add_app_prints_a_working_key_once(store, server, capsys):
-    from rlhf.cli import main
+    from rlhf.app.cli import main
 
     assert main(["annotate", "add-app", "shop", "--db", str(store.path), "--rate-per-minute", "30"]) == 0
     printed = capsys.readouterr().out

@@ -149,7 +149,7 @@ def test_a_mixed_export_is_filtered_and_weighted_by_rlhf_rm(tmp_path):
 def test_a_mixed_export_trains_the_reward_model(tmp_path, tiny_model_dir):
     """Reviewers, gold items, an adjudicated task and app feedback in one rankings file train `rlhf rm`."""
     from reward_model.preference_data import load_preference_pairs, split_by_group
-    from rlhf.config import load_config
+    from rlhf.app.schema import load_config
 
     store = _mixed_store(tmp_path)
     rankings_file = tmp_path / "rankings.jsonl"
