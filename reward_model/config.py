@@ -28,7 +28,7 @@ class RMSection:
     normalize_data_file: Optional[str] = None  # reference responses to score (default: the training responses)
     min_agreement: float = 0.5  # multi-reviewer pairs need more than this share of votes to count
     min_gold_accuracy: Optional[float] = None  # rankings: drop rows whose annotator's gold_accuracy is below this
-    weight_by_quality: bool = False  # rankings: a vote counts its row's quality_weight (reviewer's gold accuracy, shrunk to 1)
+    weight_by_quality: bool = False  # rankings: a vote counts its row's quality_weight (gold accuracy shrunk to 1)
 
 
 @dataclass

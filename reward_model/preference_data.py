@@ -135,7 +135,12 @@ def first_groups(pairs: list[dict], max_groups: Optional[int]) -> list[dict]:
 def train_eval_pairs(cfg) -> tuple[list[dict], list[dict]]:
     """Training and held-out pairs from data.train_file / data.eval_file / data.eval_fraction."""
     load = lambda path: load_preference_pairs(  # noqa: E731
-        path, cfg.rm.data_format, cfg.rm.min_agreement, cfg.data.skip_bad_rows, cfg.rm.min_gold_accuracy, cfg.rm.weight_by_quality
+        path,
+        cfg.rm.data_format,
+        cfg.rm.min_agreement,
+        cfg.data.skip_bad_rows,
+        cfg.rm.min_gold_accuracy,
+        cfg.rm.weight_by_quality,
     )
     pairs = load(cfg.data.train_file)
     if cfg.data.eval_file:

@@ -317,7 +317,7 @@ def check_rankings_row(row: dict) -> Problem:
     return (
         _check_optional(row, "margin", _is_number, "a finite number")
         or _check_optional(row, "annotator", lambda v: isinstance(v, (str, int)), "a string or integer")
-        # written by `rlhf annotate export` (reviewer quality), read by `rlhf rm` (rm.min_gold_accuracy, rm.weight_by_quality)
+        # written by `rlhf annotate export`, read by `rlhf rm` (rm.min_gold_accuracy, rm.weight_by_quality)
         or _check_optional(row, "gold_accuracy", lambda v: _is_number(v) and 0 <= v <= 1, "a number from 0 to 1")
         or _check_optional(row, "quality_weight", lambda v: _is_number(v) and v >= 0, "a number >= 0")
     )
