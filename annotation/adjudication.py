@@ -1,6 +1,7 @@
 """Adjudication: an admin decides the ranking of a disputed task, or discards the task.
 
-    POST /api/admin/tasks/{task_id}/adjudication  {"decision": "ranking", "ranking": [["r2"], ["r0", "r1"]], "note": "..."}
+    POST /api/admin/tasks/{task_id}/adjudication
+         {"decision": "ranking", "ranking": [["r2"], ["r0", "r1"]], "note": "..."}
     POST /api/admin/tasks/{task_id}/adjudication  {"decision": "discard", "note": "the prompt is ambiguous"}
 
 A decision replaces the reviewers' rankings of that task in the `rankings` and `pairs` exports (one row
@@ -10,6 +11,7 @@ replaces the earlier decision; withdrawing it (DELETE) returns the task to major
 cannot be adjudicated: their answer is known. The admin speaks response ids (the admin view shows them
 next to the texts); reviewers never do.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +29,12 @@ Decision = Literal["ranking", "discard"]
 def _check_ranking(task_row: Any, ranking: Any) -> list[list[str]]:
     from rlhf.data import check_rankings_row
 
-    row = {"id": task_row["id"], "prompt": json.loads(task_row["prompt"]), "responses": json.loads(task_row["responses"]), "ranking": ranking}
+    row = {
+        "id": task_row["id"],
+        "prompt": json.loads(task_row["prompt"]),
+        "responses": json.loads(task_row["responses"]),
+        "ranking": ranking,
+    }
     problem = check_rankings_row(row)
     if problem is not None:
         field_name, reason = problem
@@ -35,11 +42,18 @@ def _check_ranking(task_row: Any, ranking: Any) -> list[list[str]]:
     return [[str(response_id) for response_id in tier] for tier in ranking]
 
 
-def decide(store: AnnotationStore, task_id: str, decision: Decision, ranking: Any = None, adjudicator: str = "admin",
-           note: Optional[str] = None, now: Optional[float] = None) -> dict[str, Any]:
+def decide(
+    store: AnnotationStore,
+    task_id: str,
+    decision: Decision,
+    ranking: Any = None,
+    adjudicator: str = "admin",
+    note: Optional[str] = None,
+    now: Optional[float] = None,
+) -> dict[str, Any]:
     """Record (or replace) the decision on a task; returns it as stored."""
     if decision not in ("ranking", "discard"):
-        raise InvalidInput(f"'decision' must be \"ranking\" or \"discard\", got {decision!r}")
+        raise InvalidInput(f'\'decision\' must be "ranking" or "discard", got {decision!r}')
     adjudicator = (adjudicator or "admin").strip() or "admin"
     if len(adjudicator) > MAX_ADJUDICATOR_CHARS or not adjudicator.isprintable():
         raise InvalidInput(f"'adjudicator' must be 1 to {MAX_ADJUDICATOR_CHARS} printable characters")
@@ -63,9 +77,23 @@ def decide(store: AnnotationStore, task_id: str, decision: Decision, ranking: An
             """INSERT INTO adjudications(task_id, decision, ranking, adjudicator, note, decided_at) VALUES (?,?,?,?,?,?)
                ON CONFLICT(task_id) DO UPDATE SET decision = excluded.decision, ranking = excluded.ranking,
                  adjudicator = excluded.adjudicator, note = excluded.note, decided_at = excluded.decided_at""",
-            (task_id, decision, None if ids is None else json.dumps(ids), adjudicator, (note or "").strip() or None, now),
+            (
+                task_id,
+                decision,
+                None if ids is None else json.dumps(ids),
+                adjudicator,
+                (note or "").strip() or None,
+                now,
+            ),
         )
-    return {"task_id": task_id, "decision": decision, "ranking": ids, "adjudicator": adjudicator, "note": (note or "").strip() or None, "decided_at": now}
+    return {
+        "task_id": task_id,
+        "decision": decision,
+        "ranking": ids,
+        "adjudicator": adjudicator,
+        "note": (note or "").strip() or None,
+        "decided_at": now,
+    }
 
 
 def withdraw(store: AnnotationStore, task_id: str) -> None:
@@ -82,11 +110,27 @@ def task_detail(store: AnnotationStore, task_id: str) -> dict[str, Any]:
         raise NotFound(f"no task {task_id!r}")
     names = {reviewer["id"]: reviewer["name"] for reviewer in snapshot["reviewers"]}
     answers = [
-        {"annotator": names[a["reviewer_id"]], "kind": a["kind"], "ranking": a["ranking"], "all_bad": a["all_bad"],
-         "rationale": a["rationale"], "skip_reason": a["skip_reason"], "ratings": a["ratings"], "flags": a["flags"],
-         "too_fast": a["too_fast"], "seconds": round(a["submitted_at"] - a["shown_at"], 3)}
-        for a in snapshot["annotations"] if a["task_id"] == task_id and a["undone_at"] is None
+        {
+            "annotator": names[a["reviewer_id"]],
+            "kind": a["kind"],
+            "ranking": a["ranking"],
+            "all_bad": a["all_bad"],
+            "rationale": a["rationale"],
+            "skip_reason": a["skip_reason"],
+            "ratings": a["ratings"],
+            "flags": a["flags"],
+            "too_fast": a["too_fast"],
+            "seconds": round(a["submitted_at"] - a["shown_at"], 3),
+        }
+        for a in snapshot["annotations"]
+        if a["task_id"] == task_id and a["undone_at"] is None
     ]
     adjudication = snapshot["adjudications"].get(task_id)
-    return {"id": task.id, "prompt": task.prompt, "responses": task.responses, "gold": task.gold is not None,
-            "answers": answers, "adjudication": adjudication}
+    return {
+        "id": task.id,
+        "prompt": task.prompt,
+        "responses": task.responses,
+        "gold": task.gold is not None,
+        "answers": answers,
+        "adjudication": adjudication,
+    }

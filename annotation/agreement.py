@@ -16,6 +16,7 @@ Choices:
   spread evenly over the rankings in submission order. Cumulative, because alpha of a small window is
   mostly noise; by count rather than by clock, because a team labels in bursts.
 """
+
 from __future__ import annotations
 
 import math
@@ -99,11 +100,17 @@ def disputed_pairs(rankings: list[dict], min_agreement: float = 0.5) -> list[dic
 
 
 def alpha_over_time(timed_rankings: list[tuple[float, dict]], points: int = 10) -> list[dict[str, Any]]:
-    """[(submitted_at, rankings row)] -> [{"until": epoch seconds, "rankings": n, "alpha": float | None}] (cumulative)."""
+    """[(submitted_at, rankings row)] -> cumulative [{"until": epoch seconds, "rankings": n, "alpha": float | None}]."""
     ordered = sorted(timed_rankings, key=lambda item: item[0])
     cuts = sorted({math.ceil(index * len(ordered) / points) for index in range(1, points + 1)} - {0})
-    return [{"until": ordered[cut - 1][0], "rankings": cut, "alpha": krippendorff_alpha_ordinal([row for _, row in ordered[:cut]])}
-            for cut in cuts]
+    return [
+        {
+            "until": ordered[cut - 1][0],
+            "rankings": cut,
+            "alpha": krippendorff_alpha_ordinal([row for _, row in ordered[:cut]]),
+        }
+        for cut in cuts
+    ]
 
 
 def disputed_tasks(disputed: list[dict]) -> list[dict[str, Any]]:
@@ -111,8 +118,10 @@ def disputed_tasks(disputed: list[dict]) -> list[dict[str, Any]]:
     by_task: dict[str, list[dict]] = defaultdict(list)
     for pair in disputed:
         by_task[str(pair["group"])].append(pair)
-    tasks = [{"task_id": task_id, "disputed_pairs": len(pairs), "lowest_agreement": min(pair["agreement"] for pair in pairs)}
-             for task_id, pairs in by_task.items()]
+    tasks = [
+        {"task_id": task_id, "disputed_pairs": len(pairs), "lowest_agreement": min(pair["agreement"] for pair in pairs)}
+        for task_id, pairs in by_task.items()
+    ]
     return sorted(tasks, key=lambda task: (-task["disputed_pairs"], task["lowest_agreement"], task["task_id"]))
 
 

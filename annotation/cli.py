@@ -7,15 +7,16 @@
     rlhf annotate add-app chat-frontend --db annotations.db       # prints the app's feedback API key once
     rlhf annotate reviewer-status alice restore --db annotations.db
 
-Everything lives in the one SQLite file given by --db: tasks, reviewers with their tokens, the admin
-token, the overlap and the default guidelines, and the project's quality-control and judgement settings (gold rate and
-thresholds, minimum seconds per task, ratings, flags, rationale), each kept until changed. `serve` imports --tasks (new ids are added, known ids must
-be unchanged), stores --overlap and --guidelines when given, and prints the admin link and every
-reviewer's link; `add-reviewer` prints one reviewer's link (again, if they exist; `--rotate` replaces
-their token and so revokes the old link). Links put the token in the URL fragment (`#t=...`), which the
-browser never sends to the server or to other sites. The server binds 127.0.0.1 unless --host says
-otherwise; to let others in, put it behind an HTTPS reverse proxy rather than exposing plain HTTP.
+Everything lives in the one SQLite file given by --db: tasks, reviewers with their tokens, the admin token,
+the overlap and the default guidelines, and the project's quality-control and judgement settings (gold rate
+and thresholds, minimum seconds per task, ratings, flags, rationale), each kept until changed. `serve` imports
+--tasks (new ids are added, known ids must be unchanged), stores --overlap and --guidelines when given, and
+prints the admin link and every reviewer's link; `add-reviewer` prints one reviewer's link (again, if they
+exist; `--rotate` replaces their token and so revokes the old link). Links put the token in the URL fragment
+(`#t=...`), which the browser never sends to the server or to other sites. The server binds 127.0.0.1 unless
+--host says otherwise; to let others in, put it behind an HTTPS reverse proxy rather than exposing plain HTTP.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,52 +40,97 @@ def admin_link(base_url: str, token: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rlhf annotate", description="The reviewers' web tool: rank model responses, export rankings.")
+    parser = argparse.ArgumentParser(
+        prog="rlhf annotate", description="The reviewers' web tool: rank model responses, export rankings."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="import tasks and run the web tool")
     serve.add_argument("--db", default=DEFAULT_DB, help=f"SQLite database (created if missing; default {DEFAULT_DB})")
-    serve.add_argument("--tasks", help="candidates JSONL to import: {id, prompt, responses: [{id, text}], meta, guidelines?}")
+    serve.add_argument(
+        "--tasks", help="candidates JSONL to import: {id, prompt, responses: [{id, text}], meta, guidelines?}"
+    )
     serve.add_argument("--guidelines", help="markdown file shown to reviewers (a task's own 'guidelines' field wins)")
     serve.add_argument("--overlap", type=int, help="rankings wanted per task (stored in the db; default 1)")
-    serve.add_argument("--lease-minutes", type=float, help="minutes a shown task stays reserved for its reviewer (default 30)")
+    serve.add_argument(
+        "--lease-minutes", type=float, help="minutes a shown task stays reserved for its reviewer (default 30)"
+    )
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port (0: any free port; the links show the real one)")
-    serve.add_argument("--reviewer", action="append", default=[], metavar="NAME", help="add this reviewer first (repeatable)")
+    serve.add_argument(
+        "--reviewer", action="append", default=[], metavar="NAME", help="add this reviewer first (repeatable)"
+    )
     serve.add_argument("--max-body-kb", type=int, default=64, help="largest request body accepted (KiB)")
     quality = serve.add_argument_group("quality control (stored in the db)")
-    quality.add_argument("--gold", help="gold items to import: candidates rows with their known ranking in 'gold' (or 'ranking')")
-    quality.add_argument("--gold-rate", type=float, help="chance that a reviewer's next task is a gold item (0-1; default 0)")
-    quality.add_argument("--gold-warn-below", type=float, help="warn a reviewer whose gold accuracy is below this (default 0.7)")
-    quality.add_argument("--gold-block-below", type=float, help="block a reviewer whose gold accuracy is below this (default 0.5)")
-    quality.add_argument("--gold-min-answers", type=int, help="gold answers needed before a reviewer can be blocked (default 3)")
-    quality.add_argument("--min-seconds", type=float, help="a faster submission asks for confirmation and is flagged (default 0: off)")
+    quality.add_argument(
+        "--gold", help="gold items to import: candidates rows with their known ranking in 'gold' (or 'ranking')"
+    )
+    quality.add_argument(
+        "--gold-rate", type=float, help="chance that a reviewer's next task is a gold item (0-1; default 0)"
+    )
+    quality.add_argument(
+        "--gold-warn-below", type=float, help="warn a reviewer whose gold accuracy is below this (default 0.7)"
+    )
+    quality.add_argument(
+        "--gold-block-below", type=float, help="block a reviewer whose gold accuracy is below this (default 0.5)"
+    )
+    quality.add_argument(
+        "--gold-min-answers", type=int, help="gold answers needed before a reviewer can be blocked (default 3)"
+    )
+    quality.add_argument(
+        "--min-seconds", type=float, help="a faster submission asks for confirmation and is flagged (default 0: off)"
+    )
     judged = serve.add_argument_group("judgements besides the ranking (stored in the db)")
-    judged.add_argument("--ratings", action=argparse.BooleanOptionalAction, default=None, help="ask for a 1-7 rating of every response")
-    judged.add_argument("--flags", help="comma-separated flags reviewers can set per response, e.g. 'fails instruction,made-up facts,harmful' ('' for none)")
-    judged.add_argument("--rationale", choices=("optional", "required", "off"), help="the free-text rationale (default optional)")
+    judged.add_argument(
+        "--ratings", action=argparse.BooleanOptionalAction, default=None, help="ask for a 1-7 rating of every response"
+    )
+    judged.add_argument(
+        "--flags",
+        help="comma-separated flags reviewers can set per response, "
+        "e.g. 'fails instruction,made-up facts,harmful' ('' for none)",
+    )
+    judged.add_argument(
+        "--rationale", choices=("optional", "required", "off"), help="the free-text rationale (default optional)"
+    )
 
     add = sub.add_parser("add-reviewer", help="add a reviewer and print their private link")
     add.add_argument("name")
     add.add_argument("--db", default=DEFAULT_DB)
     add.add_argument("--url", default="http://127.0.0.1:8000", help="the server's base URL, used in the printed link")
-    add.add_argument("--rotate", action="store_true", help="give an existing reviewer a new token (the old link stops working)")
+    add.add_argument(
+        "--rotate", action="store_true", help="give an existing reviewer a new token (the old link stops working)"
+    )
 
     export = sub.add_parser("export", help="write rankings, agreed pairs or everything as JSONL")
     export.add_argument("--db", default=DEFAULT_DB)
     export.add_argument("--format", required=True, choices=("rankings", "pairs", "raw"))
     export.add_argument("--out", required=True, help="output JSONL (written atomically)")
-    export.add_argument("--min-agreement", type=float, default=0.5, help="pairs: keep a pair only with more than this share of the votes")
-    export.add_argument("--include-all-bad", action=argparse.BooleanOptionalAction, default=None,
-                        help="count rankings flagged all-bad (default: yes for rankings, no for pairs)")
+    export.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.5,
+        help="pairs: keep a pair only with more than this share of the votes",
+    )
+    export.add_argument(
+        "--include-all-bad",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="count rankings flagged all-bad (default: yes for rankings, no for pairs)",
+    )
 
     app = sub.add_parser("add-app", help="register an application for the feedback API and print its key (shown once)")
     app.add_argument("name")
     app.add_argument("--db", default=DEFAULT_DB)
-    app.add_argument("--rate-per-minute", type=float, default=60.0, help="requests a minute allowed for this key (default 60)")
-    app.add_argument("--rotate", action="store_true", help="give an existing application a new key (the old one stops working)")
+    app.add_argument(
+        "--rate-per-minute", type=float, default=60.0, help="requests a minute allowed for this key (default 60)"
+    )
+    app.add_argument(
+        "--rotate", action="store_true", help="give an existing application a new key (the old one stops working)"
+    )
 
-    status = sub.add_parser("reviewer-status", help="restore a blocked reviewer, block one by hand, or return them to the gold rules")
+    status = sub.add_parser(
+        "reviewer-status", help="restore a blocked reviewer, block one by hand, or return them to the gold rules"
+    )
     status.add_argument("name")
     status.add_argument("action", choices=("restore", "block", "auto"))
     status.add_argument("--db", default=DEFAULT_DB)
@@ -92,13 +138,17 @@ def _parser() -> argparse.ArgumentParser:
     stats = sub.add_parser("stats", help="progress and agreement")
     stats.add_argument("--db", default=DEFAULT_DB)
     stats.add_argument("--json", action="store_true", help="print JSON instead of text")
-    stats.add_argument("--min-agreement", type=float, default=0.5, help="a pair with at most this share of votes is disputed")
+    stats.add_argument(
+        "--min-agreement", type=float, default=0.5, help="a pair with at most this share of votes is disputed"
+    )
     return parser
 
 
 def _open_existing(db: str) -> AnnotationStore:
     if not Path(db).is_file():
-        raise UserError(f"annotation database not found: {db} (create it with `rlhf annotate serve --tasks ... --db {db}`)")
+        raise UserError(
+            f"annotation database not found: {db} (create it with `rlhf annotate serve --tasks ... --db {db}`)"
+        )
     return AnnotationStore(db, create=False)
 
 
@@ -114,14 +164,20 @@ def _configure(store: AnnotationStore, args: argparse.Namespace) -> None:
         store.set_min_seconds(args.min_seconds)
     if any(value is not None for value in (args.ratings, args.flags, args.rationale)):
         current = store.judgements
-        store.set_judgements(make_config(
-            ratings=current.ratings if args.ratings is None else args.ratings,
-            flags=current.flags if args.flags is None else args.flags.split(","),
-            rationale=args.rationale or current.rationale,
-        ))
+        store.set_judgements(
+            make_config(
+                ratings=current.ratings if args.ratings is None else args.ratings,
+                flags=current.flags if args.flags is None else args.flags.split(","),
+                rationale=args.rationale or current.rationale,
+            )
+        )
     if store.gold_rate > 0 and store.task_count(gold=True) == 0:
-        print("warning: --gold-rate is set but the database holds no gold items (pass --gold FILE, or a 'gold' field in --tasks)",
-              file=sys.stderr, flush=True)
+        print(
+            "warning: --gold-rate is set but the database holds no gold items (pass --gold FILE, or a 'gold' field "
+            "in --tasks)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -165,9 +221,17 @@ def _serve(args: argparse.Namespace) -> int:
     host, port = sock.getsockname()[:2]
     base_url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     if args.host not in LOOPBACK_HOSTS:
-        print(f"warning: listening on {args.host}; the links below carry tokens over plain HTTP, "
-              "so use this only behind an HTTPS reverse proxy or on a trusted network", file=sys.stderr, flush=True)
-    print(f"{store.task_count(gold=False)} task(s) and {store.task_count(gold=True)} gold item(s) in {args.db}, overlap {store.overlap}", flush=True)
+        print(
+            f"warning: listening on {args.host}; the links below carry tokens over plain HTTP, "
+            "so use this only behind an HTTPS reverse proxy or on a trusted network",
+            file=sys.stderr,
+            flush=True,
+        )
+    print(
+        f"{store.task_count(gold=False)} task(s) and {store.task_count(gold=True)} gold item(s) in {args.db}, "
+        f"overlap {store.overlap}",
+        flush=True,
+    )
     print(f"admin: {admin_link(base_url, store.admin_token)}", flush=True)
     for reviewer in store.reviewers():
         print(f"reviewer {reviewer.name}: {reviewer_link(base_url, reviewer.token)}", flush=True)
@@ -194,8 +258,11 @@ def main(argv: list[str] | None = None) -> int:
 
         application, key = add_app(AnnotationStore(args.db), args.name, args.rate_per_minute, rotate=args.rotate)
         if key is None:
-            print(f"application {application.name} exists (rate {application.rate_per_minute:g}/min); its key is not stored: "
-                  "use --rotate for a new one")
+            print(
+                f"application {application.name} exists (rate {application.rate_per_minute:g}/min); its key is not "
+                "stored: "
+                "use --rotate for a new one"
+            )
         else:
             print(f"application {application.name} (rate {application.rate_per_minute:g}/min): key {key}")
             print("the key is shown only now: keep it in the application's secrets; it opens POST /api/feedback only")
@@ -209,8 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "export":
         from annotation.export import export
 
-        count = export(_open_existing(args.db), args.format, args.out, min_agreement=args.min_agreement,
-                       include_all_bad=args.include_all_bad)
+        count = export(
+            _open_existing(args.db),
+            args.format,
+            args.out,
+            min_agreement=args.min_agreement,
+            include_all_bad=args.include_all_bad,
+        )
         print(f"wrote {count} {args.format} row(s) to {args.out}")
         return 0
     if args.command == "stats":

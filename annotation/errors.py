@@ -3,6 +3,7 @@
 They are UserErrors, so the CLI prints them in one line, and the server turns them into a 4xx with the
 message; anything else escaping a request handler is a bug.
 """
+
 from __future__ import annotations
 
 from rlhf.errors import UserError

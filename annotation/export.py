@@ -26,6 +26,7 @@
   timestamps as ISO 8601 UTC strings next to the epoch seconds.
 Files are written atomically (temp name, then rename).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -41,7 +42,9 @@ FORMATS = ("rankings", "pairs", "raw")
 def _iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None
-    return dt.datetime.fromtimestamp(epoch, tz=dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        dt.datetime.fromtimestamp(epoch, tz=dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
 
 
 def _judgements(answer: dict[str, Any], responses: list[dict]) -> list[dict] | None:
@@ -56,7 +59,9 @@ def _judgements(answer: dict[str, Any], responses: list[dict]) -> list[dict] | N
     return [{"id": r["id"], "rating": ratings.get(r["id"]), "flags": flags.get(r["id"], [])} for r in responses]
 
 
-def rankings_rows(snapshot: dict[str, Any], include_all_bad: bool = True, include_other_sources: bool = True) -> list[dict]:
+def rankings_rows(
+    snapshot: dict[str, Any], include_all_bad: bool = True, include_other_sources: bool = True
+) -> list[dict]:
     """Reviewers' live rankings in submission order, then adjudicated tasks, gold items and app feedback."""
     from annotation.feedback import feedback_rankings
 
@@ -107,16 +112,33 @@ def rankings_rows(snapshot: dict[str, Any], include_all_bad: bool = True, includ
         if decision["decision"] != "ranking":
             continue  # discarded: no row, and the reviewers' rankings are left out above
         task = tasks[task_id]
-        row = {"id": task.id, "prompt": task.prompt, "responses": task.responses, "ranking": decision["ranking"],
-               "annotator": decision["adjudicator"], "all_bad": False, "source": "adjudicated", "adjudicated": True,
-               "overrides": overridden.get(task_id, [])}
+        row = {
+            "id": task.id,
+            "prompt": task.prompt,
+            "responses": task.responses,
+            "ranking": decision["ranking"],
+            "annotator": decision["adjudicator"],
+            "all_bad": False,
+            "source": "adjudicated",
+            "adjudicated": True,
+            "overrides": overridden.get(task_id, []),
+        }
         if decision["note"]:
             row["rationale"] = decision["note"]
         rows.append(row)
     for task in snapshot["tasks"]:
         if task.gold is not None:
-            rows.append({"id": task.id, "prompt": task.prompt, "responses": task.responses, "ranking": task.gold,
-                         "annotator": "gold", "all_bad": False, "source": "gold"})
+            rows.append(
+                {
+                    "id": task.id,
+                    "prompt": task.prompt,
+                    "responses": task.responses,
+                    "ranking": task.gold,
+                    "annotator": "gold",
+                    "all_bad": False,
+                    "source": "gold",
+                }
+            )
     rows.extend(feedback_rankings(snapshot))
     return rows
 
@@ -130,7 +152,9 @@ def pairs_rows(snapshot: dict[str, Any], min_agreement: float = 0.5, include_all
 
 def raw_rows(snapshot: dict[str, Any]) -> list[dict]:
     names = {reviewer["id"]: reviewer["name"] for reviewer in snapshot["reviewers"]}
-    rows: list[dict] = [{"type": "settings", **snapshot["settings"], "created_at": _iso(snapshot["settings"]["created_at"])}]
+    rows: list[dict] = [
+        {"type": "settings", **snapshot["settings"], "created_at": _iso(snapshot["settings"]["created_at"])}
+    ]
     for task in snapshot["tasks"]:
         row = {"type": "task", "id": task.id, "prompt": task.prompt, "responses": task.responses, "meta": task.meta}
         if task.guidelines is not None:
@@ -139,47 +163,81 @@ def raw_rows(snapshot: dict[str, Any]) -> list[dict]:
             row["gold"] = task.gold
         rows.append(row)
     for reviewer in snapshot["reviewers"]:
-        rows.append({"type": "reviewer", "name": reviewer["name"], "created_at": _iso(reviewer["created_at"]),
-                     "quality": reviewer["quality"].as_dict()})
+        rows.append(
+            {
+                "type": "reviewer",
+                "name": reviewer["name"],
+                "created_at": _iso(reviewer["created_at"]),
+                "quality": reviewer["quality"].as_dict(),
+            }
+        )
     for assignment in snapshot["assignments"]:
-        rows.append({
-            "type": "assignment", "task_id": assignment["task_id"], "annotator": names[assignment["reviewer_id"]],
-            "shown_order": assignment["shown_order"], "first_shown_at": _iso(assignment["first_shown_at"]),
-        })
+        rows.append(
+            {
+                "type": "assignment",
+                "task_id": assignment["task_id"],
+                "annotator": names[assignment["reviewer_id"]],
+                "shown_order": assignment["shown_order"],
+                "first_shown_at": _iso(assignment["first_shown_at"]),
+            }
+        )
     for answer in snapshot["annotations"]:
-        rows.append({
-            "type": "annotation",
-            "annotation_id": answer["id"],
-            "task_id": answer["task_id"],
-            "annotator": names[answer["reviewer_id"]],
-            "kind": answer["kind"],
-            "ranking": answer["ranking"],
-            "all_bad": answer["all_bad"],
-            "unchanged_order": answer["unchanged_order"],
-            "skip_reason": answer["skip_reason"],
-            "rationale": answer["rationale"],
-            "ratings": answer["ratings"],
-            "flags": answer["flags"],
-            "too_fast": answer["too_fast"],
-            "shown_order": answer["shown_order"],
-            "shown_at": _iso(answer["shown_at"]),
-            "submitted_at": _iso(answer["submitted_at"]),
-            "undone_at": _iso(answer["undone_at"]),
-            "seconds_to_answer": round(answer["submitted_at"] - answer["shown_at"], 3),
-        })
+        rows.append(
+            {
+                "type": "annotation",
+                "annotation_id": answer["id"],
+                "task_id": answer["task_id"],
+                "annotator": names[answer["reviewer_id"]],
+                "kind": answer["kind"],
+                "ranking": answer["ranking"],
+                "all_bad": answer["all_bad"],
+                "unchanged_order": answer["unchanged_order"],
+                "skip_reason": answer["skip_reason"],
+                "rationale": answer["rationale"],
+                "ratings": answer["ratings"],
+                "flags": answer["flags"],
+                "too_fast": answer["too_fast"],
+                "shown_order": answer["shown_order"],
+                "shown_at": _iso(answer["shown_at"]),
+                "submitted_at": _iso(answer["submitted_at"]),
+                "undone_at": _iso(answer["undone_at"]),
+                "seconds_to_answer": round(answer["submitted_at"] - answer["shown_at"], 3),
+            }
+        )
     for decision in snapshot["adjudications"].values():
         rows.append({"type": "adjudication", **decision, "decided_at": _iso(decision["decided_at"])})
     app_names = {app["id"]: app["name"] for app in snapshot["apps"]}
     for app in snapshot["apps"]:
-        rows.append({"type": "app", "name": app["name"], "rate_per_minute": app["rate_per_minute"], "created_at": _iso(app["created_at"])})
+        rows.append(
+            {
+                "type": "app",
+                "name": app["name"],
+                "rate_per_minute": app["rate_per_minute"],
+                "created_at": _iso(app["created_at"]),
+            }
+        )
     for item in snapshot["feedback"]:
-        rows.append({"type": "feedback", "feedback_id": item["id"], "app": app_names[item["app_id"]], "client_id": item["client_id"],
-                     "user": item["user_ref"], "prompt": item["prompt"], "responses": item["responses"], "choice": item["choice"],
-                     "thumb": item["thumb"], "meta": item["meta"], "received_at": _iso(item["received_at"])})
+        rows.append(
+            {
+                "type": "feedback",
+                "feedback_id": item["id"],
+                "app": app_names[item["app_id"]],
+                "client_id": item["client_id"],
+                "user": item["user_ref"],
+                "prompt": item["prompt"],
+                "responses": item["responses"],
+                "choice": item["choice"],
+                "thumb": item["thumb"],
+                "meta": item["meta"],
+                "received_at": _iso(item["received_at"]),
+            }
+        )
     return rows
 
 
-def export_rows(store: AnnotationStore, fmt: str, min_agreement: float = 0.5, include_all_bad: bool | None = None) -> list[dict]:
+def export_rows(
+    store: AnnotationStore, fmt: str, min_agreement: float = 0.5, include_all_bad: bool | None = None
+) -> list[dict]:
     """Rows of one export format; `include_all_bad` defaults to True for rankings and False for pairs."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -193,8 +251,13 @@ def export_rows(store: AnnotationStore, fmt: str, min_agreement: float = 0.5, in
     return raw_rows(snapshot)
 
 
-def export(store: AnnotationStore, fmt: str, out: str | os.PathLike, min_agreement: float = 0.5,
-           include_all_bad: bool | None = None) -> int:
+def export(
+    store: AnnotationStore,
+    fmt: str,
+    out: str | os.PathLike,
+    min_agreement: float = 0.5,
+    include_all_bad: bool | None = None,
+) -> int:
     """Write one export as JSONL (atomically); returns the number of rows."""
     from rlhf.files import write_jsonl_atomic
 

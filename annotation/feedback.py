@@ -3,7 +3,8 @@
     rlhf annotate add-app chat-frontend --db annotations.db --rate-per-minute 120   # prints the key once
     curl -X POST http://127.0.0.1:8000/api/feedback -H "Authorization: Bearer $APP_KEY" \
          -H "Content-Type: application/json" \
-         -d '{"prompt": "Name a prime.", "responses": [{"id": "a", "text": "4"}, {"id": "b", "text": "7"}], "choice": "b"}'
+         -d '{"prompt": "Name a prime.", "choice": "b",
+              "responses": [{"id": "a", "text": "4"}, {"id": "b", "text": "7"}]}'
 
 Two kinds of feedback:
 - choice: two or more responses and the id of the one the user picked;
@@ -24,6 +25,7 @@ Choices:
   tier, and a prompt with both tiers becomes one ranking; a prompt with only ups or only downs gives no
   preference and is kept only in the raw export.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -56,7 +58,9 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def add_app(store: AnnotationStore, name: str, rate_per_minute: float = DEFAULT_RATE_PER_MINUTE, rotate: bool = False) -> tuple[App, Optional[str]]:
+def add_app(
+    store: AnnotationStore, name: str, rate_per_minute: float = DEFAULT_RATE_PER_MINUTE, rotate: bool = False
+) -> tuple[App, Optional[str]]:
     """Create an application (or, with `rotate`, give it a new key); returns (app, key or None if unchanged)."""
     name = check_reviewer_name(name)
     if not 0 < rate_per_minute <= 1_000_000:
@@ -65,8 +69,10 @@ def add_app(store: AnnotationStore, name: str, rate_per_minute: float = DEFAULT_
     with store.write_transaction() as conn:
         row = conn.execute("SELECT * FROM apps WHERE name = ?", (name,)).fetchone()
         if row is None:
-            cursor = conn.execute("INSERT INTO apps(name, key_hash, rate_per_minute, created_at) VALUES (?,?,?,?)",
-                                  (name, _hash(key), float(rate_per_minute), time.time()))
+            cursor = conn.execute(
+                "INSERT INTO apps(name, key_hash, rate_per_minute, created_at) VALUES (?,?,?,?)",
+                (name, _hash(key), float(rate_per_minute), time.time()),
+            )
             return App(cursor.lastrowid, name, float(rate_per_minute)), key
         conn.execute("UPDATE apps SET rate_per_minute = ? WHERE id = ?", (float(rate_per_minute), row["id"]))
         if rotate:
@@ -78,7 +84,9 @@ def app_for_key(store: AnnotationStore, key: str) -> Optional[App]:
     if not key.startswith(KEY_PREFIX):
         return None
     # the lookup is by hash, so comparing in constant time is not needed: timing reveals nothing of the key
-    row = store.read_one("SELECT id, name, rate_per_minute FROM apps WHERE key_hash = ? AND revoked_at IS NULL", (_hash(key),))
+    row = store.read_one(
+        "SELECT id, name, rate_per_minute FROM apps WHERE key_hash = ? AND revoked_at IS NULL", (_hash(key),)
+    )
     return None if row is None else App(row["id"], row["name"], row["rate_per_minute"])
 
 
@@ -122,39 +130,69 @@ def check_feedback(body: FeedbackBody) -> dict[str, Any]:
     from rlhf.data import check_candidates_row
 
     if (body.choice is None) == (body.thumb is None):
-        raise InvalidInput("send exactly one of 'choice' (the id of the response the user picked) or 'thumb' (\"up\" or \"down\")")
+        raise InvalidInput(
+            "send exactly one of 'choice' (the id of the response the user picked) or 'thumb' (\"up\" or \"down\")"
+        )
     responses = [{"id": str(response.id), "text": _plain(response.text)} for response in body.responses]
     if body.thumb is not None and len(responses) != 1:
         raise InvalidInput(f"field 'responses': a thumb rates exactly one response, got {len(responses)}")
     if body.choice is not None and len(responses) < 2:
         raise InvalidInput("field 'responses': a choice needs two or more responses")
     # the candidates rules want two responses; a thumbs row is checked with its response's twin
-    checked = responses if len(responses) > 1 else responses + [{"id": responses[0]["id"] + "\u0000twin", "text": responses[0]["text"]}]
+    checked = (
+        responses
+        if len(responses) > 1
+        else responses + [{"id": responses[0]["id"] + "\u0000twin", "text": responses[0]["text"]}]
+    )
     problem = check_candidates_row({"id": body.id or "feedback", "prompt": _plain(body.prompt), "responses": checked})
     if problem is not None:
         field_name, reason = problem
         raise InvalidInput(f"field '{field_name}': {reason}")
     choice = None if body.choice is None else str(body.choice)
     if choice is not None and choice not in {response["id"] for response in responses}:
-        raise InvalidInput(f"field 'choice': {body.choice!r} is not one of the response ids ({', '.join(r['id'] for r in responses)})")
-    return {"prompt": _plain(body.prompt), "responses": responses, "choice": choice, "thumb": body.thumb,
-            "client_id": body.id, "user_ref": body.user, "meta": body.meta or {}}
+        raise InvalidInput(
+            f"field 'choice': {body.choice!r} is not one of the response ids ({', '.join(r['id'] for r in responses)})"
+        )
+    return {
+        "prompt": _plain(body.prompt),
+        "responses": responses,
+        "choice": choice,
+        "thumb": body.thumb,
+        "client_id": body.id,
+        "user_ref": body.user,
+        "meta": body.meta or {},
+    }
 
 
-def add_feedback(store: AnnotationStore, app: App, fields: dict[str, Any], now: Optional[float] = None) -> tuple[int, bool]:
-    """Store one checked feedback; returns (feedback id, duplicate). A repeated `id` from the same app is not stored again."""
+def add_feedback(
+    store: AnnotationStore, app: App, fields: dict[str, Any], now: Optional[float] = None
+) -> tuple[int, bool]:
+    """Store one checked feedback; returns (feedback id, duplicate).
+
+    A repeated `id` from the same app is not stored again."""
     now = time.time() if now is None else now
     dumps = lambda value: json.dumps(value, ensure_ascii=False, separators=(",", ":"))  # noqa: E731
     with store.write_transaction() as conn:
         if fields["client_id"] is not None:
-            existing = conn.execute("SELECT id FROM feedback WHERE app_id = ? AND client_id = ?", (app.id, fields["client_id"])).fetchone()
+            existing = conn.execute(
+                "SELECT id FROM feedback WHERE app_id = ? AND client_id = ?", (app.id, fields["client_id"])
+            ).fetchone()
             if existing is not None:
                 return existing["id"], True
         cursor = conn.execute(
             """INSERT INTO feedback(app_id, client_id, user_ref, prompt, responses, choice, thumb, meta, received_at)
                VALUES (?,?,?,?,?,?,?,?,?)""",
-            (app.id, fields["client_id"], fields["user_ref"], dumps(fields["prompt"]), dumps(fields["responses"]),
-             fields["choice"], fields["thumb"], dumps(fields["meta"]), now),
+            (
+                app.id,
+                fields["client_id"],
+                fields["user_ref"],
+                dumps(fields["prompt"]),
+                dumps(fields["responses"]),
+                fields["choice"],
+                fields["thumb"],
+                dumps(fields["meta"]),
+                now,
+            ),
         )
         return cursor.lastrowid, False
 
@@ -173,15 +211,24 @@ def feedback_rankings(snapshot: dict[str, Any]) -> list[dict]:
         app = app_names[item["app_id"]]
         if item["choice"] is not None:
             others = [response["id"] for response in item["responses"] if response["id"] != item["choice"]]
-            row = {"id": f"app:{app}:{item['id']}", "prompt": item["prompt"], "responses": item["responses"],
-                   "ranking": [[item["choice"]], others], "annotator": f"app:{app}", "all_bad": False,
-                   "source": "app", "app": app}
+            row = {
+                "id": f"app:{app}:{item['id']}",
+                "prompt": item["prompt"],
+                "responses": item["responses"],
+                "ranking": [[item["choice"]], others],
+                "annotator": f"app:{app}",
+                "all_bad": False,
+                "source": "app",
+                "app": app,
+            }
             if item["user_ref"] is not None:
                 row["user"] = item["user_ref"]
             rows.append(row)
             continue
         prompt_key = json.dumps(item["prompt"], sort_keys=True, ensure_ascii=False)
-        pool = thumbs.setdefault((item["app_id"], prompt_key), {"app": app, "prompt": item["prompt"], "votes": {}, "first": item["id"]})
+        pool = thumbs.setdefault(
+            (item["app_id"], prompt_key), {"app": app, "prompt": item["prompt"], "votes": {}, "first": item["id"]}
+        )
         text_key = json.dumps(item["responses"][0]["text"], sort_keys=True, ensure_ascii=False)
         text, net = pool["votes"].get(text_key, (item["responses"][0]["text"], 0))
         pool["votes"][text_key] = (text, net + (1 if item["thumb"] == "up" else -1))
@@ -194,7 +241,17 @@ def feedback_rankings(snapshot: dict[str, Any]) -> list[dict]:
             responses.append({"id": response_id, "text": text})
             (up if net > 0 else down).append(response_id)
         if up and down:
-            rows.append({"id": f"app:{pool['app']}:thumbs:{pool['first']}", "prompt": pool["prompt"], "responses": responses,
-                         "ranking": [up, down], "annotator": f"app:{pool['app']}", "all_bad": False,
-                         "source": "app", "app": pool["app"], "thumbs": True})
+            rows.append(
+                {
+                    "id": f"app:{pool['app']}:thumbs:{pool['first']}",
+                    "prompt": pool["prompt"],
+                    "responses": responses,
+                    "ranking": [up, down],
+                    "annotator": f"app:{pool['app']}",
+                    "all_bad": False,
+                    "source": "app",
+                    "app": pool["app"],
+                    "thumbs": True,
+                }
+            )
     return rows

@@ -7,6 +7,7 @@ words, e.g. "fails to follow the instruction", "made-up facts", "inappropriate",
 are on, every response must be rated: a half-rated task is a rating nobody can use. The page and the
 API speak card labels (A, B...); the store keeps response ids.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,10 +36,16 @@ class JudgementConfig:
     @classmethod
     def from_json(cls, text: str) -> "JudgementConfig":
         data = json.loads(text)
-        return cls(ratings=bool(data.get("ratings", False)), flags=list(data.get("flags", [])), rationale=data.get("rationale", "optional"))
+        return cls(
+            ratings=bool(data.get("ratings", False)),
+            flags=list(data.get("flags", [])),
+            rationale=data.get("rationale", "optional"),
+        )
 
 
-def make_config(ratings: bool = False, flags: Optional[list[str]] = None, rationale: str = "optional") -> JudgementConfig:
+def make_config(
+    ratings: bool = False, flags: Optional[list[str]] = None, rationale: str = "optional"
+) -> JudgementConfig:
     """Checked project settings (a UserError names the bad option)."""
     from rlhf.errors import UserError
 
@@ -76,7 +83,9 @@ def check_ratings(config: JudgementConfig, ratings: Any, shown_order: list[str])
         if label not in id_of_label:
             raise InvalidInput(f"'ratings.{label}': no such card; the cards are {', '.join(labels)}")
         if isinstance(value, bool) or not isinstance(value, int) or not RATING_MIN <= value <= RATING_MAX:
-            raise InvalidInput(f"'ratings.{label}' must be a whole number from {RATING_MIN} to {RATING_MAX}, got {value!r}")
+            raise InvalidInput(
+                f"'ratings.{label}' must be a whole number from {RATING_MIN} to {RATING_MAX}, got {value!r}"
+            )
         result[id_of_label[label]] = value
     missing = [label for label in labels if label not in ratings]
     if missing:

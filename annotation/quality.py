@@ -22,6 +22,7 @@ Choices:
   Trusting until evidence arrives suits a hired team screened beforehand; the prior is small enough
   that ten gold answers dominate it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,8 +54,13 @@ class ReviewerQuality:
         return quality_weight(self.gold_accuracy, self.gold_answers)
 
     def as_dict(self) -> dict:
-        return {"gold_answers": self.gold_answers, "gold_accuracy": self.gold_accuracy, "status": self.status,
-                "override": self.override, "weight": round(self.weight, 6)}
+        return {
+            "gold_answers": self.gold_answers,
+            "gold_accuracy": self.gold_accuracy,
+            "status": self.status,
+            "override": self.override,
+            "weight": round(self.weight, 6),
+        }
 
 
 def gold_item_score(answer: list[list[str]], gold: list[list[str]]) -> Optional[float]:
@@ -80,7 +86,12 @@ def reviewer_quality(scores: list[float], rules: QualityRules, override: Overrid
     below_warn = accuracy is not None and accuracy < rules.warn_below
     if override == "blocked":
         status: Status = "blocked"
-    elif override != "restored" and accuracy is not None and len(scores) >= rules.min_answers and accuracy < rules.block_below:
+    elif (
+        override != "restored"
+        and accuracy is not None
+        and len(scores) >= rules.min_answers
+        and accuracy < rules.block_below
+    ):
         status = "blocked"
     else:
         status = "warned" if below_warn else "ok"

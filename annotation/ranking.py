@@ -4,6 +4,7 @@ A ranking is a list of tiers, best first; a tier holds response ids that the rev
 (`[["r2"], ["r1", "r4"], ["r3"]]`). The page and the API speak in card labels (A, B, C...) so a reviewer
 never sees response ids, which may give away which model wrote what; the shown order maps labels to ids.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal

@@ -5,6 +5,7 @@ once (the bucket holds one minute's worth). In memory, not in SQLite: a rate lim
 transaction per request would itself be the bottleneck, and `rlhf annotate serve` is one process, so
 one bucket per key is exact. A restart refills the buckets, which is harmless.
 """
+
 from __future__ import annotations
 
 import threading

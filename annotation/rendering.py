@@ -6,6 +6,7 @@ page even when the guidelines come from an untrusted task file. Prompts and resp
 at all: the page puts them in with `textContent`, so reviewers judge exactly the characters the model
 produced.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache

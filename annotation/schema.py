@@ -9,6 +9,7 @@ one repeated after a partial manual fix still succeeds.
 Version 2 (issue 20): gold items (`tasks.gold`), admin overrides of a reviewer's quality status, ratings,
 flags and the too-fast mark on answers, adjudications, and application keys with their users' feedback.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -77,14 +78,14 @@ CREATE INDEX assignments_by_task ON assignments(task_id, leased_at)
 
 _V2_COLUMNS = [
     # (table, column, declaration)
-    ("tasks", "gold", "TEXT"),                        # JSON tiers of response ids: the known ranking of a gold item
+    ("tasks", "gold", "TEXT"),  # JSON tiers of response ids: the known ranking of a gold item
     ("reviewers", "quality_override", "TEXT CHECK (quality_override IN ('restored', 'blocked'))"),
     ("reviewers", "quality_override_at", "REAL"),
     # a cache of "status is blocked", kept in step by the store (after a gold answer, an override, new
     # thresholds), so that choosing a task can leave blocked reviewers' answers and leases out in SQL
     ("reviewers", "blocked", "INTEGER NOT NULL DEFAULT 0"),
-    ("annotations", "ratings", "TEXT"),               # JSON {response id: 1..7}
-    ("annotations", "flags", "TEXT"),                 # JSON {response id: [flag names]}
+    ("annotations", "ratings", "TEXT"),  # JSON {response id: 1..7}
+    ("annotations", "flags", "TEXT"),  # JSON {response id: [flag names]}
     ("annotations", "too_fast", "INTEGER NOT NULL DEFAULT 0"),  # under min_seconds, submitted after the confirmation
 ]
 
@@ -123,11 +124,11 @@ CREATE INDEX IF NOT EXISTS tasks_gold ON tasks(gold) WHERE gold IS NOT NULL
 """
 
 V2_DEFAULT_SETTINGS = {
-    "gold_rate": "0.0",            # chance that a reviewer's next new task is a gold item
+    "gold_rate": "0.0",  # chance that a reviewer's next new task is a gold item
     "gold_warn_below": "0.7",
     "gold_block_below": "0.5",
     "gold_min_answers": "3",
-    "min_seconds": "0",            # 0: no minimum time per task
+    "min_seconds": "0",  # 0: no minimum time per task
     "judgements": JudgementConfig().to_json(),
 }
 
@@ -170,7 +171,9 @@ def migrate(conn: sqlite3.Connection, path: object) -> None:
     """Bring the open database (inside the caller's write transaction) to SCHEMA_VERSION."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
-        raise UserError(f"{path}: schema version {version} is newer than this tool's ({SCHEMA_VERSION}); upgrade rlhf-pipeline")
+        raise UserError(
+            f"{path}: schema version {version} is newer than this tool's ({SCHEMA_VERSION}); upgrade rlhf-pipeline"
+        )
     if version == 0:
         tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
         if tables:

@@ -9,6 +9,7 @@ Builds throwaway databases, serves them on loopback and saves PNGs:
   agreement (one warned, one blocked), alpha over time, disputed tasks, and a task being adjudicated.
 Uses the system Chromium (`/usr/bin/chromium`, or RLHF_CHROMIUM); nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import random
@@ -26,18 +27,33 @@ SAMPLE = Task(
     id="sky-17",
     prompt="Explain in two sentences why the sky is blue.",
     responses=[
-        {"id": "r0", "text": "Sunlight is scattered by air molecules, and short (blue) wavelengths scatter far more than "
-                             "long ones (Rayleigh scattering). So blue light reaches our eyes from every part of the sky."},
+        {
+            "id": "r0",
+            "text": "Sunlight is scattered by air molecules, and short (blue) wavelengths scatter far more than "
+            "long ones (Rayleigh scattering). So blue light reaches our eyes from every part of the sky.",
+        },
         {"id": "r1", "text": "Because it reflects the colour of the oceans."},
-        {"id": "r2", "text": "Rayleigh scattering: air molecules scatter blue light more strongly than red.\nThat scattered blue light fills the sky."},
+        {
+            "id": "r2",
+            "text": "Rayleigh scattering: air molecules scatter blue light more strongly than red.\n"
+            "That scattered blue light fills the sky.",
+        },
         {"id": "r3", "text": "The sky is blue. <script>alert('hi')</script> is shown as text, never run."},
     ],
 )
 FLAGS = ["fails instruction", "made-up facts", "inappropriate", "harmful"]
-GOLD = Task(id="gold-1", prompt="What is 12 x 12?", responses=[{"id": "a", "text": "144"}, {"id": "b", "text": "124"}, {"id": "c", "text": "12 x 12 = 144."}],
-            gold=[["c"], ["a"], ["b"]])
-GOLD_2 = Task(id="gold-2", prompt="Which city is the capital of France?", responses=[{"id": "a", "text": "Paris."}, {"id": "b", "text": "Lyon."}],
-              gold=[["a"], ["b"]])
+GOLD = Task(
+    id="gold-1",
+    prompt="What is 12 x 12?",
+    responses=[{"id": "a", "text": "144"}, {"id": "b", "text": "124"}, {"id": "c", "text": "12 x 12 = 144."}],
+    gold=[["c"], ["a"], ["b"]],
+)
+GOLD_2 = Task(
+    id="gold-2",
+    prompt="Which city is the capital of France?",
+    responses=[{"id": "a", "text": "Paris."}, {"id": "b", "text": "Lyon."}],
+    gold=[["a"], ["b"]],
+)
 
 
 def _labels(offer, id_tiers: list[list[str]]) -> list[list[str]]:
@@ -55,8 +71,13 @@ def take_reviewer_page(out: Path, browser) -> Path:
         # alice's first (gold) answer was half wrong, so the page shows the warning
         store.set_gold_rate(1.0)
         offer = store.next_task(alice.id, now=1000.0)
-        store.submit_ranking(alice.id, offer.task.id, _labels(offer, [["b"], ["a"], ["c"]]), now=1030.0,
-                             ratings={label: 4 for label in "ABC"})
+        store.submit_ranking(
+            alice.id,
+            offer.task.id,
+            _labels(offer, [["b"], ["a"], ["c"]]),
+            now=1030.0,
+            ratings={label: 4 for label in "ABC"},
+        )
         store.set_gold_rate(0.0)
         with serve_in_background(create_app(store)) as url:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
@@ -64,7 +85,8 @@ def take_reviewer_page(out: Path, browser) -> Path:
             page.wait_for_selector("#ranking .card")
             label_of = page.evaluate(
                 """() => Object.fromEntries([...document.querySelectorAll('#ranking .card')]
-                       .map(c => [c.querySelector('.response').textContent.slice(0, 12), c.dataset.label]))""")
+                       .map(c => [c.querySelector('.response').textContent.slice(0, 12), c.dataset.label]))"""
+            )
             best = next(label for text, label in label_of.items() if text.startswith("Sunlight"))
             second = next(label for text, label in label_of.items() if text.startswith("Rayleigh"))
             wrong = next(label for text, label in label_of.items() if text.startswith("Because"))
@@ -89,13 +111,20 @@ def take_reviewer_page(out: Path, browser) -> Path:
 
 
 def _admin_demo(store: AnnotationStore) -> None:
-    """Five reviewers over twelve tasks (overlap 2), two gold items, a careless reviewer (blocked), disputes, app feedback."""
+    """Five reviewers over twelve tasks (overlap 2), two gold items, a careless reviewer (blocked), disputes and
+    app feedback."""
     from annotation.adjudication import decide
     from annotation.feedback import add_app, add_feedback
 
     rng = random.Random(7)
-    tasks = [Task(id=f"q{i:02d}", prompt=f"Question {i}: summarise the paragraph.", responses=[{"id": f"r{j}", "text": f"Summary {j} of question {i}."} for j in range(4)])
-             for i in range(12)]
+    tasks = [
+        Task(
+            id=f"q{i:02d}",
+            prompt=f"Question {i}: summarise the paragraph.",
+            responses=[{"id": f"r{j}", "text": f"Summary {j} of question {i}."} for j in range(4)],
+        )
+        for i in range(12)
+    ]
     store.import_tasks(tasks + [GOLD, GOLD_2])
     store.set_overlap(2)
     store.set_min_seconds(8)
@@ -120,16 +149,34 @@ def _admin_demo(store: AnnotationStore) -> None:
             label_tiers = _labels(offer, [[r] for r in order])
             ratings = {tier[0]: max(1, 7 - 2 * place) for place, tier in enumerate(label_tiers)}
             flags = {label_tiers[-1][0]: ["made-up facts"]} if name == "carol" else None
-            store.submit_ranking(reviewers[name].id, offer.task.id, label_tiers, now=now + spent, ratings=ratings, flags=flags,
-                                 confirm_too_fast=True)
+            store.submit_ranking(
+                reviewers[name].id,
+                offer.task.id,
+                label_tiers,
+                now=now + spent,
+                ratings=ratings,
+                flags=flags,
+                confirm_too_fast=True,
+            )
             now += spent + 5
         now += 3600
     decide(store, "q05", "ranking", truth, adjudicator="lead", note="r0 is the only faithful summary")
     store.set_gold_rate(0.1)  # the project's setting from now on (the demo forced gold items in two rounds)
     shop, _ = add_app(store, "chat-frontend")
     for index in range(6):
-        add_feedback(store, shop, {"prompt": f"User question {index}", "responses": [{"id": "a", "text": "Short answer."}, {"id": "b", "text": "Long answer."}],
-                                   "choice": "a" if index % 3 else "b", "thumb": None, "client_id": None, "user_ref": f"user-{index}", "meta": {}})
+        add_feedback(
+            store,
+            shop,
+            {
+                "prompt": f"User question {index}",
+                "responses": [{"id": "a", "text": "Short answer."}, {"id": "b", "text": "Long answer."}],
+                "choice": "a" if index % 3 else "b",
+                "thumb": None,
+                "client_id": None,
+                "user_ref": f"user-{index}",
+                "meta": {},
+            },
+        )
 
 
 def take_admin_page(out: Path, browser) -> Path:
@@ -143,7 +190,9 @@ def take_admin_page(out: Path, browser) -> Path:
             if page.locator("#disputed-tasks tbody tr button").count():
                 page.locator("#disputed-tasks tbody tr button").first.click()
                 page.wait_for_selector("#adjudicate:visible")
-                for index, place in enumerate(("1", "2", "2", "3")[: page.locator("#adjudicate-responses input").count()]):
+                for index, place in enumerate(
+                    ("1", "2", "2", "3")[: page.locator("#adjudicate-responses input").count()]
+                ):
                     page.locator("#adjudicate-responses input").nth(index).fill(place)
                 page.fill("#adjudicate-note", "r0 is faithful; r1 and r2 are equally vague")
             page.evaluate("window.scrollTo(0, 0)")
@@ -160,7 +209,10 @@ def take(out_dir: Path) -> list[Path]:
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         try:
-            return [take_reviewer_page(out_dir / "reviewer_page.png", browser), take_admin_page(out_dir / "admin_page.png", browser)]
+            return [
+                take_reviewer_page(out_dir / "reviewer_page.png", browser),
+                take_admin_page(out_dir / "admin_page.png", browser),
+            ]
         finally:
             browser.close()
 

@@ -24,6 +24,7 @@ Choices:
 - A too-fast submission is answered 409 with `"confirm": "too_fast"`: nothing is stored until the page
   sends it again with `confirm_too_fast: true`, and then it is stored marked as fast.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,8 +53,11 @@ from annotation.store import MAX_RATIONALE_CHARS, MAX_SKIP_REASON_CHARS, Annotat
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 SECURITY_HEADERS = [
-    (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-                                 b"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        b"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
@@ -134,7 +138,9 @@ class GuardMiddleware:
         async def send_with_headers(message: dict) -> None:
             if message["type"] == "http.response.start":
                 present = {name.lower() for name, _ in message.get("headers", [])}
-                message["headers"] = list(message.get("headers", [])) + [h for h in SECURITY_HEADERS if h[0] not in present]
+                message["headers"] = list(message.get("headers", [])) + [
+                    h for h in SECURITY_HEADERS if h[0] not in present
+                ]
             await send(message)
 
         await self.app(scope, capped_receive, send_with_headers)
@@ -151,8 +157,11 @@ _UNION_MEMBER_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
 def _field_path(loc: tuple) -> list[str]:
     """A pydantic error location as the client's field path: without "body" and without the names pydantic
     gives union members (`choice.str`, `prompt.list[Message]`), which are not fields the client sent."""
-    return [str(part) for part in loc
-            if part != "body" and not (isinstance(part, str) and (part in _UNION_MEMBER_TAGS or "[" in part))]
+    return [
+        str(part)
+        for part in loc
+        if part != "body" and not (isinstance(part, str) and (part in _UNION_MEMBER_TAGS or "[" in part))
+    ]
 
 
 def _validation_message(exc: RequestValidationError | ValidationError) -> str:
@@ -177,8 +186,10 @@ def _validation_message(exc: RequestValidationError | ValidationError) -> str:
 
 def _bearer(authorization: Optional[str]) -> str:
     if not authorization or not authorization.startswith("Bearer "):
-        raise HTTPException(status_code=401, detail="missing token: open the private link you were given (it ends in #t=...)")
-    return authorization[len("Bearer "):].strip()
+        raise HTTPException(
+            status_code=401, detail="missing token: open the private link you were given (it ends in #t=...)"
+        )
+    return authorization[len("Bearer ") :].strip()
 
 
 def create_app(store: AnnotationStore, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
@@ -194,7 +205,9 @@ def create_app(store: AnnotationStore, max_body_bytes: int = DEFAULT_MAX_BODY_BY
 
     @app.exception_handler(StarletteHTTPException)
     def _http_error(_request: Any, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            {"error": str(exc.detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(RequestValidationError)
     def _validation_error(_request: Any, exc: RequestValidationError) -> JSONResponse:
@@ -205,9 +218,13 @@ def create_app(store: AnnotationStore, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         reviewer = store.reviewer_for_token(token)
         if reviewer is None:
             if store.is_admin_token(token):
-                raise HTTPException(status_code=403, detail="this is the admin token; open the admin page, or use a reviewer's link")
+                raise HTTPException(
+                    status_code=403, detail="this is the admin token; open the admin page, or use a reviewer's link"
+                )
             if app_for_key(store, token) is not None:
-                raise HTTPException(status_code=403, detail="this is an application key; it opens only POST /api/feedback")
+                raise HTTPException(
+                    status_code=403, detail="this is an application key; it opens only POST /api/feedback"
+                )
             raise HTTPException(status_code=401, detail="unknown token: ask for a new link")
         return reviewer
 
@@ -244,10 +261,15 @@ def create_app(store: AnnotationStore, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         accuracy = None if quality.gold_accuracy is None else round(quality.gold_accuracy, 3)
         message = None
         if quality.status == "blocked":
-            message = "Your account is paused: too many answers on checked items disagreed with the expected answer. Please contact the organiser."
+            message = (
+                "Your account is paused: too many answers on checked items disagreed with the expected answer. "
+                "Please contact the organiser."
+            )
         elif quality.status == "warned":
-            message = (f"Careful: only {accuracy:.0%} of your answers on checked items matched the expected answer. "
-                       "Please reread the guidelines and take your time.")
+            message = (
+                f"Careful: only {accuracy:.0%} of your answers on checked items matched the expected answer. "
+                "Please reread the guidelines and take your time."
+            )
         return {"status": quality.status, "gold_accuracy": accuracy, "message": message}
 
     def offer_payload(reviewer: Reviewer) -> dict[str, Any]:
@@ -259,8 +281,10 @@ def create_app(store: AnnotationStore, max_body_bytes: int = DEFAULT_MAX_BODY_BY
             task_payload = {
                 "id": offer.task.id,
                 "prompt": offer.task.prompt,
-                "cards": [{"label": label, "text": texts[response_id]}
-                          for label, response_id in zip(card_labels(len(offer.shown_order)), offer.shown_order, strict=True)],
+                "cards": [
+                    {"label": label, "text": texts[response_id]}
+                    for label, response_id in zip(card_labels(len(offer.shown_order)), offer.shown_order, strict=True)
+                ],
                 "previous": offer.previous,
             }
             guidelines = offer.task.guidelines or guidelines
@@ -271,8 +295,13 @@ def create_app(store: AnnotationStore, max_body_bytes: int = DEFAULT_MAX_BODY_BY
             "progress": store.progress(reviewer.id),
             "guidelines_html": render_markdown(guidelines),
             "quality": quality_payload(reviewer),
-            "judgements": {"ratings": judgements.ratings, "rating_min": RATING_MIN, "rating_max": RATING_MAX,
-                           "flags": judgements.flags, "rationale": judgements.rationale},
+            "judgements": {
+                "ratings": judgements.ratings,
+                "rating_min": RATING_MIN,
+                "rating_max": RATING_MAX,
+                "flags": judgements.flags,
+                "rationale": judgements.rationale,
+            },
             "min_seconds": store.min_seconds,
         }
 
@@ -281,9 +310,19 @@ def create_app(store: AnnotationStore, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         return offer_payload(reviewer)
 
     @app.post("/api/tasks/{task_id}/ranking")
-    def submit_ranking(task_id: str, body: RankingBody, reviewer: Reviewer = Depends(current_reviewer)) -> dict[str, Any]:
-        annotation_id = store.submit_ranking(reviewer.id, task_id, body.ranking, all_bad=body.all_bad, rationale=body.rationale,
-                                             ratings=body.ratings, flags=body.flags, confirm_too_fast=body.confirm_too_fast)
+    def submit_ranking(
+        task_id: str, body: RankingBody, reviewer: Reviewer = Depends(current_reviewer)
+    ) -> dict[str, Any]:
+        annotation_id = store.submit_ranking(
+            reviewer.id,
+            task_id,
+            body.ranking,
+            all_bad=body.all_bad,
+            rationale=body.rationale,
+            ratings=body.ratings,
+            flags=body.flags,
+            confirm_too_fast=body.confirm_too_fast,
+        )
         return {"ok": True, "annotation_id": annotation_id, **offer_payload(reviewer)}
 
     @app.post("/api/tasks/{task_id}/skip")
@@ -305,16 +344,21 @@ def create_app(store: AnnotationStore, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         return collect_stats(store, min_agreement=min_agreement)
 
     @app.get("/api/admin/export", dependencies=[Depends(require_admin)])
-    def admin_export(format: Literal["rankings", "pairs", "raw"] = "rankings",
-                     min_agreement: float = Query(default=0.5, ge=0.0, lt=1.0)) -> PlainTextResponse:
+    def admin_export(
+        format: Literal["rankings", "pairs", "raw"] = "rankings",
+        min_agreement: float = Query(default=0.5, ge=0.0, lt=1.0),
+    ) -> PlainTextResponse:
         import json
 
         from annotation.export import export_rows
 
         rows = export_rows(store, format, min_agreement=min_agreement)
         body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        return PlainTextResponse(body, media_type="application/x-ndjson",
-                                 headers={"content-disposition": f'attachment; filename="{format}.jsonl"'})
+        return PlainTextResponse(
+            body,
+            media_type="application/x-ndjson",
+            headers={"content-disposition": f'attachment; filename="{format}.jsonl"'},
+        )
 
     @app.get("/api/admin/tasks/{task_id}", dependencies=[Depends(require_admin)])
     def admin_task(task_id: str) -> dict[str, Any]:
@@ -326,7 +370,10 @@ def create_app(store: AnnotationStore, max_body_bytes: int = DEFAULT_MAX_BODY_BY
     def adjudicate(task_id: str, body: AdjudicationBody) -> dict[str, Any]:
         from annotation.adjudication import decide
 
-        return {"ok": True, **decide(store, task_id, body.decision, body.ranking, body.adjudicator or "admin", body.note)}
+        return {
+            "ok": True,
+            **decide(store, task_id, body.decision, body.ranking, body.adjudicator or "admin", body.note),
+        }
 
     @app.delete("/api/admin/tasks/{task_id}/adjudication", dependencies=[Depends(require_admin)])
     def withdraw_adjudication(task_id: str) -> dict[str, Any]:
@@ -349,13 +396,23 @@ def create_app(store: AnnotationStore, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         application = await run_in_threadpool(app_for_key, store, key)
         if application is None:
             if store.is_admin_token(key) or await run_in_threadpool(store.reviewer_for_token, key) is not None:
-                raise HTTPException(status_code=403, detail="reviewer and admin tokens cannot send feedback; use an application key (rlhf annotate add-app)")
+                raise HTTPException(
+                    status_code=403,
+                    detail="reviewer and admin tokens cannot send feedback; "
+                    "use an application key (rlhf annotate add-app)",
+                )
             raise HTTPException(status_code=401, detail="unknown application key")
         allowed, retry_after = limiter.allow(application.id, application.rate_per_minute)
         if not allowed:
-            return JSONResponse({"error": f"rate limit of {application.rate_per_minute:g} requests a minute exceeded for application "
-                                          f"{application.name!r}; retry in {retry_after:.1f} s"},
-                                status_code=429, headers={"retry-after": str(max(1, round(retry_after + 0.5)))})
+            return JSONResponse(
+                {
+                    "error": f"rate limit of {application.rate_per_minute:g} requests a minute exceeded "
+                    f"for application "
+                    f"{application.name!r}; retry in {retry_after:.1f} s"
+                },
+                status_code=429,
+                headers={"retry-after": str(max(1, round(retry_after + 0.5)))},
+            )
         raw = await request.body()
         try:
             data = json.loads(raw)
@@ -369,7 +426,9 @@ def create_app(store: AnnotationStore, max_body_bytes: int = DEFAULT_MAX_BODY_BY
             raise InvalidInput(_validation_message(exc)) from None
         fields = check_feedback(body)
         feedback_id, duplicate = await run_in_threadpool(add_feedback, store, application, fields)
-        return JSONResponse({"ok": True, "feedback_id": feedback_id, "duplicate": duplicate}, status_code=200 if duplicate else 201)
+        return JSONResponse(
+            {"ok": True, "feedback_id": feedback_id, "duplicate": duplicate}, status_code=200 if duplicate else 201
+        )
 
     app.add_middleware(GuardMiddleware, max_body_bytes=max_body_bytes)
     return app

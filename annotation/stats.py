@@ -12,6 +12,7 @@ Which rankings count where:
   adjudicated: exactly the disputes still open in the export;
 - counts cover everything, skips and undone answers included. Gold items are counted apart.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -60,7 +61,13 @@ def collect_stats(store: AnnotationStore, min_agreement: float = 0.5) -> dict[st
         if answer["all_bad"]:
             continue
         reviewer = reviewers[answer["reviewer_id"]]
-        row = {"id": task.id, "prompt": task.prompt, "responses": task.responses, "ranking": answer["ranking"], "annotator": reviewer["name"]}
+        row = {
+            "id": task.id,
+            "prompt": task.prompt,
+            "responses": task.responses,
+            "ranking": answer["ranking"],
+            "annotator": reviewer["name"],
+        }
         timed_rankings.append((answer["submitted_at"], row))
         if reviewer["quality"].status != "blocked" and task.id not in snapshot["adjudications"]:
             open_dispute_rows.append(row)
@@ -71,25 +78,42 @@ def collect_stats(store: AnnotationStore, min_agreement: float = 0.5) -> dict[st
         reviewer = reviewers[reviewer_id]
         quality = reviewer["quality"]
         reviewer_agreement = agreement["reviewers"].get(reviewer["name"], {})
-        reviewer_rows.append({
-            "name": reviewer["name"],
-            "status": quality.status, "override": quality.override,
-            "ranked": counts["ranked"], "skipped": counts["skipped"], "undone": counts["undone"],
-            "median_seconds": round(statistics.median(seconds[reviewer_id]), 1) if seconds[reviewer_id] else None,
-            "gold_answered": counts["gold_answered"],
-            "gold_accuracy": None if quality.gold_accuracy is None else round(quality.gold_accuracy, 4),
-            "quality_weight": round(quality.weight, 4),
-            "agreement_with_majority": reviewer_agreement.get("agreement"),
-            "compared_pairs": reviewer_agreement.get("compared_pairs", 0),
-            "all_bad": counts["all_bad"], "unchanged_order": counts["unchanged_order"], "too_fast": counts["too_fast"],
-            "flags_raised": counts["flags_raised"],
-        })
+        reviewer_rows.append(
+            {
+                "name": reviewer["name"],
+                "status": quality.status,
+                "override": quality.override,
+                "ranked": counts["ranked"],
+                "skipped": counts["skipped"],
+                "undone": counts["undone"],
+                "median_seconds": round(statistics.median(seconds[reviewer_id]), 1) if seconds[reviewer_id] else None,
+                "gold_answered": counts["gold_answered"],
+                "gold_accuracy": None if quality.gold_accuracy is None else round(quality.gold_accuracy, 4),
+                "quality_weight": round(quality.weight, 4),
+                "agreement_with_majority": reviewer_agreement.get("agreement"),
+                "compared_pairs": reviewer_agreement.get("compared_pairs", 0),
+                "all_bad": counts["all_bad"],
+                "unchanged_order": counts["unchanged_order"],
+                "too_fast": counts["too_fast"],
+                "flags_raised": counts["flags_raised"],
+            }
+        )
     feedback = snapshot["feedback"]
     settings = snapshot["settings"]
     return {
         "schema_version": settings["schema_version"],
         "overlap": overlap,
-        "settings": {key: settings[key] for key in ("gold_rate", "gold_warn_below", "gold_block_below", "gold_min_answers", "min_seconds", "judgements")},
+        "settings": {
+            key: settings[key]
+            for key in (
+                "gold_rate",
+                "gold_warn_below",
+                "gold_block_below",
+                "gold_min_answers",
+                "min_seconds",
+                "judgements",
+            )
+        },
         "tasks": {
             "total": len(ordinary),
             "complete": sum(1 for task in ordinary if rankings_per_task[task.id] >= overlap),
@@ -110,8 +134,14 @@ def collect_stats(store: AnnotationStore, min_agreement: float = 0.5) -> dict[st
         "disputed_pairs": disputed,
         "disputed_tasks": disputed_tasks(disputed),
         "adjudications": [
-            {"task_id": task_id, "decision": decision["decision"], "ranking": decision["ranking"], "adjudicator": decision["adjudicator"],
-             "note": decision["note"], "decided_at": _iso(decision["decided_at"])}
+            {
+                "task_id": task_id,
+                "decision": decision["decision"],
+                "ranking": decision["ranking"],
+                "adjudicator": decision["adjudicator"],
+                "note": decision["note"],
+                "decided_at": _iso(decision["decided_at"]),
+            }
             for task_id, decision in snapshot["adjudications"].items()
         ],
         "feedback": {
@@ -131,17 +161,22 @@ def _percent(value: float | None) -> str:
 def format_stats(stats: dict[str, Any]) -> str:
     """A few lines for the terminal."""
     alpha = stats["krippendorff_alpha_ordinal"]
-    trend = ", ".join("n/a" if point["alpha"] is None else f"{point['alpha']:.2f}" for point in stats["alpha_over_time"])
+    trend = ", ".join(
+        "n/a" if point["alpha"] is None else f"{point['alpha']:.2f}" for point in stats["alpha_over_time"]
+    )
     feedback = stats["feedback"]
     lines = [
         f"tasks: {stats['tasks']['total']} total, {stats['tasks']['started']} started, "
         f"{stats['tasks']['complete']} complete (overlap {stats['overlap']}); {stats['gold']['items']} gold item(s)",
         f"answers: {stats['annotations']['rankings']} rankings, {stats['gold']['answers']} on gold items, "
         f"{stats['annotations']['skips']} skips, {stats['annotations']['undone']} undone",
-        f"Krippendorff's alpha (ordinal): {'n/a' if alpha is None else f'{alpha:.3f}'}" + (f" (over time: {trend})" if trend else ""),
-        f"disputed pairs (agreement <= {stats['min_agreement']}): {len(stats['disputed_pairs'])} in {len(stats['disputed_tasks'])} task(s); "
+        f"Krippendorff's alpha (ordinal): {'n/a' if alpha is None else f'{alpha:.3f}'}"
+        + (f" (over time: {trend})" if trend else ""),
+        f"disputed pairs (agreement <= {stats['min_agreement']}): {len(stats['disputed_pairs'])} in "
+        f"{len(stats['disputed_tasks'])} task(s); "
         f"{len(stats['adjudications'])} task(s) adjudicated",
-        f"app feedback: {feedback['choices']} choices, {feedback['thumbs_up']} thumbs up, {feedback['thumbs_down']} thumbs down "
+        f"app feedback: {feedback['choices']} choices, {feedback['thumbs_up']} thumbs up, {feedback['thumbs_down']} "
+        "thumbs down "
         f"from {feedback['apps']} app(s)",
         "reviewers:",
     ]
@@ -150,8 +185,13 @@ def format_stats(stats: dict[str, Any]) -> str:
         shown = "n/a" if agreement is None else f"{agreement:.0%} of {reviewer['compared_pairs']} pairs"
         median = "n/a" if reviewer["median_seconds"] is None else f"{reviewer['median_seconds']:.0f} s"
         lines.append(
-            f"  {reviewer['name']} [{reviewer['status']}{', ' + reviewer['override'] if reviewer['override'] else ''}]: "
-            f"{reviewer['ranked']} ranked, {reviewer['skipped']} skipped, {reviewer['undone']} undone; median {median}; "
-            f"gold {_percent(reviewer['gold_accuracy'])} of {reviewer['gold_answered']}; agreement with majority {shown}; "
-            f"flags: {reviewer['too_fast']} too fast, {reviewer['unchanged_order']} unchanged order, {reviewer['flags_raised']} on responses")
+            f"  {reviewer['name']} "
+            f"[{reviewer['status']}{', ' + reviewer['override'] if reviewer['override'] else ''}]: "
+            f"{reviewer['ranked']} ranked, {reviewer['skipped']} skipped, {reviewer['undone']} undone; median "
+            f"{median}; "
+            f"gold {_percent(reviewer['gold_accuracy'])} of {reviewer['gold_answered']}; agreement with majority "
+            f"{shown}; "
+            f"flags: {reviewer['too_fast']} too fast, {reviewer['unchanged_order']} unchanged order, "
+            f"{reviewer['flags_raised']} on responses"
+        )
     return "\n".join(lines)

@@ -25,6 +25,7 @@ Choices:
   print the links again; whoever can read this file can read every answer anyway, so it is created with
   mode 0600.
 """
+
 from __future__ import annotations
 
 import json
@@ -189,7 +190,10 @@ class AnnotationStore:
 
     def set_setting(self, key: str, value: str) -> None:
         with self._write() as conn:
-            conn.execute("INSERT INTO settings(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+            conn.execute(
+                "INSERT INTO settings(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
     @property
     def admin_token(self) -> str:
@@ -230,20 +234,27 @@ class AnnotationStore:
     @staticmethod
     def _rules(conn: sqlite3.Connection) -> QualityRules:
         setting = lambda key: AnnotationStore._setting(conn, key)  # noqa: E731
-        return QualityRules(warn_below=float(setting("gold_warn_below")), block_below=float(setting("gold_block_below")),
-                            min_answers=int(setting("gold_min_answers")))
+        return QualityRules(
+            warn_below=float(setting("gold_warn_below")),
+            block_below=float(setting("gold_block_below")),
+            min_answers=int(setting("gold_min_answers")),
+        )
 
     @property
     def quality_rules(self) -> QualityRules:
         return self._rules(self._conn())
 
-    def set_quality_rules(self, warn_below: float | None = None, block_below: float | None = None, min_answers: int | None = None) -> None:
+    def set_quality_rules(
+        self, warn_below: float | None = None, block_below: float | None = None, min_answers: int | None = None
+    ) -> None:
         current = self.quality_rules
         warn = current.warn_below if warn_below is None else warn_below
         block = current.block_below if block_below is None else block_below
         minimum = current.min_answers if min_answers is None else min_answers
         if not 0.0 <= block <= warn <= 1.0:
-            raise UserError(f"gold thresholds need 0 <= --gold-block-below ({block}) <= --gold-warn-below ({warn}) <= 1")
+            raise UserError(
+                f"gold thresholds need 0 <= --gold-block-below ({block}) <= --gold-warn-below ({warn}) <= 1"
+            )
         if minimum < 1:
             raise UserError(f"--gold-min-answers must be at least 1, got {minimum}")
         with self._write() as conn:
@@ -281,15 +292,27 @@ class AnnotationStore:
                 existing = conn.execute("SELECT content_hash FROM tasks WHERE id = ?", (task.id,)).fetchone()
                 if existing is not None:
                     if existing["content_hash"] != task.content_hash():
-                        raise DataError(f"{source}: task {task.id!r} is already in {self.path} with different content; "
-                                        "give changed tasks new ids (answers refer to the old content)")
+                        raise DataError(
+                            f"{source}: task {task.id!r} is already in {self.path} with different content; "
+                            "give changed tasks new ids (answers refer to the old content)"
+                        )
                     unchanged += 1
                     continue
                 position += 1
                 conn.execute(
-                    "INSERT INTO tasks(id, position, prompt, responses, meta, guidelines, gold, content_hash, added_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (task.id, position, _json(task.prompt), _json(task.responses), _json(task.meta), task.guidelines,
-                     None if task.gold is None else _json(task.gold), task.content_hash(), now),
+                    "INSERT INTO tasks(id, position, prompt, responses, meta, guidelines, gold, content_hash, "
+                    "added_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        task.id,
+                        position,
+                        _json(task.prompt),
+                        _json(task.responses),
+                        _json(task.meta),
+                        task.guidelines,
+                        None if task.gold is None else _json(task.gold),
+                        task.content_hash(),
+                        now,
+                    ),
                 )
                 added += 1
         return ImportResult(added=added, unchanged=unchanged)
@@ -301,9 +324,14 @@ class AnnotationStore:
 
     @staticmethod
     def _task_from_row(row: sqlite3.Row) -> Task:
-        return Task(id=row["id"], prompt=json.loads(row["prompt"]), responses=json.loads(row["responses"]),
-                    meta=json.loads(row["meta"]), guidelines=row["guidelines"],
-                    gold=json.loads(row["gold"]) if row["gold"] else None)
+        return Task(
+            id=row["id"],
+            prompt=json.loads(row["prompt"]),
+            responses=json.loads(row["responses"]),
+            meta=json.loads(row["meta"]),
+            guidelines=row["guidelines"],
+            gold=json.loads(row["gold"]) if row["gold"] else None,
+        )
 
     def add_reviewer(self, name: str, rotate: bool = False) -> tuple[Reviewer, bool]:
         """Create a reviewer (or, with `rotate`, give an existing one a new token); returns (reviewer, created)."""
@@ -312,7 +340,9 @@ class AnnotationStore:
             row = conn.execute("SELECT * FROM reviewers WHERE name = ?", (name,)).fetchone()
             if row is None:
                 token = secrets.token_urlsafe(24)
-                cursor = conn.execute("INSERT INTO reviewers(name, token, created_at) VALUES (?, ?, ?)", (name, token, time.time()))
+                cursor = conn.execute(
+                    "INSERT INTO reviewers(name, token, created_at) VALUES (?, ?, ?)", (name, token, time.time())
+                )
                 return Reviewer(cursor.lastrowid, name, token, time.time()), True
             if rotate:
                 conn.execute("UPDATE reviewers SET token = ? WHERE id = ?", (secrets.token_urlsafe(24), row["id"]))
@@ -363,9 +393,16 @@ class AnnotationStore:
 
     def _refresh_blocked(self, conn: sqlite3.Connection, reviewer_id: int | None = None) -> None:
         """Bring the `blocked` cache in step with the rules for one reviewer (or all of them)."""
-        ids = [reviewer_id] if reviewer_id is not None else [row["id"] for row in conn.execute("SELECT id FROM reviewers")]
+        ids = (
+            [reviewer_id]
+            if reviewer_id is not None
+            else [row["id"] for row in conn.execute("SELECT id FROM reviewers")]
+        )
         for one in ids:
-            conn.execute("UPDATE reviewers SET blocked = ? WHERE id = ?", (int(self._quality(conn, one).status == "blocked"), one))
+            conn.execute(
+                "UPDATE reviewers SET blocked = ? WHERE id = ?",
+                (int(self._quality(conn, one).status == "blocked"), one),
+            )
 
     def quality(self, reviewer_id: int) -> ReviewerQuality:
         with self._read() as conn:
@@ -376,19 +413,23 @@ class AnnotationStore:
         with self._read() as conn:
             rules = self._rules(conn)
             scores = self._gold_scores(conn)
-            return {row["id"]: reviewer_quality(scores.get(row["id"], []), rules, row["quality_override"])
-                    for row in conn.execute("SELECT id, quality_override FROM reviewers")}
+            return {
+                row["id"]: reviewer_quality(scores.get(row["id"], []), rules, row["quality_override"])
+                for row in conn.execute("SELECT id, quality_override FROM reviewers")
+            }
 
     def set_quality_override(self, name: str, override: str | None, now: float | None = None) -> ReviewerQuality:
         """An admin restores a (blocked) reviewer, blocks one by hand, or (None) returns them to the rules."""
         if override not in (None, "restored", "blocked"):
-            raise InvalidInput(f"'override' must be \"restored\", \"blocked\" or null, got {override!r}")
+            raise InvalidInput(f'\'override\' must be "restored", "blocked" or null, got {override!r}')
         with self._write() as conn:
             row = conn.execute("SELECT id FROM reviewers WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise NotFound(f"no reviewer {name!r}")
-            conn.execute("UPDATE reviewers SET quality_override = ?, quality_override_at = ? WHERE id = ?",
-                         (override, time.time() if now is None else now, row["id"]))
+            conn.execute(
+                "UPDATE reviewers SET quality_override = ?, quality_override_at = ? WHERE id = ?",
+                (override, time.time() if now is None else now, row["id"]),
+            )
             self._refresh_blocked(conn, row["id"])
             return self._quality(conn, row["id"])
 
@@ -398,9 +439,13 @@ class AnnotationStore:
 
     # rankings and leases of blocked reviewers do not fill a task's overlap: their answers are not exported
     _NOT_BLOCKED = "NOT EXISTS (SELECT 1 FROM reviewers b WHERE b.id = {r} AND b.blocked = 1)"
-    _LIVE_RANKINGS = ("(SELECT count(*) FROM annotations a WHERE a.task_id = {t} AND a.kind = 'ranking' AND a.undone_at IS NULL"
-                      " AND NOT EXISTS (SELECT 1 FROM reviewers b WHERE b.id = a.reviewer_id AND b.blocked = 1))")
-    _ANSWERED = "EXISTS (SELECT 1 FROM annotations a WHERE a.task_id = {t} AND a.reviewer_id = {r} AND a.undone_at IS NULL)"
+    _LIVE_RANKINGS = (
+        "(SELECT count(*) FROM annotations a WHERE a.task_id = {t} AND a.kind = 'ranking' AND a.undone_at IS NULL"
+        " AND NOT EXISTS (SELECT 1 FROM reviewers b WHERE b.id = a.reviewer_id AND b.blocked = 1))"
+    )
+    _ANSWERED = (
+        "EXISTS (SELECT 1 FROM annotations a WHERE a.task_id = {t} AND a.reviewer_id = {r} AND a.undone_at IS NULL)"
+    )
     _NOT_SHOWN_TO_ME = "NOT EXISTS (SELECT 1 FROM assignments s WHERE s.task_id = t.id AND s.reviewer_id = :me)"
 
     def next_task(self, reviewer_id: int, now: float | None = None, rng: random.Random | None = None) -> Offer | None:
@@ -422,22 +467,25 @@ class AnnotationStore:
             # when its lease ran out and others have filled it meanwhile (gold items are never full).
             open_row = conn.execute(
                 f"""SELECT s.task_id, s.shown_order FROM assignments s JOIN tasks t ON t.id = s.task_id
-                    WHERE s.reviewer_id = :me AND NOT {self._ANSWERED.format(t='s.task_id', r='s.reviewer_id')}
+                    WHERE s.reviewer_id = :me AND NOT {self._ANSWERED.format(t="s.task_id", r="s.reviewer_id")}
                       AND (s.leased_at > :cutoff OR {live_rankings} < :overlap OR t.gold IS NOT NULL)
                     ORDER BY s.leased_at DESC LIMIT 1""",
                 {"me": reviewer_id, "cutoff": cutoff, "overlap": overlap},
             ).fetchone()
             if open_row is not None:
                 task_id, shown_order = open_row["task_id"], json.loads(open_row["shown_order"])
-                conn.execute("UPDATE assignments SET leased_at = ? WHERE task_id = ? AND reviewer_id = ?", (now, task_id, reviewer_id))
+                conn.execute(
+                    "UPDATE assignments SET leased_at = ? WHERE task_id = ? AND reviewer_id = ?",
+                    (now, task_id, reviewer_id),
+                )
             else:
                 new_row = conn.execute(
                     f"""SELECT t.id FROM tasks t
                         WHERE t.gold IS NULL AND {self._NOT_SHOWN_TO_ME}
-                          AND {self._LIVE_RANKINGS.format(t='t.id')}
+                          AND {self._LIVE_RANKINGS.format(t="t.id")}
                             + (SELECT count(*) FROM assignments s WHERE s.task_id = t.id AND s.leased_at > :cutoff
-                                 AND NOT {self._ANSWERED.format(t='s.task_id', r='s.reviewer_id')}
-                                 AND {self._NOT_BLOCKED.format(r='s.reviewer_id')}) < :overlap
+                                 AND NOT {self._ANSWERED.format(t="s.task_id", r="s.reviewer_id")}
+                                 AND {self._NOT_BLOCKED.format(r="s.reviewer_id")}) < :overlap
                         ORDER BY t.position LIMIT 1""",
                     {"me": reviewer_id, "cutoff": cutoff, "overlap": overlap},
                 ).fetchone()
@@ -446,15 +494,24 @@ class AnnotationStore:
                 task_id = new_row["id"]
                 gold_rate = float(self._setting(conn, "gold_rate"))
                 if gold_rate > 0 and rng.random() < gold_rate:
-                    unseen_gold = [row["id"] for row in conn.execute(
-                        f"SELECT t.id FROM tasks t WHERE t.gold IS NOT NULL AND {self._NOT_SHOWN_TO_ME} ORDER BY t.position", {"me": reviewer_id})]
+                    unseen_gold = [
+                        row["id"]
+                        for row in conn.execute(
+                            f"SELECT t.id FROM tasks t WHERE t.gold IS NOT NULL AND {self._NOT_SHOWN_TO_ME} ORDER BY "
+                            "t.position",
+                            {"me": reviewer_id},
+                        )
+                    ]
                     if unseen_gold:
                         task_id = rng.choice(unseen_gold)
-                responses = json.loads(conn.execute("SELECT responses FROM tasks WHERE id = ?", (task_id,)).fetchone()[0])
+                responses = json.loads(
+                    conn.execute("SELECT responses FROM tasks WHERE id = ?", (task_id,)).fetchone()[0]
+                )
                 shown_order = [response["id"] for response in responses]
                 rng.shuffle(shown_order)
                 conn.execute(
-                    "INSERT INTO assignments(task_id, reviewer_id, shown_order, first_shown_at, leased_at) VALUES (?,?,?,?,?)",
+                    "INSERT INTO assignments(task_id, reviewer_id, shown_order, first_shown_at, leased_at) VALUES "
+                    "(?,?,?,?,?)",
                     (task_id, reviewer_id, _json(shown_order), now, now),
                 )
             task = self._task_from_row(conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone())
@@ -467,7 +524,9 @@ class AnnotationStore:
         if undone is not None:
             previous = {
                 "kind": undone["kind"],
-                "ranking": ids_to_label_tiers(json.loads(undone["ranking"]), shown_order) if undone["ranking"] else None,
+                "ranking": ids_to_label_tiers(json.loads(undone["ranking"]), shown_order)
+                if undone["ranking"]
+                else None,
                 "all_bad": bool(undone["all_bad"]),
                 "rationale": undone["rationale"] or "",
                 "skip_reason": undone["skip_reason"] or "",
@@ -482,13 +541,16 @@ class AnnotationStore:
         """The reviewer's assignment of this task, which must exist and be unanswered; blocked reviewers are refused."""
         if conn.execute("SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone() is None:
             raise NotFound(f"no task {task_id!r}")
-        assignment = conn.execute("SELECT * FROM assignments WHERE task_id = ? AND reviewer_id = ?", (task_id, reviewer_id)).fetchone()
+        assignment = conn.execute(
+            "SELECT * FROM assignments WHERE task_id = ? AND reviewer_id = ?", (task_id, reviewer_id)
+        ).fetchone()
         if assignment is None:
             raise Forbidden(f"task {task_id!r} has not been offered to you")
         if self._quality(conn, reviewer_id).status == "blocked":
             raise Forbidden("your account is paused after too many wrong answers on checked items; ask the organiser")
         answered = conn.execute(
-            "SELECT 1 FROM annotations WHERE task_id = ? AND reviewer_id = ? AND undone_at IS NULL", (task_id, reviewer_id)
+            "SELECT 1 FROM annotations WHERE task_id = ? AND reviewer_id = ? AND undone_at IS NULL",
+            (task_id, reviewer_id),
         ).fetchone()
         if answered is not None:
             raise Conflict(f"you already answered task {task_id!r}; undo it first to change the answer")
@@ -506,9 +568,18 @@ class AnnotationStore:
             raise InvalidInput(f"'{field_name}' is {len(value)} characters long; at most {limit} are allowed")
         return value.strip()
 
-    def submit_ranking(self, reviewer_id: int, task_id: str, label_tiers: Any, all_bad: bool = False,
-                       rationale: str | None = None, now: float | None = None, ratings: Any = None, flags: Any = None,
-                       confirm_too_fast: bool = False) -> int:
+    def submit_ranking(
+        self,
+        reviewer_id: int,
+        task_id: str,
+        label_tiers: Any,
+        all_bad: bool = False,
+        rationale: str | None = None,
+        now: float | None = None,
+        ratings: Any = None,
+        flags: Any = None,
+        confirm_too_fast: bool = False,
+    ) -> int:
         """Store a ranking given in card labels (with ratings and flags by label); returns the annotation id.
 
         Under the project's `min_seconds` since the task was shown, the submission is refused with
@@ -533,14 +604,29 @@ class AnnotationStore:
                 raise NeedsConfirmation(
                     f"you spent {seconds:.0f} s on this task; the project asks for at least {min_seconds:.0f} s. "
                     "Read the responses again, or confirm to submit anyway (the answer is marked as fast)",
-                    reason="too_fast", seconds=round(seconds, 3), min_seconds=min_seconds)
+                    reason="too_fast",
+                    seconds=round(seconds, 3),
+                    min_seconds=min_seconds,
+                )
             cursor = conn.execute(
                 """INSERT INTO annotations(task_id, reviewer_id, kind, ranking, all_bad, unchanged_order, rationale,
                                            shown_order, shown_at, submitted_at, ratings, flags, too_fast)
                    VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)""",
-                (task_id, reviewer_id, "ranking", _json(ranking), int(all_bad), int(is_unchanged_order(ranking, shown_order)),
-                 rationale, assignment["shown_order"], assignment["leased_at"], now,
-                 None if ratings_by_id is None else _json(ratings_by_id), None if flags_by_id is None else _json(flags_by_id), int(too_fast)),
+                (
+                    task_id,
+                    reviewer_id,
+                    "ranking",
+                    _json(ranking),
+                    int(all_bad),
+                    int(is_unchanged_order(ranking, shown_order)),
+                    rationale,
+                    assignment["shown_order"],
+                    assignment["leased_at"],
+                    now,
+                    None if ratings_by_id is None else _json(ratings_by_id),
+                    None if flags_by_id is None else _json(flags_by_id),
+                    int(too_fast),
+                ),
             )
             if conn.execute("SELECT gold IS NOT NULL FROM tasks WHERE id = ?", (task_id,)).fetchone()[0]:
                 self._refresh_blocked(conn, reviewer_id)
@@ -563,32 +649,46 @@ class AnnotationStore:
         now = time.time() if now is None else now
         with self._write() as conn:
             if self._quality(conn, reviewer_id).status == "blocked":
-                raise Forbidden("your account is paused after too many wrong answers on checked items; ask the organiser")
+                raise Forbidden(
+                    "your account is paused after too many wrong answers on checked items; ask the organiser"
+                )
             row = conn.execute(
-                "SELECT id, task_id FROM annotations WHERE reviewer_id = ? AND undone_at IS NULL ORDER BY submitted_at DESC, id DESC LIMIT 1",
+                "SELECT id, task_id FROM annotations WHERE reviewer_id = ? AND undone_at IS NULL ORDER BY "
+                "submitted_at DESC, id DESC LIMIT 1",
                 (reviewer_id,),
             ).fetchone()
             if row is None:
                 raise Conflict("nothing to undo: you have no submitted answer")
             conn.execute("UPDATE annotations SET undone_at = ? WHERE id = ?", (now, row["id"]))
             # renew the lease so the task comes back to this reviewer first
-            conn.execute("UPDATE assignments SET leased_at = ? WHERE task_id = ? AND reviewer_id = ?", (now, row["task_id"], reviewer_id))
+            conn.execute(
+                "UPDATE assignments SET leased_at = ? WHERE task_id = ? AND reviewer_id = ?",
+                (now, row["task_id"], reviewer_id),
+            )
             return row["task_id"]
 
     def progress(self, reviewer_id: int) -> dict[str, int]:
         """Counts for the reviewer's progress bar; gold items are answers like any other but never 'remaining'."""
         with self._read() as conn:
-            counts = dict(conn.execute(
-                "SELECT kind, count(*) FROM annotations WHERE reviewer_id = ? AND undone_at IS NULL GROUP BY kind", (reviewer_id,)
-            ).fetchall())
+            counts = dict(
+                conn.execute(
+                    "SELECT kind, count(*) FROM annotations WHERE reviewer_id = ? AND undone_at IS NULL GROUP BY kind",
+                    (reviewer_id,),
+                ).fetchall()
+            )
             overlap = int(self._setting(conn, "overlap"))
             remaining = conn.execute(
-                f"""SELECT count(*) FROM tasks t WHERE t.gold IS NULL AND NOT {self._ANSWERED.format(t='t.id', r=':me')}
-                    AND {self._LIVE_RANKINGS.format(t='t.id')} < :overlap""",
+                f"""SELECT count(*) FROM tasks t WHERE t.gold IS NULL AND NOT {self._ANSWERED.format(t="t.id", r=":me")}
+                    AND {self._LIVE_RANKINGS.format(t="t.id")} < :overlap""",
                 {"me": reviewer_id, "overlap": overlap},
             ).fetchone()[0]
             total = conn.execute("SELECT count(*) FROM tasks WHERE gold IS NULL").fetchone()[0]
-        return {"ranked": counts.get("ranking", 0), "skipped": counts.get("skip", 0), "remaining": remaining, "total_tasks": total}
+        return {
+            "ranked": counts.get("ranking", 0),
+            "skipped": counts.get("skip", 0),
+            "remaining": remaining,
+            "total_tasks": total,
+        }
 
     # ---------------------------------------------------------------------------------------------
     # everything, for exports and the admin view
@@ -604,9 +704,13 @@ class AnnotationStore:
             reviewers = []
             for row in conn.execute("SELECT id, name, created_at, quality_override FROM reviewers ORDER BY id"):
                 quality = reviewer_quality(gold_scores.get(row["id"], []), rules, row["quality_override"])
-                reviewers.append({"id": row["id"], "name": row["name"], "created_at": row["created_at"], "quality": quality})
-            assignments = [dict(row) | {"shown_order": json.loads(row["shown_order"])}
-                           for row in conn.execute("SELECT * FROM assignments ORDER BY first_shown_at, task_id")]
+                reviewers.append(
+                    {"id": row["id"], "name": row["name"], "created_at": row["created_at"], "quality": quality}
+                )
+            assignments = [
+                dict(row) | {"shown_order": json.loads(row["shown_order"])}
+                for row in conn.execute("SELECT * FROM assignments ORDER BY first_shown_at, task_id")
+            ]
             annotations = []
             for row in conn.execute("SELECT * FROM annotations ORDER BY id"):
                 record = dict(row)
@@ -616,21 +720,47 @@ class AnnotationStore:
                 for key in ("all_bad", "unchanged_order", "too_fast"):
                     record[key] = bool(row[key])
                 annotations.append(record)
-            adjudications = {row["task_id"]: dict(row) | {"ranking": json.loads(row["ranking"]) if row["ranking"] else None}
-                             for row in conn.execute("SELECT * FROM adjudications ORDER BY decided_at")}
-            apps = [dict(row) for row in conn.execute("SELECT id, name, rate_per_minute, created_at, revoked_at FROM apps ORDER BY id")]
+            adjudications = {
+                row["task_id"]: dict(row) | {"ranking": json.loads(row["ranking"]) if row["ranking"] else None}
+                for row in conn.execute("SELECT * FROM adjudications ORDER BY decided_at")
+            }
+            apps = [
+                dict(row)
+                for row in conn.execute(
+                    "SELECT id, name, rate_per_minute, created_at, revoked_at FROM apps ORDER BY id"
+                )
+            ]
             feedback = []
             for row in conn.execute("SELECT * FROM feedback ORDER BY id"):
                 record = dict(row)
                 for key in ("prompt", "responses", "meta"):
                     record[key] = json.loads(row[key])
                 feedback.append(record)
-            settings: dict[str, Any] = {row["key"]: row["value"] for row in conn.execute("SELECT key, value FROM settings") if row["key"] != "admin_token"}
+            settings: dict[str, Any] = {
+                row["key"]: row["value"]
+                for row in conn.execute("SELECT key, value FROM settings")
+                if row["key"] != "admin_token"
+            }
             for key in ("overlap", "gold_min_answers"):
                 settings[key] = int(settings[key])
-            for key in ("lease_seconds", "created_at", "gold_rate", "gold_warn_below", "gold_block_below", "min_seconds"):
+            for key in (
+                "lease_seconds",
+                "created_at",
+                "gold_rate",
+                "gold_warn_below",
+                "gold_block_below",
+                "min_seconds",
+            ):
                 settings[key] = float(settings[key])
             settings["judgements"] = json.loads(settings["judgements"])
             settings["schema_version"] = conn.execute("PRAGMA user_version").fetchone()[0]
-        return {"tasks": tasks, "reviewers": reviewers, "assignments": assignments, "annotations": annotations, "settings": settings,
-                "adjudications": adjudications, "apps": apps, "feedback": feedback}
+        return {
+            "tasks": tasks,
+            "reviewers": reviewers,
+            "assignments": assignments,
+            "annotations": annotations,
+            "settings": settings,
+            "adjudications": adjudications,
+            "apps": apps,
+            "feedback": feedback,
+        }

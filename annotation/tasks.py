@@ -10,6 +10,7 @@ conversations (lists of {role, content}), as `rlhf generate` writes them. Ids ma
 with a DataError naming the file, the 1-based row and the field, before anything is written to the
 database.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -76,20 +77,38 @@ def parse_task(row: dict, source: str, row_number: int, require_gold: bool = Fal
         field_name, reason = problem
         raise DataError(f"{where}: field '{field_name}': {reason}")
     if len(row["responses"]) > len(CARD_LABELS):
-        raise DataError(f"{where}: field 'responses': has {len(row['responses'])} responses; the tool shows at most {len(CARD_LABELS)} (cards A-Z)")
+        raise DataError(
+            f"{where}: field 'responses': has {len(row['responses'])} responses; the tool shows at most "
+            f"{len(CARD_LABELS)} (cards A-Z)"
+        )
     texts = [("prompt", row["prompt"])] + [(f"responses[{i}].text", r["text"]) for i, r in enumerate(row["responses"])]
     for field_name, value in texts:
         if _size(value) > MAX_TEXT_CHARS:
-            raise DataError(f"{where}: field '{field_name}': {_size(value)} characters; at most {MAX_TEXT_CHARS} are allowed")
+            raise DataError(
+                f"{where}: field '{field_name}': {_size(value)} characters; at most {MAX_TEXT_CHARS} are allowed"
+            )
     guidelines = row.get("guidelines")
     if guidelines is not None and not isinstance(guidelines, str):
         raise DataError(f"{where}: field 'guidelines': expected markdown text, got {type(guidelines).__name__}")
-    gold_field = "gold" if row.get("gold") is not None else ("ranking" if require_gold and row.get("ranking") is not None else None)
+    gold_field = (
+        "gold"
+        if row.get("gold") is not None
+        else ("ranking" if require_gold and row.get("ranking") is not None else None)
+    )
     if require_gold and gold_field is None:
-        raise DataError(f"{where}: field 'gold': missing; a gold file's rows need their known ranking in 'gold' (or 'ranking')")
+        raise DataError(
+            f"{where}: field 'gold': missing; a gold file's rows need their known ranking in 'gold' (or 'ranking')"
+        )
     gold = _parse_gold(row, where, gold_field) if gold_field else None
     responses = [{"id": str(response["id"]), "text": response["text"]} for response in row["responses"]]
-    return Task(id=str(row["id"]), prompt=row["prompt"], responses=responses, meta=row.get("meta") or {}, guidelines=guidelines, gold=gold)
+    return Task(
+        id=str(row["id"]),
+        prompt=row["prompt"],
+        responses=responses,
+        meta=row.get("meta") or {},
+        guidelines=guidelines,
+        gold=gold,
+    )
 
 
 def read_tasks(path: str | os.PathLike, require_gold: bool = False) -> list[Task]:
@@ -106,7 +125,9 @@ def read_tasks(path: str | os.PathLike, require_gold: bool = False) -> list[Task
     for row, row_number in zip(read_jsonl(path), line_numbers, strict=True):
         task = parse_task(row, str(path), row_number, require_gold=require_gold)
         if task.id in first_row_of:
-            raise DataError(f"{path}: row {row_number}: field 'id' repeats {task.id!r} (first seen in row {first_row_of[task.id]})")
+            raise DataError(
+                f"{path}: row {row_number}: field 'id' repeats {task.id!r} (first seen in row {first_row_of[task.id]})"
+            )
         first_row_of[task.id] = row_number
         tasks.append(task)
     if not tasks:

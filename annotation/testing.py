@@ -3,6 +3,7 @@
 `make_candidates` writes a small candidates file; `ReviewerClient` is one reviewer driving the HTTP API
 the way the page does (fetch a task, submit a ranking, read the next task from the answer).
 """
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,14 @@ class ReviewerClient:
         response.raise_for_status()
         return response.json()
 
-    def rank(self, task_id: str, ranking: list[list[str]], all_bad: bool = False, rationale: str | None = None) -> httpx.Response:
-        return self._request("POST", f"/api/tasks/{task_id}/ranking", json={"ranking": ranking, "all_bad": all_bad, "rationale": rationale})
+    def rank(
+        self, task_id: str, ranking: list[list[str]], all_bad: bool = False, rationale: str | None = None
+    ) -> httpx.Response:
+        return self._request(
+            "POST",
+            f"/api/tasks/{task_id}/ranking",
+            json={"ranking": ranking, "all_bad": all_bad, "rationale": rationale},
+        )
 
     def skip(self, task_id: str, reason: str) -> httpx.Response:
         return self._request("POST", f"/api/tasks/{task_id}/skip", json={"reason": reason})
@@ -67,7 +74,9 @@ def random_label_ranking(labels: list[str], rng: random.Random) -> list[list[str
     return [[label] for label in order]
 
 
-def annotate_many(client: ReviewerClient, count: int, rng: random.Random, max_requests: int | None = None) -> list[tuple[str, list[list[str]]]]:
+def annotate_many(
+    client: ReviewerClient, count: int, rng: random.Random, max_requests: int | None = None
+) -> list[tuple[str, list[list[str]]]]:
     """Submit up to `count` rankings as fast as possible; returns (task id, label ranking) of each acknowledged one.
 
     Bounded: stops after `max_requests` submissions (default 3 * count) or when no task is left.
@@ -88,8 +97,14 @@ def annotate_many(client: ReviewerClient, count: int, rng: random.Random, max_re
     return acknowledged
 
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 
 def chromium_path() -> str:
@@ -110,14 +125,34 @@ class ServerProcess:
     without the clients sharing its interpreter.
     """
 
-    def __init__(self, tasks: str | Path, db: str | Path, reviewers: list[str], extra_args: list[str] = (), log_dir: str | Path | None = None):
+    def __init__(
+        self,
+        tasks: str | Path,
+        db: str | Path,
+        reviewers: list[str],
+        extra_args: list[str] = (),
+        log_dir: str | Path | None = None,
+    ):
         import os
         import subprocess
         import sys
         import tempfile
         import threading
 
-        command = [sys.executable, "-m", "rlhf", "annotate", "serve", "--tasks", str(tasks), "--db", str(db), "--port", "0", *extra_args]
+        command = [
+            sys.executable,
+            "-m",
+            "rlhf",
+            "annotate",
+            "serve",
+            "--tasks",
+            str(tasks),
+            "--db",
+            str(db),
+            "--port",
+            "0",
+            *extra_args,
+        ]
         for name in reviewers:
             command += ["--reviewer", name]
         repo = Path(__file__).resolve().parents[1]
@@ -144,7 +179,10 @@ class ServerProcess:
             if self.proc.poll() is not None and not any(line.startswith(prefix) for line in self.lines):
                 break
             time.sleep(0.02)
-        raise RuntimeError(f"the server never printed {prefix!r}; output: {''.join(self.lines)}; errors: {self.stderr_path.read_text()}")
+        raise RuntimeError(
+            f"the server never printed {prefix!r}; output: {''.join(self.lines)}; errors: "
+            f"{self.stderr_path.read_text()}"
+        )
 
     def kill(self) -> None:
         """SIGKILL: no shutdown handler runs, nothing is flushed or checkpointed."""

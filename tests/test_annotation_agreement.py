@@ -1,4 +1,5 @@
 """Agreement statistics against hand-computed values and Krippendorff's published example."""
+
 from __future__ import annotations
 
 import math
@@ -11,8 +12,13 @@ from annotation.ranking import mid_ranks, pair_preference
 
 
 def _row(annotator: str, ranking: list[list[str]], task: str = "t", ids: str = "abc") -> dict:
-    return {"id": task, "prompt": f"prompt {task}", "responses": [{"id": i, "text": f"text {i}"} for i in ids],
-            "ranking": ranking, "annotator": annotator}
+    return {
+        "id": task,
+        "prompt": f"prompt {task}",
+        "responses": [{"id": i, "text": f"text {i}"} for i in ids],
+        "ranking": ranking,
+        "annotator": annotator,
+    }
 
 
 def test_mid_ranks_share_the_places_of_a_tie():
@@ -54,10 +60,12 @@ def test_ordinal_alpha_backend_reproduces_krippendorffs_published_example():
     import krippendorff
 
     nan = np.nan
-    data = [[1, 2, 3, 3, 2, 1, 4, 1, 2, nan, nan, nan],
-            [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, nan, 3],
-            [nan, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, nan],
-            [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, nan]]
+    data = [
+        [1, 2, 3, 3, 2, 1, 4, 1, 2, nan, nan, nan],
+        [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, nan, 3],
+        [nan, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, nan],
+        [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, nan],
+    ]
     assert krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal") == pytest.approx(0.815, abs=5e-4)
 
 

@@ -1,4 +1,5 @@
 """The HTTP API on a real uvicorn server on loopback: tokens, isolation, 4xx for bad requests, exports, CLI."""
+
 from __future__ import annotations
 
 import json
@@ -52,7 +53,9 @@ def test_every_api_request_needs_the_right_token(store, server):
 
 
 def test_a_reviewer_cannot_read_or_change_another_reviewers_annotation(store, server):
-    store.import_tasks([Task(id="extra", prompt="p", responses=[{"id": f"r{j}", "text": f"response r{j}"} for j in range(4)])])
+    store.import_tasks(
+        [Task(id="extra", prompt="p", responses=[{"id": f"r{j}", "text": f"response r{j}"} for j in range(4)])]
+    )
     alice, _ = store.add_reviewer("alice")
     bob, _ = store.add_reviewer("bob")
     alice_client, bob_client = ReviewerClient(server, alice.token), ReviewerClient(server, bob.token)
@@ -98,9 +101,27 @@ def test_bad_requests_get_a_4xx_with_a_message_never_a_500(store, server):
         ("POST", ranking_url, b"\xff\xfe\x00", 400, "parsing the body"),
         ("POST", ranking_url, json.dumps({"ranking": "ABCD"}).encode(), 422, "field 'ranking'"),
         ("POST", ranking_url, json.dumps({"ranking": [["A"], ["B"], ["C"]]}).encode(), 422, "leaves out card(s) D"),
-        ("POST", ranking_url, json.dumps({"ranking": [["A"], ["B"], ["C"], ["D"]], "all_bad": "yes"}).encode(), 422, "all_bad"),
-        ("POST", ranking_url, json.dumps({"ranking": [["A"], ["B"], ["C"], ["D"]], "admin": True}).encode(), 422, "field 'admin'"),
-        ("POST", ranking_url, json.dumps({"ranking": [["A"], ["B"], ["C"], ["D"]], "rationale": "x" * 5001}).encode(), 422, "rationale"),
+        (
+            "POST",
+            ranking_url,
+            json.dumps({"ranking": [["A"], ["B"], ["C"], ["D"]], "all_bad": "yes"}).encode(),
+            422,
+            "all_bad",
+        ),
+        (
+            "POST",
+            ranking_url,
+            json.dumps({"ranking": [["A"], ["B"], ["C"], ["D"]], "admin": True}).encode(),
+            422,
+            "field 'admin'",
+        ),
+        (
+            "POST",
+            ranking_url,
+            json.dumps({"ranking": [["A"], ["B"], ["C"], ["D"]], "rationale": "x" * 5001}).encode(),
+            422,
+            "rationale",
+        ),
         ("POST", ranking_url, json.dumps({"ranking": [[{"$gt": ""}]]}).encode(), 422, "ranking"),
         ("POST", ranking_url, b"[" * 2000 + b"]" * 2000, 400, "parsing the body"),  # RecursionError in json
         ("POST", f"{server}/api/tasks/{task_id}/skip", json.dumps({"reason": ""}).encode(), 422, "reason"),
@@ -144,8 +165,12 @@ def test_pages_send_a_strict_content_security_policy_and_hold_no_data(store, ser
 
 def test_guidelines_are_markdown_without_raw_html(tmp_path):
     store = AnnotationStore(tmp_path / "g.db")
-    own = Task(id="g1", prompt="p", responses=[{"id": "a", "text": "x"}, {"id": "b", "text": "y"}],
-               guidelines="**Be strict.** <script>window.bad=1</script> [x](javascript:alert(1))")
+    own = Task(
+        id="g1",
+        prompt="p",
+        responses=[{"id": "a", "text": "x"}, {"id": "b", "text": "y"}],
+        guidelines="**Be strict.** <script>window.bad=1</script> [x](javascript:alert(1))",
+    )
     store.import_tasks([own])
     alice, _ = store.add_reviewer("alice")
     with serve_in_background(create_app(store)) as url:
@@ -161,7 +186,10 @@ def _scenario(store: AnnotationStore, url: str) -> None:
     Every answer's reply carries the reviewer's next task, which leases it to them, as the page shows it.
     """
     store.set_overlap(5)
-    clients = {name: ReviewerClient(url, store.add_reviewer(name)[0].token) for name in ("alice", "bob", "carol", "dave", "erin")}
+    clients = {
+        name: ReviewerClient(url, store.add_reviewer(name)[0].token)
+        for name in ("alice", "bob", "carol", "dave", "erin")
+    }
     rankings = {
         "alice": [["r0"], ["r1"], ["r2"], ["r3"]],
         "bob": [["r0"], ["r1"], ["r3"], ["r2"]],
@@ -178,7 +206,9 @@ def _scenario(store: AnnotationStore, url: str) -> None:
     assert clients["alice"].rank("task1", _label_tiers(offer, [["r3"], ["r2"], ["r1"], ["r0"]])).status_code == 200
     assert clients["alice"].undo().json()["undone_task"] == "task1"
     offer = clients["alice"].next()
-    response = clients["alice"].rank("task1", _label_tiers(offer, [["r2"], ["r0", "r1"], ["r3"]]), rationale="r2 is right")
+    response = clients["alice"].rank(
+        "task1", _label_tiers(offer, [["r2"], ["r0", "r1"], ["r3"]]), rationale="r2 is right"
+    )
     assert response.status_code == 200
     offer = clients["erin"].next()
     assert offer["task"]["id"] == "task0"
@@ -193,8 +223,17 @@ def test_exports_contain_exactly_what_was_done(store, server, tmp_path):
 
     def expected_row(task_id, annotator, ranking, all_bad=False, **extra):
         task = tasks[task_id]
-        return {"id": task_id, "prompt": task.prompt, "responses": task.responses, "ranking": ranking,
-                "annotator": annotator, "all_bad": all_bad, **extra, "source": "reviewer", "quality_weight": 1.0}
+        return {
+            "id": task_id,
+            "prompt": task.prompt,
+            "responses": task.responses,
+            "ranking": ranking,
+            "annotator": annotator,
+            "all_bad": all_bad,
+            **extra,
+            "source": "reviewer",
+            "quality_weight": 1.0,
+        }
 
     rankings = export_rows(store, "rankings")
     # time on task is measured by the server: present on every reviewer row, small here (the test answers at once)
@@ -213,21 +252,37 @@ def test_exports_contain_exactly_what_was_done(store, server, tmp_path):
     def text(task_id, response_id):
         return f"response {response_id} of {task_id}"
 
-    expected_pairs = {("task0", "r0", "r1"), ("task0", "r0", "r2"), ("task0", "r0", "r3"), ("task0", "r1", "r2"), ("task0", "r1", "r3"),
-                      ("task1", "r2", "r0"), ("task1", "r2", "r1"), ("task1", "r2", "r3"), ("task1", "r0", "r3"), ("task1", "r1", "r3")}
+    expected_pairs = {
+        ("task0", "r0", "r1"),
+        ("task0", "r0", "r2"),
+        ("task0", "r0", "r3"),
+        ("task0", "r1", "r2"),
+        ("task0", "r1", "r3"),
+        ("task1", "r2", "r0"),
+        ("task1", "r2", "r1"),
+        ("task1", "r2", "r3"),
+        ("task1", "r0", "r3"),
+        ("task1", "r1", "r3"),
+    }
     pairs = export_rows(store, "pairs")
     expected = sorted((group, text(group, winner), text(group, loser)) for group, winner, loser in expected_pairs)
     assert sorted((p["group"], p["chosen"], p["rejected"]) for p in pairs) == expected
     assert all(p["prompt"] == tasks[p["group"]].prompt for p in pairs)
     # counting dave's all-bad vote turns r0 vs r1 into a 2-2 split
     with_all_bad = export_rows(store, "pairs", include_all_bad=True)
-    assert ("task0", text("task0", "r0"), text("task0", "r1")) not in {(p["group"], p["chosen"], p["rejected"]) for p in with_all_bad}
+    assert ("task0", text("task0", "r0"), text("task0", "r1")) not in {
+        (p["group"], p["chosen"], p["rejected"]) for p in with_all_bad
+    }
 
     raw = export_rows(store, "raw")
     answers = [row for row in raw if row["type"] == "annotation"]
     assert [(a["annotator"], a["task_id"], a["kind"], a["undone_at"] is not None) for a in answers] == [
-        ("alice", "task0", "ranking", False), ("bob", "task0", "ranking", False), ("carol", "task0", "ranking", False),
-        ("dave", "task0", "ranking", False), ("alice", "task1", "ranking", True), ("alice", "task1", "ranking", False),
+        ("alice", "task0", "ranking", False),
+        ("bob", "task0", "ranking", False),
+        ("carol", "task0", "ranking", False),
+        ("dave", "task0", "ranking", False),
+        ("alice", "task1", "ranking", True),
+        ("alice", "task1", "ranking", False),
         ("erin", "task0", "skip", False),
     ]
     assert answers[4]["ranking"] == [["r3"], ["r2"], ["r1"], ["r0"]] and answers[6]["skip_reason"] == "not my field"
@@ -237,7 +292,9 @@ def test_exports_contain_exactly_what_was_done(store, server, tmp_path):
     assert store.admin_token not in json.dumps(raw)
 
     # the admin API serves the same export, and the CLI writes it to a file
-    response = httpx.get(f"{server}/api/admin/export?format=rankings", headers={"Authorization": f"Bearer {store.admin_token}"})
+    response = httpx.get(
+        f"{server}/api/admin/export?format=rankings", headers={"Authorization": f"Bearer {store.admin_token}"}
+    )
     assert [json.loads(line) for line in response.text.splitlines()] == export_rows(store, "rankings")
     from rlhf.app.cli import main
 
@@ -252,7 +309,12 @@ def test_admin_stats_report_agreement_and_disputed_pairs(store, server):
     assert stats["tasks"] == {"total": 2, "complete": 0, "started": 2}  # overlap 5: task0 has 4 rankings
     assert stats["annotations"] == {"rankings": 5, "skips": 1, "undone": 1}
     by_name = {r["name"]: r for r in stats["reviewers"]}
-    assert (by_name["alice"]["ranked"], by_name["alice"]["undone"], by_name["erin"]["skipped"], by_name["dave"]["all_bad"]) == (2, 1, 1, 1)
+    assert (
+        by_name["alice"]["ranked"],
+        by_name["alice"]["undone"],
+        by_name["erin"]["skipped"],
+        by_name["dave"]["all_bad"],
+    ) == (2, 1, 1, 1)
     # leave-one-out on task0 among alice, bob, carol (dave's all-bad ranking is left out):
     # alice: r0r1 others F,S none; r0r2 r0r3 r1r2 r1r3 agree; r2r3 others S,tie none -> 4/4
     # carol: r0r1 others F,F, carol S -> miss; 4 unanimous agree; r2r3 others F,S none -> 4/5
@@ -260,7 +322,8 @@ def test_admin_stats_report_agreement_and_disputed_pairs(store, server):
     assert (by_name["carol"]["agreement_with_majority"], by_name["carol"]["compared_pairs"]) == (0.8, 5)
     assert by_name["erin"]["agreement_with_majority"] is None
     assert [(p["group"], sorted([p["chosen"], p["rejected"]])) for p in stats["disputed_pairs"]] == [
-        ("task0", ["response r2 of task0", "response r3 of task0"])]
+        ("task0", ["response r2 of task0", "response r3 of task0"])
+    ]
     assert -1.0 <= stats["krippendorff_alpha_ordinal"] <= 1.0
 
 
@@ -271,10 +334,27 @@ def test_cli_add_reviewer_stats_and_user_errors(tmp_path, capsys):
     assert main(["annotate", "add-reviewer", "zoe", "--db", str(db), "--url", "http://127.0.0.1:9999"]) == 0
     link = capsys.readouterr().out.strip().split()[-1]
     token = link.split("#t=")[1]
-    assert link.startswith("http://127.0.0.1:9999/review#t=") and AnnotationStore(db).reviewer_for_token(token).name == "zoe"
+    assert (
+        link.startswith("http://127.0.0.1:9999/review#t=")
+        and AnnotationStore(db).reviewer_for_token(token).name == "zoe"
+    )
     assert main(["annotate", "stats", "--db", str(db), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["reviewers"][0]["name"] == "zoe"
-    assert main(["annotate", "export", "--db", str(tmp_path / "missing.db"), "--format", "raw", "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "annotate",
+                "export",
+                "--db",
+                str(tmp_path / "missing.db"),
+                "--format",
+                "raw",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert "annotation database not found" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "prompt": "p", "responses": []}\n')

@@ -3,6 +3,7 @@
 Every test acts like a reviewer (keys, mouse, drags) and then checks what the database and the export
 hold. The browser is the system Chromium: `playwright install` is never run.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,10 @@ from annotation.testing import chromium_path, launch_chromium, make_candidates
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(chromium_path()),
-                       reason=f"Chromium not found at {chromium_path()} (apt-get install chromium, or set RLHF_CHROMIUM)"),
+    pytest.mark.skipif(
+        not os.path.exists(chromium_path()),
+        reason=f"Chromium not found at {chromium_path()} (apt-get install chromium, or set RLHF_CHROMIUM)",
+    ),
 ]
 
 
@@ -103,7 +106,9 @@ def wait_for_task(page, task_id: str) -> None:
 
 
 def focused_label(page) -> str | None:
-    return page.evaluate("() => document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.label : null")
+    return page.evaluate(
+        "() => document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.label : null"
+    )
 
 
 def live_answers(store: AnnotationStore) -> list[dict]:
@@ -157,8 +162,11 @@ def test_rank_four_responses_by_dragging_with_the_mouse(make_tool):
         if order[place] == labels[response_id]:
             continue
         # drop on the upper half of the card now at this place: the dragged card goes just above it
-        page.drag_and_drop(f'#ranking .card[data-label="{labels[response_id]}"]', f'#ranking .card[data-label="{order[place]}"]',
-                           target_position={"x": 40, "y": 6})
+        page.drag_and_drop(
+            f'#ranking .card[data-label="{labels[response_id]}"]',
+            f'#ranking .card[data-label="{order[place]}"]',
+            target_position={"x": 40, "y": 6},
+        )
     assert card_order(page) == [labels[r] for r in desired]
     page.click("#submit")
     page.wait_for_function("id => document.querySelector('#task-id').textContent !== '#' + id", arg=task_id)
@@ -214,8 +222,16 @@ def test_tie_all_bad_and_skip_and_the_export_holds_exactly_that(make_tool):
     tasks = {task.id: task for task in tool.store.snapshot()["tasks"]}
     shown = {a["task_id"]: a["shown_order"] for a in tool.store.snapshot()["assignments"]}
     row = lambda task_id, ranking, all_bad=False, **extra: {  # noqa: E731
-        "id": task_id, "prompt": tasks[task_id].prompt, "responses": tasks[task_id].responses, "ranking": ranking,
-        "annotator": "ana", "all_bad": all_bad, **extra, "source": "reviewer", "quality_weight": 1.0}
+        "id": task_id,
+        "prompt": tasks[task_id].prompt,
+        "responses": tasks[task_id].responses,
+        "ranking": ranking,
+        "annotator": "ana",
+        "all_bad": all_bad,
+        **extra,
+        "source": "reviewer",
+        "quality_weight": 1.0,
+    }
     fourth_ranking = [[last_id]] + [[r] for r in shown[done[3]] if r != last_id]
     rankings = export_rows(tool.store, "rankings")
     assert all(0 <= ranking.pop("seconds") < 60 for ranking in rankings)  # time on task, measured by the server
@@ -226,7 +242,11 @@ def test_tie_all_bad_and_skip_and_the_export_holds_exactly_that(make_tool):
     ]
     raw_answers = [r for r in export_rows(tool.store, "raw") if r["type"] == "annotation"]
     assert [(a["task_id"], a["kind"], a["skip_reason"]) for a in raw_answers] == [
-        (done[0], "ranking", None), (done[1], "ranking", None), (done[2], "skip", "needs a chemist"), (done[3], "ranking", None)]
+        (done[0], "ranking", None),
+        (done[1], "ranking", None),
+        (done[2], "skip", "needs a chemist"),
+        (done[3], "ranking", None),
+    ]
     # pairs come from task 1 only (all-bad rankings are left out); the r0 = r3 tie gives no pair
     pairs = {(p["chosen"].split()[1], p["rejected"].split()[1]) for p in export_rows(tool.store, "pairs")}
     assert pairs == {("r1", "r0"), ("r1", "r3"), ("r1", "r2"), ("r0", "r2"), ("r3", "r2")}
@@ -236,7 +256,11 @@ def test_tie_all_bad_and_skip_and_the_export_holds_exactly_that(make_tool):
 def test_two_responses_get_three_big_buttons(make_tool):
     tool = make_tool(num_tasks=3, k=2)
     page = tool.open("lee")
-    assert page.locator("#pair-a").is_visible() and page.locator("#pair-tie").is_visible() and page.locator("#pair-b").is_visible()
+    assert (
+        page.locator("#pair-a").is_visible()
+        and page.locator("#pair-tie").is_visible()
+        and page.locator("#pair-b").is_visible()
+    )
     assert not page.locator("#submit").is_visible() and not page.locator("#ranking").is_visible()
     chosen = []
     for how in ("click A", "key t", "click B"):
@@ -256,7 +280,10 @@ def test_two_responses_get_three_big_buttons(make_tool):
             page.wait_for_function("id => document.querySelector('#task-id').textContent !== '#' + id", arg=task_id)
     page.wait_for_selector("#done:visible")
     assert [(a["task_id"], a["ranking"]) for a in live_answers(tool.store)] == chosen
-    assert all(not a["unchanged_order"] or a["ranking"] == [[a["shown_order"][0]], [a["shown_order"][1]]] for a in live_answers(tool.store))
+    assert all(
+        not a["unchanged_order"] or a["ranking"] == [[a["shown_order"][0]], [a["shown_order"][1]]]
+        for a in live_answers(tool.store)
+    )
 
 
 def test_submitting_the_unchanged_order_asks_once(make_tool):
@@ -302,23 +329,32 @@ def test_undo_brings_back_the_last_answer_to_change_it(make_tool):
     page.click("#submit")
     page.wait_for_function("id => document.querySelector('#task-id').textContent !== '#' + id", arg=first_task)
     rows = export_rows(tool.store, "rankings")
-    assert [(r["id"], r["ranking"], r["rationale"]) for r in rows] == [(first_task, [[r] for r in first_ranking[-1:] + first_ranking[:-1]], "second thought")]
+    assert [(r["id"], r["ranking"], r["rationale"]) for r in rows] == [
+        (first_task, [[r] for r in first_ranking[-1:] + first_ranking[:-1]], "second thought")
+    ]
     raw = [r for r in export_rows(tool.store, "raw") if r["type"] == "annotation"]
-    assert [(r["rationale"], r["undone_at"] is not None) for r in raw] == [("first thought", True), ("second thought", False)]
+    assert [(r["rationale"], r["undone_at"] is not None) for r in raw] == [
+        ("first thought", True),
+        ("second thought", False),
+    ]
 
 
 XSS_PROMPT = "Summarise: <script>window.__xss = 'prompt'</script> please"
 XSS_RESPONSES = [
-    '<img src=x onerror="window.__xss = \'img\'">',
+    "<img src=x onerror=\"window.__xss = 'img'\">",
     "<script>window.__xss = 'script'</script>",
-    '<svg onload="window.__xss = \'svg\'"></svg> <a href="javascript:window.__xss=\'link\'">click</a>',
+    "<svg onload=\"window.__xss = 'svg'\"></svg> <a href=\"javascript:window.__xss='link'\">click</a>",
     "a plain, harmless answer",
 ]
 
 
 def test_script_and_onerror_payloads_are_shown_as_text_and_run_nothing(make_tool):
-    task = Task(id="xss", prompt=XSS_PROMPT, responses=[{"id": f"x{i}", "text": t} for i, t in enumerate(XSS_RESPONSES)],
-                guidelines="**Careful** <img src=x onerror=\"window.__xss='guidelines'\">")
+    task = Task(
+        id="xss",
+        prompt=XSS_PROMPT,
+        responses=[{"id": f"x{i}", "text": t} for i, t in enumerate(XSS_RESPONSES)],
+        guidelines="**Careful** <img src=x onerror=\"window.__xss='guidelines'\">",
+    )
     tool = make_tool(tasks=[task], overlap=2)
     hostile_name = "<img src=x onerror=window.__xss='name'>"
     page = tool.open(hostile_name)
@@ -340,7 +376,9 @@ def test_script_and_onerror_payloads_are_shown_as_text_and_run_nothing(make_tool
     first_ranking = [tier[0] for tier in live_answers(tool.store)[0]["ranking"]]
     text_of = {response["id"]: response["text"] for response in task.responses}
     label_of_text = other.evaluate(
-        "() => Object.fromEntries([...document.querySelectorAll('#ranking .card')].map(c => [c.querySelector('.response').textContent, c.dataset.label]))")
+        "() => Object.fromEntries([...document.querySelectorAll('#ranking .card')].map(c => "
+        "[c.querySelector('.response').textContent, c.dataset.label]))"
+    )
     keyboard_rank(other, first_ranking[::-1], labels={r: label_of_text[text_of[r]] for r in first_ranking})
     other.keyboard.press("Enter")
     if other.locator("#confirm").is_visible():  # the reversal happened to be this reviewer's shown order
@@ -370,17 +408,26 @@ def test_admin_page_needs_the_admin_token(make_tool):
 
 
 def test_conversations_are_shown_turn_by_turn_as_text(make_tool):
-    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "<img src=x onerror=\"window.__xss='chat'\"> hi?"}]
-    task = Task(id="chat", prompt=conversation, responses=[
-        {"id": "a", "text": [{"role": "assistant", "content": "Hello <b>there</b>."}]},
-        {"id": "b", "text": [{"role": "assistant", "content": "Hi."}]},
-    ])
+    conversation = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "<img src=x onerror=\"window.__xss='chat'\"> hi?"},
+    ]
+    task = Task(
+        id="chat",
+        prompt=conversation,
+        responses=[
+            {"id": "a", "text": [{"role": "assistant", "content": "Hello <b>there</b>."}]},
+            {"id": "b", "text": [{"role": "assistant", "content": "Hi."}]},
+        ],
+    )
     tool = make_tool(tasks=[task])
     page = tool.open("cora")
     page.wait_for_timeout(200)
     assert page.evaluate("window.__xss") is None
     assert page.locator("#prompt .turn .role").all_text_contents() == ["system", "user"]
-    assert page.locator("#prompt .turn .content").all_text_contents() == [message["content"] for message in conversation]
+    assert page.locator("#prompt .turn .content").all_text_contents() == [
+        message["content"] for message in conversation
+    ]
     assert "Hello <b>there</b>." in page.locator("#pair-cards").inner_text()
     assert page.locator("#prompt img, #pair-cards b").count() == 0
     page.click("#pair-b")
@@ -394,8 +441,12 @@ def test_conversations_are_shown_turn_by_turn_as_text(make_tool):
 # quality control, ratings and flags, adjudication (issue 20)
 # -------------------------------------------------------------------------------------------------
 
-GOLD = Task(id="g-7", prompt="What is 3 + 4?", responses=[{"id": "right", "text": "response right is 7"}, {"id": "wrong", "text": "response wrong is 8"}],
-            gold=[["right"], ["wrong"]])
+GOLD = Task(
+    id="g-7",
+    prompt="What is 3 + 4?",
+    responses=[{"id": "right", "text": "response right is 7"}, {"id": "wrong", "text": "response wrong is 8"}],
+    gold=[["right"], ["wrong"]],
+)
 
 
 def _gold_project(block_after: int):
@@ -403,6 +454,7 @@ def _gold_project(block_after: int):
         store.import_tasks([GOLD])
         store.set_gold_rate(1.0)  # the first new task is the gold item
         store.set_quality_rules(warn_below=0.7, block_below=0.5, min_answers=block_after)
+
     return configure
 
 
@@ -461,7 +513,10 @@ def test_a_too_fast_submission_asks_for_confirmation(make_tool):
     keyboard_rank(page, desired)
     page.keyboard.press("Enter")
     page.wait_for_selector("#confirm:visible")
-    assert "You spent only" in page.locator("#confirm-text").inner_text() and "at least 60 s" in page.locator("#confirm-text").inner_text()
+    assert (
+        "You spent only" in page.locator("#confirm-text").inner_text()
+        and "at least 60 s" in page.locator("#confirm-text").inner_text()
+    )
     assert live_answers(tool.store) == [] and shown_task(page) == task_id  # nothing stored, same task
     page.keyboard.press("Enter")  # asked once: the second Enter confirms
     page.wait_for_function("id => document.querySelector('#task-id').textContent !== '#' + id", arg=task_id)
@@ -511,7 +566,11 @@ def test_ratings_and_flags_entered_by_keyboard(make_tool):
     assert answer["ratings"] == {a: 7, b: 2, c: 1}
     assert answer["flags"] == {b: ["harmful"], c: ["made-up facts", "harmful"]}
     [row] = export_rows(tool.store, "rankings")
-    assert {j["id"]: (j["rating"], j["flags"]) for j in row["judgements"]} == {a: (7, []), b: (2, ["harmful"]), c: (1, ["made-up facts", "harmful"])}
+    assert {j["id"]: (j["rating"], j["flags"]) for j in row["judgements"]} == {
+        a: (7, []),
+        b: (2, ["harmful"]),
+        c: (1, ["made-up facts", "harmful"]),
+    }
     assert tool.page_errors == []
 
 
@@ -540,5 +599,9 @@ def test_adjudicating_a_disputed_task_in_the_admin_view(make_tool):
     assert "r1 > r0 = r2" in admin.locator("#adjudicated").inner_text()
     [row] = [r for r in export_rows(tool.store, "rankings") if r["id"] == "task0"]
     assert (row["ranking"], row["adjudicated"], row["overrides"], row["rationale"]) == (
-        [["r1"], ["r0", "r2"]], True, ["ann", "ben"], "r1 is the only correct answer")
+        [["r1"], ["r0", "r2"]],
+        True,
+        ["ann", "ben"],
+        "r1 is the only correct answer",
+    )
     assert tool.page_errors == []

@@ -1,4 +1,5 @@
 """Many reviewers at once lose nothing; a server killed with SIGKILL loses no acknowledged answer."""
+
 from __future__ import annotations
 
 import random
@@ -48,11 +49,16 @@ def test_eight_concurrent_reviewers_submitting_fifty_each_lose_none(tmp_path):
 
     # counted in the database ...
     with sqlite3.connect(store.path) as conn:
-        assert conn.execute("SELECT count(*) FROM annotations WHERE kind = 'ranking' AND undone_at IS NULL").fetchone()[0] == 400
+        assert (
+            conn.execute("SELECT count(*) FROM annotations WHERE kind = 'ranking' AND undone_at IS NULL").fetchone()[0]
+            == 400
+        )
     # ... and in the export, answer by answer
     rows = export_rows(store, "rankings")
     assert len(rows) == reviewers * per_reviewer
-    assert {(row["annotator"], row["id"]) for row in rows} == {(name, task) for name, done in acknowledged.items() for task, _ in done}
+    assert {(row["annotator"], row["id"]) for row in rows} == {
+        (name, task) for name, done in acknowledged.items() for task, _ in done
+    }
     # the assignment transaction never handed a task to more reviewers than the overlap
     assert max(Counter(row["id"] for row in rows).values()) <= overlap
     store.close()
@@ -112,7 +118,9 @@ def test_killing_the_server_mid_run_loses_no_submitted_annotation(tmp_path):
     store = AnnotationStore(db, create=False)
     snapshot = store.snapshot()
     names_by_id = {reviewer["id"]: reviewer["name"] for reviewer in snapshot["reviewers"]}
-    stored = {(names_by_id[a["reviewer_id"]], a["task_id"]): a for a in snapshot["annotations"] if a["undone_at"] is None}
+    stored = {
+        (names_by_id[a["reviewer_id"]], a["task_id"]): a for a in snapshot["annotations"] if a["undone_at"] is None
+    }
     for name, task_id, label_ranking in acknowledged:
         answer = stored[(name, task_id)]
         labels = "ABC"

@@ -1,5 +1,6 @@
 """End users' feedback from applications: keys, refusals, validation, the rate limit, concurrency, export,
 and the reviewer/admin HTTP API additions (too-fast confirmation, adjudication, restoring a reviewer)."""
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,12 @@ def server(store):
 
 def _post(url: str, key: str, body, **kwargs) -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return httpx.post(f"{url}/api/feedback", content=content, headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"}, **kwargs)
+    return httpx.post(
+        f"{url}/api/feedback",
+        content=content,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        **kwargs,
+    )
 
 
 def test_feedback_with_a_valid_key_is_stored_and_exported_as_rankings(store, server):
@@ -47,22 +53,64 @@ def test_feedback_with_a_valid_key_is_stored_and_exported_as_rankings(store, ser
     retry = _post(server, key, CHOICE | {"id": "evt-1", "user": "u-42", "meta": {"page": "home"}})
     assert retry.status_code == 200 and retry.json() == {"ok": True, "feedback_id": 1, "duplicate": True}
     conversation = [{"role": "user", "content": "Hi?"}]
-    three = {"prompt": conversation, "responses": [{"id": 1, "text": [{"role": "assistant", "content": "Hello."}]},
-                                                   {"id": 2, "text": [{"role": "assistant", "content": "Go away."}]},
-                                                   {"id": 3, "text": [{"role": "assistant", "content": "Hey."}]}], "choice": 3}
+    three = {
+        "prompt": conversation,
+        "responses": [
+            {"id": 1, "text": [{"role": "assistant", "content": "Hello."}]},
+            {"id": 2, "text": [{"role": "assistant", "content": "Go away."}]},
+            {"id": 3, "text": [{"role": "assistant", "content": "Hey."}]},
+        ],
+        "choice": 3,
+    }
     assert _post(server, key, three).status_code == 201
     # thumbs on single responses of one prompt: "7" up twice, "4" down, "9" up and down (no opinion)
     for text, thumb in (("7", "up"), ("4", "down"), ("7", "up"), ("9", "up"), ("9", "down")):
-        assert _post(server, key, {"prompt": "Name a prime.", "responses": [{"id": "x", "text": text}], "thumb": thumb}).status_code == 201
-    assert _post(server, key, {"prompt": "Only praise.", "responses": [{"id": "x", "text": "ok"}], "thumb": "up"}).status_code == 201
+        assert (
+            _post(
+                server, key, {"prompt": "Name a prime.", "responses": [{"id": "x", "text": text}], "thumb": thumb}
+            ).status_code
+            == 201
+        )
+    assert (
+        _post(
+            server, key, {"prompt": "Only praise.", "responses": [{"id": "x", "text": "ok"}], "thumb": "up"}
+        ).status_code
+        == 201
+    )
     rows = [row for row in export_rows(store, "rankings") if row["source"] == "app"]
     assert rows == [
-        {"id": "app:chat:1", "prompt": "Name a prime.", "responses": CHOICE["responses"], "ranking": [["b"], ["a"]],
-         "annotator": "app:chat", "all_bad": False, "source": "app", "app": "chat", "user": "u-42"},
-        {"id": "app:chat:2", "prompt": conversation, "responses": [{"id": str(r["id"]), "text": r["text"]} for r in three["responses"]],
-         "ranking": [["3"], ["1", "2"]], "annotator": "app:chat", "all_bad": False, "source": "app", "app": "chat"},
-        {"id": "app:chat:thumbs:3", "prompt": "Name a prime.", "responses": [{"id": "t0", "text": "7"}, {"id": "t1", "text": "4"}],
-         "ranking": [["t0"], ["t1"]], "annotator": "app:chat", "all_bad": False, "source": "app", "app": "chat", "thumbs": True},
+        {
+            "id": "app:chat:1",
+            "prompt": "Name a prime.",
+            "responses": CHOICE["responses"],
+            "ranking": [["b"], ["a"]],
+            "annotator": "app:chat",
+            "all_bad": False,
+            "source": "app",
+            "app": "chat",
+            "user": "u-42",
+        },
+        {
+            "id": "app:chat:2",
+            "prompt": conversation,
+            "responses": [{"id": str(r["id"]), "text": r["text"]} for r in three["responses"]],
+            "ranking": [["3"], ["1", "2"]],
+            "annotator": "app:chat",
+            "all_bad": False,
+            "source": "app",
+            "app": "chat",
+        },
+        {
+            "id": "app:chat:thumbs:3",
+            "prompt": "Name a prime.",
+            "responses": [{"id": "t0", "text": "7"}, {"id": "t1", "text": "4"}],
+            "ranking": [["t0"], ["t1"]],
+            "annotator": "app:chat",
+            "all_bad": False,
+            "source": "app",
+            "app": "chat",
+            "thumbs": True,
+        },
     ]
     raw = [row for row in export_rows(store, "raw") if row["type"] == "feedback"]
     assert len(raw) == 8 and raw[0]["client_id"] == "evt-1" and raw[0]["meta"] == {"page": "home"}
@@ -106,12 +154,18 @@ def test_feedback_refuses_wrong_keys_and_reviewer_or_admin_tokens(store, server)
         ({"prompt": "p", "responses": CHOICE["responses"]}, "exactly one of 'choice'"),
         ({**CHOICE, "choice": "c"}, "field 'choice': 'c' is not one of the response ids (a, b)"),
         ({**CHOICE, "thumb": "up", "choice": None}, "field 'responses': a thumb rates exactly one response, got 2"),
-        ({"prompt": "p", "responses": [{"id": "a", "text": "x"}], "choice": "a"}, "a choice needs two or more responses"),
+        (
+            {"prompt": "p", "responses": [{"id": "a", "text": "x"}], "choice": "a"},
+            "a choice needs two or more responses",
+        ),
         ({**CHOICE, "thumb": "sideways", "choice": None}, "field 'thumb'"),
         ({**CHOICE, "admin": True}, "field 'admin': Extra inputs are not permitted"),
         ({**CHOICE, "prompt": 7}, "field 'prompt'"),
         ({**CHOICE, "prompt": ""}, "field 'prompt'"),
-        ({**CHOICE, "responses": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]}, "field 'responses[1].id': duplicate"),
+        (
+            {**CHOICE, "responses": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]},
+            "field 'responses[1].id': duplicate",
+        ),
         ({**CHOICE, "responses": [{"id": "a", "text": "x"}, {"id": "b"}]}, "field 'responses.1.text': Field required"),
         ({**CHOICE, "responses": []}, "field 'responses'"),
         ({**CHOICE, "user": "u" * 129}, "field 'user'"),
@@ -133,7 +187,10 @@ def test_a_burst_over_the_rate_limit_gets_429_and_stores_only_what_was_allowed(s
     statuses = [_post(server, key, CHOICE).status_code for _ in range(8)]
     assert statuses == [201] * 5 + [429] * 3
     refused = _post(server, key, CHOICE)
-    assert refused.status_code == 429 and "rate limit of 5 requests a minute exceeded for application 'small'" in refused.json()["error"]
+    assert (
+        refused.status_code == 429
+        and "rate limit of 5 requests a minute exceeded for application 'small'" in refused.json()["error"]
+    )
     assert 1 <= int(refused.headers["retry-after"]) <= 13  # one token every 12 s
     # junk from a limited key is refused before its body is even read; other keys have their own bucket
     assert _post(server, key, b"{not json").status_code == 429
@@ -165,8 +222,12 @@ def test_eight_concurrent_writers_lose_no_feedback(store, server):
         with httpx.Client(base_url=server, headers={"Authorization": f"Bearer {keys[index]}"}, timeout=30) as client:
             start.wait(timeout=30)
             for number in range(per_writer):
-                body = {"prompt": f"p{index}-{number}", "responses": [{"id": "a", "text": "x"}, {"id": "b", "text": "y"}],
-                        "choice": "a", "id": f"{index}-{number}"}
+                body = {
+                    "prompt": f"p{index}-{number}",
+                    "responses": [{"id": "a", "text": "x"}, {"id": "b", "text": "y"}],
+                    "choice": "a",
+                    "id": f"{index}-{number}",
+                }
                 response = client.post("/api/feedback", json=body)
                 if response.status_code != 201:
                     errors.append(f"{response.status_code} {response.text}")
@@ -185,7 +246,10 @@ def test_eight_concurrent_writers_lose_no_feedback(store, server):
     stored = store.snapshot()["feedback"]
     assert sorted(item["client_id"] for item in stored) == sorted(client_id for _, client_id in acknowledged)
     assert len([row for row in export_rows(store, "rankings") if row["source"] == "app"]) == writers * per_writer
-    print(f"{writers * per_writer} feedback posts from {writers} writers in {elapsed:.2f} s ({writers * per_writer / elapsed:.0f}/s)")
+    print(
+        f"{writers * per_writer} feedback posts from {writers} writers in {elapsed:.2f} s "
+        f"({writers * per_writer / elapsed:.0f}/s)"
+    )
 
 
 # -------------------------------------------------------------------------------------------------
@@ -203,8 +267,15 @@ def test_too_fast_submission_is_409_until_confirmed_then_flagged(store, server):
     response = client.client.post(url, json={"ranking": [["A"], ["B"], ["C"]]})
     assert response.status_code == 409
     data = response.json()
-    assert data["confirm"] == "too_fast" and data["min_seconds"] == 30.0 and 0 <= data["seconds"] < 30 and "at least 30 s" in data["error"]
-    assert client.client.post(url, json={"ranking": [["A"], ["B"], ["C"]], "confirm_too_fast": "yes"}).status_code == 422
+    assert (
+        data["confirm"] == "too_fast"
+        and data["min_seconds"] == 30.0
+        and 0 <= data["seconds"] < 30
+        and "at least 30 s" in data["error"]
+    )
+    assert (
+        client.client.post(url, json={"ranking": [["A"], ["B"], ["C"]], "confirm_too_fast": "yes"}).status_code == 422
+    )
     assert client.client.post(url, json={"ranking": [["A"], ["B"], ["C"]], "confirm_too_fast": True}).status_code == 200
     [answer] = store.snapshot()["annotations"]
     assert answer["too_fast"] is True
@@ -212,14 +283,24 @@ def test_too_fast_submission_is_409_until_confirmed_then_flagged(store, server):
 
 
 def test_reviewer_api_reports_quality_and_blocks(store, server):
-    store.import_tasks([Task(id="gold", prompt="2+2?", responses=[{"id": "right", "text": "4"}, {"id": "wrong", "text": "5"}],
-                             gold=[["right"], ["wrong"]])])
+    store.import_tasks(
+        [
+            Task(
+                id="gold",
+                prompt="2+2?",
+                responses=[{"id": "right", "text": "4"}, {"id": "wrong", "text": "5"}],
+                gold=[["right"], ["wrong"]],
+            )
+        ]
+    )
     store.set_gold_rate(1.0)
     store.set_quality_rules(warn_below=0.7, block_below=0.5, min_answers=1)
     alice, _ = store.add_reviewer("alice")
     client = ReviewerClient(server, alice.token)
     offer = client.next()
-    assert offer["task"]["id"] == "gold" and "gold" not in json.dumps(offer["task"]).replace('"id": "gold"', "")  # unmarked
+    assert offer["task"]["id"] == "gold" and "gold" not in json.dumps(offer["task"]).replace(
+        '"id": "gold"', ""
+    )  # unmarked
     assert offer["quality"] == {"status": "ok", "gold_accuracy": None, "message": None}
     wrong_label = next(card["label"] for card in offer["task"]["cards"] if card["text"] == "5")
     right_label = next(card["label"] for card in offer["task"]["cards"] if card["text"] == "4")
@@ -229,7 +310,10 @@ def test_reviewer_api_reports_quality_and_blocks(store, server):
     response = httpx.post(f"{server}/api/admin/reviewers/alice/quality", json={"override": "restored"}, headers=admin)
     assert response.status_code == 200 and response.json()["status"] == "warned"
     assert client.next()["task"] is not None
-    assert httpx.post(f"{server}/api/admin/reviewers/nobody/quality", json={"override": None}, headers=admin).status_code == 404
+    assert (
+        httpx.post(f"{server}/api/admin/reviewers/nobody/quality", json={"override": None}, headers=admin).status_code
+        == 404
+    )
     response = httpx.post(f"{server}/api/admin/reviewers/alice/quality", json={"override": "forgiven"}, headers=admin)
     assert response.status_code == 422 and "override" in response.json()["error"]
     client.close()
@@ -240,22 +324,37 @@ def test_admin_adjudication_api(store, server):
     clients = [ReviewerClient(server, store.add_reviewer(name)[0].token) for name in ("ann", "ben")]
     for client, reverse in zip(clients, (False, True)):
         offer = client.next()
-        labels = [card["label"] for card in sorted(offer["task"]["cards"], key=lambda card: card["text"], reverse=reverse)]
+        labels = [
+            card["label"] for card in sorted(offer["task"]["cards"], key=lambda card: card["text"], reverse=reverse)
+        ]
         assert client.rank(offer["task"]["id"], [[label] for label in labels]).status_code == 200
     admin = {"Authorization": f"Bearer {store.admin_token}"}
     stats = httpx.get(f"{server}/api/admin/stats", headers=admin).json()
     assert [t["task_id"] for t in stats["disputed_tasks"]] == ["task0"]
     detail = httpx.get(f"{server}/api/admin/tasks/task0", headers=admin).json()
-    assert sorted(a["annotator"] for a in detail["answers"]) == ["ann", "ben"] and [r["id"] for r in detail["responses"]] == ["r0", "r1", "r2"]
+    assert sorted(a["annotator"] for a in detail["answers"]) == ["ann", "ben"] and [
+        r["id"] for r in detail["responses"]
+    ] == ["r0", "r1", "r2"]
     url = f"{server}/api/admin/tasks/task0/adjudication"
-    bad = [({"decision": "ranking", "ranking": [["r0"], ["r1"]]}, "r2 not ranked"),
-           ({"decision": "maybe"}, "field 'decision'"),
-           ({"decision": "discard", "extra": 1}, "field 'extra'")]
+    bad = [
+        ({"decision": "ranking", "ranking": [["r0"], ["r1"]]}, "r2 not ranked"),
+        ({"decision": "maybe"}, "field 'decision'"),
+        ({"decision": "discard", "extra": 1}, "field 'extra'"),
+    ]
     for body, message in bad:
         response = httpx.post(url, json=body, headers=admin)
         assert response.status_code == 422 and message in response.json()["error"], response.text
-    assert httpx.post(url, json={"decision": "discard"}, headers={"Authorization": f"Bearer {clients[0].client.headers['Authorization'][7:]}"}).status_code == 403
-    response = httpx.post(url, json={"decision": "ranking", "ranking": [["r1"], ["r0"], ["r2"]], "adjudicator": "lead"}, headers=admin)
+    assert (
+        httpx.post(
+            url,
+            json={"decision": "discard"},
+            headers={"Authorization": f"Bearer {clients[0].client.headers['Authorization'][7:]}"},
+        ).status_code
+        == 403
+    )
+    response = httpx.post(
+        url, json={"decision": "ranking", "ranking": [["r1"], ["r0"], ["r2"]], "adjudicator": "lead"}, headers=admin
+    )
     assert response.status_code == 200 and response.json()["ranking"] == [["r1"], ["r0"], ["r2"]]
     [row] = [r for r in export_rows(store, "rankings") if r["id"] == "task0"]
     assert (row["annotator"], row["adjudicated"], row["overrides"]) == ("lead", True, ["ann", "ben"])

@@ -1,5 +1,6 @@
 """Quality control and richer judgements in the store: schema migration, gold items, warn/block/restore,
 the minimum time per task, ratings and flags, adjudication, and what the exports and stats make of them."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,12 @@ from rlhf.errors import DataError, UserError
 
 
 def _task(task_id: str, k: int = 3, gold: list[list[str]] | None = None) -> Task:
-    return Task(id=task_id, prompt=f"prompt {task_id}", responses=[{"id": f"r{j}", "text": f"text {j} of {task_id}"} for j in range(k)], gold=gold)
+    return Task(
+        id=task_id,
+        prompt=f"prompt {task_id}",
+        responses=[{"id": f"r{j}", "text": f"text {j} of {task_id}"} for j in range(k)],
+        gold=gold,
+    )
 
 
 def _labels(offer, id_tiers: list[list[str]]) -> list[list[str]]:
@@ -62,7 +68,9 @@ def test_reviewer_status_warn_block_and_overrides():
     assert reviewer_quality([0.0, 0.0], rules).status == "warned"  # ... but two do not block (min_answers 3)
     blocked = reviewer_quality([0.0, 1.0, 0.0], rules)  # accuracy 1/3 < 0.5 with 3 answers
     assert (blocked.status, blocked.gold_accuracy, blocked.gold_answers) == ("blocked", pytest.approx(1 / 3), 3)
-    assert reviewer_quality([0.0, 1.0, 0.0], rules, override="restored").status == "warned"  # restored: never blocked, still warned
+    assert (
+        reviewer_quality([0.0, 1.0, 0.0], rules, override="restored").status == "warned"
+    )  # restored: never blocked, still warned
     assert reviewer_quality([1.0, 1.0, 1.0], rules, override="blocked").status == "blocked"
     assert reviewer_quality([0.5, 1.0, 0.6], rules).status == "ok"  # mean 0.7 is not below 0.7
 
@@ -83,12 +91,19 @@ def _version_1_database(path) -> None:
     """A database exactly as the tool before schema 2 wrote it, with one task, reviewer and answer."""
     with sqlite3.connect(path) as conn:
         _create_v1(conn)
-        conn.execute("INSERT INTO tasks VALUES ('t1', 1, '\"p\"', ?, '{}', NULL, ?, 1.0)",
-                     (json.dumps([{"id": "a", "text": "x"}, {"id": "b", "text": "y"}]),
-                      Task(id="t1", prompt="p", responses=[{"id": "a", "text": "x"}, {"id": "b", "text": "y"}]).content_hash()))
+        conn.execute(
+            "INSERT INTO tasks VALUES ('t1', 1, '\"p\"', ?, '{}', NULL, ?, 1.0)",
+            (
+                json.dumps([{"id": "a", "text": "x"}, {"id": "b", "text": "y"}]),
+                Task(
+                    id="t1", prompt="p", responses=[{"id": "a", "text": "x"}, {"id": "b", "text": "y"}]
+                ).content_hash(),
+            ),
+        )
         conn.execute("INSERT INTO reviewers VALUES (1, 'old', 'tok-old', 1.0)")
         conn.execute("INSERT INTO assignments VALUES ('t1', 1, '[\"b\",\"a\"]', 2.0, 2.0)")
-        conn.execute("""INSERT INTO annotations(task_id, reviewer_id, kind, ranking, shown_order, shown_at, submitted_at)
+        conn.execute("""INSERT INTO annotations(task_id, reviewer_id, kind, ranking, shown_order,
+                                                shown_at, submitted_at)
                         VALUES ('t1', 1, 'ranking', '[["a"],["b"]]', '["b","a"]', 2.0, 9.5)""")
         conn.execute("PRAGMA user_version = 1")
 
@@ -100,12 +115,25 @@ def test_a_version_1_database_is_migrated_in_place_and_keeps_everything(tmp_path
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         assert {"ratings", "flags", "too_fast"} <= {row[1] for row in conn.execute("PRAGMA table_info(annotations)")}
-        assert {"adjudications", "apps", "feedback"} <= {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"adjudications", "apps", "feedback"} <= {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
     [row] = export_rows(store, "rankings")
-    assert (row["id"], row["annotator"], row["ranking"], row["seconds"], row["source"]) == ("t1", "old", [["a"], ["b"]], 7.5, "reviewer")
+    assert (row["id"], row["annotator"], row["ranking"], row["seconds"], row["source"]) == (
+        "t1",
+        "old",
+        [["a"], ["b"]],
+        7.5,
+        "reviewer",
+    )
     assert store.reviewer_for_token("tok-old").name == "old"
     # re-importing the same task (stored before gold existed) is recognised as unchanged
-    assert store.import_tasks([Task(id="t1", prompt="p", responses=[{"id": "a", "text": "x"}, {"id": "b", "text": "y"}])]).unchanged == 1
+    assert (
+        store.import_tasks(
+            [Task(id="t1", prompt="p", responses=[{"id": "a", "text": "x"}, {"id": "b", "text": "y"}])]
+        ).unchanged
+        == 1
+    )
     store.close()
     AnnotationStore(path).close()  # opening again is a no-op
 
@@ -129,7 +157,12 @@ def test_migration_is_idempotent_after_a_partial_manual_upgrade(tmp_path):
 
 def test_gold_file_rows_need_a_known_ranking_named_by_row_and_field(tmp_path):
     path = tmp_path / "gold.jsonl"
-    good = {"id": "g1", "prompt": "p", "responses": [{"id": "x", "text": "t"}, {"id": "y", "text": "u"}], "ranking": [["y"], ["x"]]}
+    good = {
+        "id": "g1",
+        "prompt": "p",
+        "responses": [{"id": "x", "text": "t"}, {"id": "y", "text": "u"}],
+        "ranking": [["y"], ["x"]],
+    }
     path.write_text(json.dumps(good) + "\n")
     [task] = read_tasks(path, require_gold=True)
     assert task.gold == [["y"], ["x"]]
@@ -145,7 +178,10 @@ def test_gold_file_rows_need_a_known_ranking_named_by_row_and_field(tmp_path):
 
 
 def test_gold_items_are_served_at_the_rate_once_per_reviewer_and_never_alone(store):
-    store.import_tasks([_task(f"t{i}") for i in range(3)] + [_task("g1", gold=[["r0"], ["r1"], ["r2"]]), _task("g2", gold=[["r2"], ["r1"], ["r0"]])])
+    store.import_tasks(
+        [_task(f"t{i}") for i in range(3)]
+        + [_task("g1", gold=[["r0"], ["r1"], ["r2"]]), _task("g2", gold=[["r2"], ["r1"], ["r0"]])]
+    )
     store.set_overlap(1)
     store.set_gold_rate(1.0)
     alice, _ = store.add_reviewer("alice")
@@ -161,7 +197,12 @@ def test_gold_items_are_served_at_the_rate_once_per_reviewer_and_never_alone(sto
     store.import_tasks([_task("t3")])
     first = store.next_task(bob.id, rng=rng)
     assert first.task.id in ("g1", "g2")
-    assert store.progress(bob.id) == {"ranked": 0, "skipped": 0, "remaining": 1, "total_tasks": 4}  # gold is never "remaining"
+    assert store.progress(bob.id) == {
+        "ranked": 0,
+        "skipped": 0,
+        "remaining": 1,
+        "total_tasks": 4,
+    }  # gold is never "remaining"
     # the offer does not mark gold items
     assert first.task.gold is not None  # the store knows ...
     stats = collect_stats(store)
@@ -240,7 +281,9 @@ def test_a_submission_under_the_minimum_time_needs_confirmation_and_is_flagged(s
     alice, _ = store.add_reviewer("alice")
     offer = store.next_task(alice.id, now=1000.0)
     ranking = _labels(offer, [["r0"], ["r1"], ["r2"]])
-    with pytest.raises(NeedsConfirmation, match="you spent 3 s on this task; the project asks for at least 10 s") as caught:
+    with pytest.raises(
+        NeedsConfirmation, match="you spent 3 s on this task; the project asks for at least 10 s"
+    ) as caught:
         store.submit_ranking(alice.id, "t1", ranking, now=1003.0)
     assert (caught.value.reason, caught.value.details) == ("too_fast", {"seconds": 3.0, "min_seconds": 10.0})
     assert store.snapshot()["annotations"] == []  # nothing stored before the confirmation
@@ -280,15 +323,23 @@ def test_ratings_and_flags_are_checked_stored_by_response_and_exported(store):
         kwargs = {"rationale": "because"} | extra
         with pytest.raises(InvalidInput, match=message):
             store.submit_ranking(alice.id, "t1", ranking, **kwargs)
-    store.submit_ranking(alice.id, "t1", ranking, rationale="because", ratings=good, flags={"C": ["harmful", "made-up facts"], "B": []})
+    store.submit_ranking(
+        alice.id, "t1", ranking, rationale="because", ratings=good, flags={"C": ["harmful", "made-up facts"], "B": []}
+    )
     [answer] = store.snapshot()["annotations"]
     id_of = dict(zip("ABC", offer.shown_order))
     assert answer["ratings"] == {id_of["A"]: 7, id_of["B"]: 4, id_of["C"]: 1}
     assert answer["flags"] == {id_of["C"]: ["made-up facts", "harmful"]}  # the project's order; empty lists dropped
     [row] = export_rows(store, "rankings")
     rating_of = {id_of[label]: value for label, value in good.items()}
-    assert row["judgements"] == [{"id": f"r{j}", "rating": rating_of[f"r{j}"], "flags": ["made-up facts", "harmful"] if id_of["C"] == f"r{j}" else []}
-                                 for j in range(3)]
+    assert row["judgements"] == [
+        {
+            "id": f"r{j}",
+            "rating": rating_of[f"r{j}"],
+            "flags": ["made-up facts", "harmful"] if id_of["C"] == f"r{j}" else [],
+        }
+        for j in range(3)
+    ]
     assert collect_stats(store)["reviewers"][0]["flags_raised"] == 2
     # undo brings ratings and flags back by card label
     store.undo_last(alice.id)
@@ -320,8 +371,10 @@ def _disputed_store(store: AnnotationStore) -> None:
     """t1 and t2 each get two opposite rankings (every pair disputed); t3 two agreeing ones."""
     store.import_tasks([_task("t1"), _task("t2"), _task("t3")])
     store.set_overlap(2)
-    plans = {"ann": {"t1": [["r0"], ["r1"], ["r2"]], "t2": [["r0"], ["r1"], ["r2"]], "t3": [["r0"], ["r1"], ["r2"]]},
-             "ben": {"t1": [["r2"], ["r1"], ["r0"]], "t2": [["r2"], ["r1"], ["r0"]], "t3": [["r0"], ["r1"], ["r2"]]}}
+    plans = {
+        "ann": {"t1": [["r0"], ["r1"], ["r2"]], "t2": [["r0"], ["r1"], ["r2"]], "t3": [["r0"], ["r1"], ["r2"]]},
+        "ben": {"t1": [["r2"], ["r1"], ["r0"]], "t2": [["r2"], ["r1"], ["r0"]], "t3": [["r0"], ["r1"], ["r2"]]},
+    }
     for name, plan in plans.items():
         reviewer, _ = store.add_reviewer(name)
         while (offer := store.next_task(reviewer.id)) is not None:
@@ -333,20 +386,36 @@ def test_adjudication_replaces_a_disputed_tasks_rankings_or_discards_it(store):
     stats = collect_stats(store)
     assert [(t["task_id"], t["disputed_pairs"]) for t in stats["disputed_tasks"]] == [("t1", 3), ("t2", 3)]
     detail = task_detail(store, "t1")
-    assert [(a["annotator"], a["ranking"]) for a in detail["answers"]] == [("ann", [["r0"], ["r1"], ["r2"]]), ("ben", [["r2"], ["r1"], ["r0"]])]
-    decided = decide(store, "t1", "ranking", [["r1"], ["r0", "r2"]], adjudicator="lead", note="r1 is the only correct one")
+    assert [(a["annotator"], a["ranking"]) for a in detail["answers"]] == [
+        ("ann", [["r0"], ["r1"], ["r2"]]),
+        ("ben", [["r2"], ["r1"], ["r0"]]),
+    ]
+    decided = decide(
+        store, "t1", "ranking", [["r1"], ["r0", "r2"]], adjudicator="lead", note="r1 is the only correct one"
+    )
     assert decided["ranking"] == [["r1"], ["r0", "r2"]]
     decide(store, "t2", "discard", adjudicator="lead")
     rows = export_rows(store, "rankings")
-    assert [(r["id"], r["annotator"], r["source"]) for r in rows] == [("t3", "ann", "reviewer"), ("t3", "ben", "reviewer"), ("t1", "lead", "adjudicated")]
+    assert [(r["id"], r["annotator"], r["source"]) for r in rows] == [
+        ("t3", "ann", "reviewer"),
+        ("t3", "ben", "reviewer"),
+        ("t1", "lead", "adjudicated"),
+    ]
     adjudicated = rows[-1]
     assert (adjudicated["ranking"], adjudicated["adjudicated"], adjudicated["overrides"], adjudicated["rationale"]) == (
-        [["r1"], ["r0", "r2"]], True, ["ann", "ben"], "r1 is the only correct one")
+        [["r1"], ["r0", "r2"]],
+        True,
+        ["ann", "ben"],
+        "r1 is the only correct one",
+    )
     # pairs: t1 gives r1>r0 and r1>r2 only (the r0 = r2 tie gives none); t2 nothing; t3 three agreed pairs
     pairs = {(p["group"], p["chosen"].split()[1], p["rejected"].split()[1]) for p in export_rows(store, "pairs")}
     assert pairs == {("t1", "1", "0"), ("t1", "1", "2"), ("t3", "0", "1"), ("t3", "0", "2"), ("t3", "1", "2")}
     stats = collect_stats(store)
-    assert stats["disputed_tasks"] == [] and [(a["task_id"], a["decision"]) for a in stats["adjudications"]] == [("t1", "ranking"), ("t2", "discard")]
+    assert stats["disputed_tasks"] == [] and [(a["task_id"], a["decision"]) for a in stats["adjudications"]] == [
+        ("t1", "ranking"),
+        ("t2", "discard"),
+    ]
     # deciding again replaces; withdrawing returns the task to voting
     decide(store, "t1", "ranking", [["r0"], ["r1"], ["r2"]])
     assert [r["annotator"] for r in export_rows(store, "rankings") if r["id"] == "t1"] == ["admin"]

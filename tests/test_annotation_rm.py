@@ -1,4 +1,5 @@
 """An export of the reviewers' tool trains the reward model (`rlhf rm`) on a tiny model."""
+
 from __future__ import annotations
 
 import json
@@ -23,18 +24,32 @@ TOPICS = ["Cats", "Waves", "Volcanoes", "Seas", "Naps", "Lavas", "Sands", "Ashes
 def _annotated_store(tmp_path) -> AnnotationStore:
     """12 tasks, two reviewers each: both rank good > plain > bad; one flags a task all-bad."""
     store = AnnotationStore(tmp_path / "rm.db")
-    store.import_tasks([
-        Task(id=f"t{i}", prompt=f"User: Tell me about {topic.lower()}.\nAssistant:",
-             responses=[{"id": "bad", "text": BAD}, {"id": "good", "text": GOOD.format(topic=topic)}, {"id": "plain", "text": PLAIN.format(topic=topic)}])
-        for i, topic in enumerate(TOPICS)
-    ])
+    store.import_tasks(
+        [
+            Task(
+                id=f"t{i}",
+                prompt=f"User: Tell me about {topic.lower()}.\nAssistant:",
+                responses=[
+                    {"id": "bad", "text": BAD},
+                    {"id": "good", "text": GOOD.format(topic=topic)},
+                    {"id": "plain", "text": PLAIN.format(topic=topic)},
+                ],
+            )
+            for i, topic in enumerate(TOPICS)
+        ]
+    )
     store.set_overlap(2)
     for name in ("ann", "ben"):
         reviewer = store.add_reviewer(name)[0]
         while (offer := store.next_task(reviewer.id)) is not None:
             label_of = {response_id: "ABC"[index] for index, response_id in enumerate(offer.shown_order)}
             all_bad = name == "ben" and offer.task.id == "t0"
-            store.submit_ranking(reviewer.id, offer.task.id, [[label_of["good"]], [label_of["plain"]], [label_of["bad"]]], all_bad=all_bad)
+            store.submit_ranking(
+                reviewer.id,
+                offer.task.id,
+                [[label_of["good"]], [label_of["plain"]], [label_of["bad"]]],
+                all_bad=all_bad,
+            )
     return store
 
 
@@ -48,12 +63,23 @@ def test_a_rankings_export_trains_the_reward_model(tmp_path, tiny_model_dir):
     assert export(store, "rankings", rankings_file) == 24
     rows = [json.loads(line) for line in rankings_file.read_text().splitlines()]
     assert sum(row["all_bad"] for row in rows) == 1
-    cfg = load_config(None, [
-        f"model.name_or_path={tiny_model_dir}", f"data.train_file={rankings_file}", f"run.output_dir={tmp_path / 'rm'}",
-        "data.eval_fraction=0.25", "data.max_length=64", "train.max_steps=20", "train.learning_rate=3e-3",
-        "train.per_device_train_batch_size=8", "train.logging_steps=1", "rm.normalize_samples=8",
-        "tracking.wandb_mode=disabled", "tracking.plots=false",
-    ])
+    cfg = load_config(
+        None,
+        [
+            f"model.name_or_path={tiny_model_dir}",
+            f"data.train_file={rankings_file}",
+            f"run.output_dir={tmp_path / 'rm'}",
+            "data.eval_fraction=0.25",
+            "data.max_length=64",
+            "train.max_steps=20",
+            "train.learning_rate=3e-3",
+            "train.per_device_train_batch_size=8",
+            "train.logging_steps=1",
+            "rm.normalize_samples=8",
+            "tracking.wandb_mode=disabled",
+            "tracking.plots=false",
+        ],
+    )
     summary = train_reward_model(cfg)
     # 12 tasks x 3 pairs each (both reviewers agree), split by task into training and held-out groups
     assert summary["train/num_groups"] == 9 and summary["train/num_pairs"] == 27
@@ -78,11 +104,26 @@ def _mixed_store(tmp_path) -> AnnotationStore:
     from annotation.feedback import add_app, add_feedback
 
     store = AnnotationStore(tmp_path / "mixed.db")
-    responses = lambda topic: [{"id": "bad", "text": BAD}, {"id": "good", "text": GOOD.format(topic=topic)}, {"id": "plain", "text": PLAIN.format(topic=topic)}]  # noqa: E731
-    prompt = lambda topic: f"User: Tell me about {topic.lower()}.\nAssistant:"  # noqa: E731
-    store.import_tasks([Task(id=f"t{i}", prompt=prompt(topic), responses=responses(topic)) for i, topic in enumerate(TOPICS)])
-    store.import_tasks([Task(id=f"g{i}", prompt=prompt(topic), responses=responses(topic), gold=[["good"], ["plain"], ["bad"]])
-                        for i, topic in enumerate(["Owls", "Rains"])])
+
+    def responses(topic):
+        return [
+            {"id": "bad", "text": BAD},
+            {"id": "good", "text": GOOD.format(topic=topic)},
+            {"id": "plain", "text": PLAIN.format(topic=topic)},
+        ]
+
+    def prompt(topic):
+        return f"User: Tell me about {topic.lower()}.\nAssistant:"
+
+    store.import_tasks(
+        [Task(id=f"t{i}", prompt=prompt(topic), responses=responses(topic)) for i, topic in enumerate(TOPICS)]
+    )
+    store.import_tasks(
+        [
+            Task(id=f"g{i}", prompt=prompt(topic), responses=responses(topic), gold=[["good"], ["plain"], ["bad"]])
+            for i, topic in enumerate(["Owls", "Rains"])
+        ]
+    )
     store.set_overlap(2)
     store.set_quality_rules(warn_below=0.7, block_below=0.5, min_answers=2)
     right, backwards = [["good"], ["plain"], ["bad"]], [["bad"], ["plain"], ["good"]]
@@ -95,7 +136,9 @@ def _mixed_store(tmp_path) -> AnnotationStore:
             if offer is None:
                 return
             label_of = {response_id: "ABC"[index] for index, response_id in enumerate(offer.shown_order)}
-            store.submit_ranking(reviewer.id, offer.task.id, [[label_of[r] for r in tier] for tier in ranking_of(offer.task.id)])
+            store.submit_ranking(
+                reviewer.id, offer.task.id, [[label_of[r] for r in tier] for tier in ranking_of(offer.task.id)]
+            )
 
     work("cal", 0.0, 3, lambda task_id: backwards)
     work("cal", 1.0, 2, lambda task_id: backwards)
@@ -107,11 +150,33 @@ def _mixed_store(tmp_path) -> AnnotationStore:
     decide(store, "t11", "ranking", right, adjudicator="lead")
     shop, _ = add_app(store, "shop", rate_per_minute=100)
     for topic in ["Owls", "Hills", "Rivers", "Clouds"]:
-        add_feedback(store, shop, {"prompt": prompt(topic), "responses": [{"id": "a", "text": BAD}, {"id": "b", "text": GOOD.format(topic=topic)}],
-                                   "choice": "b", "thumb": None, "client_id": None, "user_ref": None, "meta": {}})
+        add_feedback(
+            store,
+            shop,
+            {
+                "prompt": prompt(topic),
+                "responses": [{"id": "a", "text": BAD}, {"id": "b", "text": GOOD.format(topic=topic)}],
+                "choice": "b",
+                "thumb": None,
+                "client_id": None,
+                "user_ref": None,
+                "meta": {},
+            },
+        )
     for text, thumb in ((GOOD.format(topic="Stars"), "up"), (BAD, "down")):
-        add_feedback(store, shop, {"prompt": prompt("Stars"), "responses": [{"id": "x", "text": text}], "choice": None, "thumb": thumb,
-                                   "client_id": None, "user_ref": None, "meta": {}})
+        add_feedback(
+            store,
+            shop,
+            {
+                "prompt": prompt("Stars"),
+                "responses": [{"id": "x", "text": text}],
+                "choice": None,
+                "thumb": thumb,
+                "client_id": None,
+                "user_ref": None,
+                "meta": {},
+            },
+        )
     return store
 
 
@@ -123,10 +188,16 @@ def test_a_mixed_export_is_filtered_and_weighted_by_rlhf_rm(tmp_path):
     rankings_file = tmp_path / "rankings.jsonl"
     assert export(store, "rankings", rankings_file) == 30
     rows = [json.loads(line) for line in rankings_file.read_text().splitlines()]
-    by_source = {source: [row for row in rows if row["source"] == source] for source in ("reviewer", "adjudicated", "gold", "app")}
+    by_source = {
+        source: [row for row in rows if row["source"] == source]
+        for source in ("reviewer", "adjudicated", "gold", "app")
+    }
     # dee t0, t1; ann t0-t10; ben t2-t10 (cal is blocked; t11's two rankings are replaced by the decision)
     assert sorted((row["annotator"], row["id"]) for row in by_source["reviewer"]) == sorted(
-        [("dee", "t0"), ("dee", "t1")] + [("ann", f"t{i}") for i in range(11)] + [("ben", f"t{i}") for i in range(2, 11)])
+        [("dee", "t0"), ("dee", "t1")]
+        + [("ann", f"t{i}") for i in range(11)]
+        + [("ben", f"t{i}") for i in range(2, 11)]
+    )
     assert [(row["id"], row["overrides"]) for row in by_source["adjudicated"]] == [("t11", ["ann", "ben"])]
     assert [row["id"] for row in by_source["gold"]] == ["g0", "g1"] and len(by_source["app"]) == 5
     dee = next(row for row in rows if row["annotator"] == "dee")
@@ -154,13 +225,25 @@ def test_a_mixed_export_trains_the_reward_model(tmp_path, tiny_model_dir):
     store = _mixed_store(tmp_path)
     rankings_file = tmp_path / "rankings.jsonl"
     export(store, "rankings", rankings_file)
-    cfg = load_config(None, [
-        f"model.name_or_path={tiny_model_dir}", f"data.train_file={rankings_file}", f"run.output_dir={tmp_path / 'rm'}",
-        "data.eval_fraction=0.25", "data.max_length=64", "train.max_steps=20", "train.learning_rate=3e-3",
-        "train.per_device_train_batch_size=8", "train.logging_steps=1", "rm.normalize_samples=8",
-        "rm.min_gold_accuracy=0.5", "rm.weight_by_quality=true",
-        "tracking.wandb_mode=disabled", "tracking.plots=false",
-    ])
+    cfg = load_config(
+        None,
+        [
+            f"model.name_or_path={tiny_model_dir}",
+            f"data.train_file={rankings_file}",
+            f"run.output_dir={tmp_path / 'rm'}",
+            "data.eval_fraction=0.25",
+            "data.max_length=64",
+            "train.max_steps=20",
+            "train.learning_rate=3e-3",
+            "train.per_device_train_batch_size=8",
+            "train.logging_steps=1",
+            "rm.normalize_samples=8",
+            "rm.min_gold_accuracy=0.5",
+            "rm.weight_by_quality=true",
+            "tracking.wandb_mode=disabled",
+            "tracking.plots=false",
+        ],
+    )
     pairs = load_preference_pairs(str(rankings_file), min_gold_accuracy=0.5, weight_by_quality=True)
     expected_train, _ = split_by_group(pairs, 0.25, cfg.run.seed)
     summary = train_reward_model(cfg)

@@ -1,4 +1,5 @@
 """The annotation store: schema, task import, who is offered what, answers, undo, isolation."""
+
 from __future__ import annotations
 
 import json
@@ -65,13 +66,39 @@ def test_reimport_is_idempotent_and_changed_content_is_refused(store):
     ("row", "message"),
     [
         ({"id": "a", "prompt": "p"}, "row 2: field 'responses': missing field"),
-        ({"id": "a", "prompt": "p", "responses": [{"id": "x", "text": "t"}]}, "row 2: field 'responses': needs at least two"),
-        ({"id": "a", "prompt": "p", "responses": [{"id": "x", "text": "t"}, {"id": "x", "text": "u"}]}, r"row 2: field 'responses\[1\].id': duplicate"),
-        ({"id": "a", "prompt": 3, "responses": [{"id": "x", "text": "t"}, {"id": "y", "text": "u"}]}, "row 2: field 'prompt': expected a string"),
-        ({"id": "a", "prompt": "p", "responses": [{"id": "x", "text": "t"}, {"id": "y", "text": None}]}, r"row 2: field 'responses\[1\].text'"),
-        ({"id": "a", "prompt": "p", "responses": [{"id": "x", "text": "t"}, {"id": "y", "text": "u"}], "meta": []}, "row 2: field 'meta'"),
-        ({"id": "a", "prompt": "p", "responses": [{"id": str(i), "text": "t"} for i in range(27)]}, "row 2: field 'responses': has 27 responses"),
-        ({"id": "a", "prompt": "p", "responses": [{"id": "x", "text": "t"}, {"id": "y", "text": "u"}], "guidelines": 5}, "row 2: field 'guidelines'"),
+        (
+            {"id": "a", "prompt": "p", "responses": [{"id": "x", "text": "t"}]},
+            "row 2: field 'responses': needs at least two",
+        ),
+        (
+            {"id": "a", "prompt": "p", "responses": [{"id": "x", "text": "t"}, {"id": "x", "text": "u"}]},
+            r"row 2: field 'responses\[1\].id': duplicate",
+        ),
+        (
+            {"id": "a", "prompt": 3, "responses": [{"id": "x", "text": "t"}, {"id": "y", "text": "u"}]},
+            "row 2: field 'prompt': expected a string",
+        ),
+        (
+            {"id": "a", "prompt": "p", "responses": [{"id": "x", "text": "t"}, {"id": "y", "text": None}]},
+            r"row 2: field 'responses\[1\].text'",
+        ),
+        (
+            {"id": "a", "prompt": "p", "responses": [{"id": "x", "text": "t"}, {"id": "y", "text": "u"}], "meta": []},
+            "row 2: field 'meta'",
+        ),
+        (
+            {"id": "a", "prompt": "p", "responses": [{"id": str(i), "text": "t"} for i in range(27)]},
+            "row 2: field 'responses': has 27 responses",
+        ),
+        (
+            {
+                "id": "a",
+                "prompt": "p",
+                "responses": [{"id": "x", "text": "t"}, {"id": "y", "text": "u"}],
+                "guidelines": 5,
+            },
+            "row 2: field 'guidelines'",
+        ),
     ],
 )
 def test_bad_task_rows_name_file_row_and_field(tmp_path, row, message):
@@ -94,7 +121,10 @@ def test_conversational_tasks_round_trip(tmp_path, store):
     path = tmp_path / "chat.jsonl"
     conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
     reply = [{"role": "assistant", "content": "Hello."}]
-    path.write_text(json.dumps({"id": 1, "prompt": conversation, "responses": [{"id": 0, "text": reply}, {"id": 1, "text": "Hey"}]}) + "\n")
+    path.write_text(
+        json.dumps({"id": 1, "prompt": conversation, "responses": [{"id": 0, "text": reply}, {"id": 1, "text": "Hey"}]})
+        + "\n"
+    )
     store.import_tasks(read_tasks(path))
     alice, _ = store.add_reviewer("alice")
     offer = store.next_task(alice.id)
@@ -165,8 +195,13 @@ def test_undo_withdraws_the_latest_answer_and_offers_the_task_again_prefilled(st
     assert store.undo_last(alice.id) == "t1"
     offer = store.next_task(alice.id)
     assert offer.task.id == "t1"
-    assert offer.previous == {"kind": "ranking", "ranking": [["B"], ["A", "C"], ["D"]], "all_bad": False,
-                              "rationale": "B is exact", "skip_reason": ""}
+    assert offer.previous == {
+        "kind": "ranking",
+        "ranking": [["B"], ["A", "C"], ["D"]],
+        "all_bad": False,
+        "rationale": "B is exact",
+        "skip_reason": "",
+    }
     assert store.progress(alice.id)["ranked"] == 0
     store.submit_ranking(alice.id, "t1", [["D"], ["C"], ["B"], ["A"]])
     answers = store.snapshot()["annotations"]
