@@ -320,14 +320,21 @@ def score_responses(
 
 @contextlib.contextmanager
 def unwrapped_for_generation(
-    model: nn.Module, accelerator, gather_zero3_params: bool = True, unwrapped: Optional[nn.Module] = None
+    model: nn.Module,
+    accelerator,
+    gather_zero3_params: bool = True,
+    unwrapped: Optional[nn.Module] = None,
+    generating: Optional[str] = None,
 ) -> Iterator[nn.Module]:
     """The bare module to call `generate` on.
 
     Under DeepSpeed ZeRO-3 each layer's weights live in shards that forward hooks gather one layer at a
-    time, which would happen once per generated token. Gathering every parameter once per rollout (and
-    lifting the hooks meanwhile) trades memory for a far faster generation; set
+    time, which would happen once per generated token. Gathering the generating weights once per rollout
+    (and lifting the hooks meanwhile) trades memory for a far faster generation; set
     `ppo.zero3_gather_for_generation=false` when the full model does not fit on one device.
+    `generating` names the submodule that generates (PPO: "policy" of PolicyAndValue): only its parameters
+    are gathered, since gathering the value model's too would double the peak for weights generation never
+    reads.
     """
     unwrapped = (
         unwrapped if unwrapped is not None else accelerator.unwrap_model(model)
@@ -338,7 +345,8 @@ def unwrapped_for_generation(
         return
     import deepspeed
 
-    with deepspeed.zero.GatheredParameters(list(model.parameters())):
+    gathered = getattr(unwrapped, generating) if generating else unwrapped
+    with deepspeed.zero.GatheredParameters(list(gathered.parameters())):
         offload = getattr(getattr(model, "optimizer", None), "parameter_offload", None)
         can_lift = (
             offload is not None

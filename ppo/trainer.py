@@ -467,7 +467,7 @@ class Loop:
         start = time.perf_counter()
         with (
             unwrapped_for_generation(
-                self.model, accelerator, ppo.zero3_gather_for_generation, self.unwrapped
+                self.model, accelerator, ppo.zero3_gather_for_generation, self.unwrapped, generating="policy"
             ) as unwrapped,
             accelerator.autocast(),
         ):

@@ -252,11 +252,11 @@ original = ppo.trainer.generate_responses
 calls = []
 
 
-def recording(policy, prompt_ids, prompt_mask, generation_config, synced_gpus=False):
+def recording(policy, prompt_ids, prompt_mask, generation_config, synced_gpus=False, **kwargs):
     # a ZeRO-3 shard leaves p.data empty; gathered, it holds all ds_numel elements
     whole = all(p.data.numel() == getattr(p, "ds_numel", p.numel()) for p in policy.parameters())
     calls.append({"whole": whole, "synced_gpus": synced_gpus})
-    return original(policy, prompt_ids, prompt_mask, generation_config, synced_gpus=synced_gpus)
+    return original(policy, prompt_ids, prompt_mask, generation_config, synced_gpus=synced_gpus, **kwargs)
 
 
 ppo.trainer.generate_responses = recording

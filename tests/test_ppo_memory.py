@@ -280,3 +280,50 @@ def test_value_lora_false_keeps_a_full_value_model(tiny_model_dir, tiny_reward_m
     )
     models = build_models(cfg)
     assert all(p.requires_grad for p in models.value_model.parameters())
+
+
+# --------------------------------------------------------------------------------------------------
+# ZeRO-3: what generation gathers
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_zero3_generation_gathers_the_policy_only(tiny_model_dir, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "probe.json"
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(repo / "configs" / "accelerate" / "cpu_zero3.yaml"),
+        "--main_process_port",
+        str(port),
+        str(repo / "tests" / "probes" / "zero3_generation_gather.py"),
+        "--model",
+        str(tiny_model_dir),
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "DS_ACCELERATOR": "cpu"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=repo)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert result["zero_stage"] == 3
+    full_policy, full_value = result["full"]["policy"], result["full"]["value_model"]
+    # Outside generation both models are partitioned (a ZeRO-3 shard of a parameter is not held as data).
+    assert result["before"]["policy"] < full_policy and result["before"]["value_model"] < full_value
+    # Inside, the whole policy and none of the value model: old code gathered both (peak policy + value).
+    assert result["during"] == {"policy": full_policy, "value_model": result["before"]["value_model"]}
+    assert result["after"] == result["before"]
+    assert len(result["tokens"][0]) == 4
