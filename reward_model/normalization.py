@@ -65,11 +65,11 @@ def normalization_sample(
 
 
 def compute_reward_stats(
-    model, tokenizer, sample: list[tuple[Any, Any]], source: str, batch_size: int = 32
+    model, tokenizer, sample: list[tuple[Any, Any]], source: str, batch_size: int = 32, max_length: int | None = None
 ) -> dict[str, Any]:
     from reward_model.scoring import score_texts
 
-    scores = score_texts(model, tokenizer, [p for p, _ in sample], [r for _, r in sample], batch_size)
+    scores = score_texts(model, tokenizer, [p for p, _ in sample], [r for _, r in sample], batch_size, max_length)
     return reward_stats(scores, source)
 
 

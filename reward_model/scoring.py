@@ -10,7 +10,7 @@ at the last real (non-pad) token, which transformers' sequence-classification mo
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -61,11 +61,25 @@ def score_sequences(model, sequences: Sequence[Sequence[int]], pad_token_id: int
     return scores
 
 
+def truncate_left(ids: list[int], max_length: Optional[int]) -> list[int]:
+    """The last `max_length` tokens: the score is read at the end (the EOS), so the end is what must stay."""
+    return ids[-max_length:] if max_length and len(ids) > max_length else ids
+
+
 def score_texts(
-    model, tokenizer, prompts: Sequence[Any], responses: Sequence[Any], batch_size: int = 32
+    model,
+    tokenizer,
+    prompts: Sequence[Any],
+    responses: Sequence[Any],
+    batch_size: int = 32,
+    max_length: Optional[int] = None,
 ) -> torch.Tensor:
-    """Scores of prompt/response pairs (plain text or conversational)."""
-    sequences = [preference_input_ids(tokenizer, prompt, response) for prompt, response in zip(prompts, responses)]
+    """Scores of prompt/response pairs (plain text or conversational), each cut to its last `max_length`
+    tokens (the trained model's data.max_length: longer inputs cost memory and leave its training lengths)."""
+    sequences = [
+        truncate_left(preference_input_ids(tokenizer, prompt, response), max_length)
+        for prompt, response in zip(prompts, responses)
+    ]
     return score_sequences(model, sequences, tokenizer.pad_token_id, batch_size)
 
 
@@ -98,7 +112,9 @@ def preference_metrics(
     }
 
 
-def score_pairs(model, tokenizer, pairs: list[dict], batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+def score_pairs(
+    model, tokenizer, pairs: list[dict], batch_size: int = 32, max_length: Optional[int] = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen scores, rejected scores) of pairs, scoring each distinct prompt/response once."""
     import json
 
@@ -116,5 +132,5 @@ def score_pairs(model, tokenizer, pairs: list[dict], batch_size: int = 32) -> tu
 
     chosen_index = [index_of(pair["prompt"], pair["chosen"]) for pair in pairs]
     rejected_index = [index_of(pair["prompt"], pair["rejected"]) for pair in pairs]
-    scores = score_texts(model, tokenizer, prompts, responses, batch_size)
+    scores = score_texts(model, tokenizer, prompts, responses, batch_size, max_length)
     return scores[torch.tensor(chosen_index)], scores[torch.tensor(rejected_index)]

@@ -9,9 +9,11 @@ the head initialised N(0, 1/sqrt(hidden+1)) by `rlhf.modeling.load_scalar_model`
 through `rlhf.data` and keep their ranking as `group`. Two losses: `pairwise` is `trl.RewardTrainer`
 (Bradley-Terry, optional per-pair margin and TRL's centring term); `kwise` is InstructGPT's ranking loss,
 one batch element per ranking (`reward_model.kwise`). Both share one converter to `trl.RewardConfig`.
-After training, the saved model (the artifact PPO will load, not the in-memory one) is reloaded on the
-main process to measure held-out pairwise accuracy, reward means/stds, margin and per-ranking accuracy,
-and to write `reward_stats.json` (mean/std of a sample of policy responses) for PPO's normalisation.
+After training, the optimiser is released and the trained model itself (the weights just saved; only a
+sharded ZeRO-3/FSDP model is reloaded from the artifact, in the configured dtype) measures on the main
+process the held-out pairwise accuracy, reward means/stds, margin and per-ranking accuracy, and writes
+`reward_stats.json` (mean/std of a sample of policy responses) for PPO's normalisation; every scored input
+is cut to data.max_length tokens, keeping its end where the score is read.
 `summary.json` is written last.
 """
 
@@ -88,27 +90,57 @@ def build_trainer(
     )
 
 
-def measure_saved_model(
-    cfg: RMStageConfig, model_dir: Path, device, train_pairs: list[dict], eval_pairs: list[dict]
+def release_training_state(trainer) -> None:
+    """Drop the optimiser (AdamW keeps two fp32 copies of every trainable weight) and the scheduler before
+    measuring: the measurements need only the model."""
+    import gc
+
+    import torch
+
+    trainer.accelerator.free_memory()  # accelerate's own references to the prepared optimiser/scheduler
+    trainer.optimizer = None
+    trainer.lr_scheduler = None
+    trainer.callback_handler.optimizer = None  # the callbacks' handle on them
+    trainer.callback_handler.lr_scheduler = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def model_for_measuring(cfg: RMStageConfig, trainer, model_dir: Path, device):
+    """The trained model itself, in eval mode; only when it is sharded (ZeRO-3 / FSDP: the main process
+    alone cannot run it) is the saved artifact loaded, in the configured dtype, on the main process."""
+    from rlhf.modeling import load_scalar_model, load_tokenizer
+
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    sharded = trainer.is_fsdp_enabled or (plugin is not None and getattr(plugin, "zero_stage", 0) == 3)
+    if not sharded:
+        return trainer.accelerator.unwrap_model(trainer.model).eval()
+    with loading_on_one_process():  # only the main process measures
+        return (
+            load_scalar_model(str(model_dir), load_tokenizer(str(model_dir)), dtype=cfg.model.dtype).to(device).eval()
+        )
+
+
+def measure_model(
+    cfg: RMStageConfig, model, tokenizer, model_dir: Path, train_pairs: list[dict], eval_pairs: list[dict]
 ) -> dict[str, Any]:
-    """Held-out (and a sample of training) metrics of the saved model, and its reward_stats.json."""
+    """Held-out (and a sample of training) metrics of the trained model, and its reward_stats.json.
+
+    Every input is cut to data.max_length tokens (its end kept, where the score is read), as in training."""
     import random
 
     from reward_model.normalization import compute_reward_stats, normalization_sample, write_reward_stats
     from reward_model.scoring import preference_metrics, score_pairs
-    from rlhf.modeling import load_scalar_model, load_tokenizer
 
-    tokenizer = load_tokenizer(str(model_dir))
-    with loading_on_one_process():  # only the main process measures
-        model = load_scalar_model(str(model_dir), tokenizer).to(device).eval()
-    batch_size = cfg.train.per_device_eval_batch_size
+    batch_size, max_length = cfg.train.per_device_eval_batch_size, cfg.data.max_length
     measured: dict[str, Any] = {}
     if eval_pairs:
         measured.update(
             {
                 f"eval/{k}": v
                 for k, v in preference_metrics(
-                    eval_pairs, *score_pairs(model, tokenizer, eval_pairs, batch_size)
+                    eval_pairs, *score_pairs(model, tokenizer, eval_pairs, batch_size, max_length)
                 ).items()
             }
         )
@@ -117,12 +149,14 @@ def measure_saved_model(
         if len(train_pairs) <= TRAIN_METRIC_PAIRS
         else random.Random(cfg.run.seed).sample(train_pairs, TRAIN_METRIC_PAIRS)
     )
-    train_metrics = preference_metrics(train_sample, *score_pairs(model, tokenizer, train_sample, batch_size))
+    train_metrics = preference_metrics(
+        train_sample, *score_pairs(model, tokenizer, train_sample, batch_size, max_length)
+    )
     measured.update({"train/accuracy": train_metrics["accuracy"], "train/margin_mean": train_metrics["margin_mean"]})
     sample, source = normalization_sample(
         train_pairs, cfg.rm.normalize_data_file, cfg.rm.normalize_samples, cfg.run.seed
     )
-    stats = compute_reward_stats(model, tokenizer, sample, source, batch_size)
+    stats = compute_reward_stats(model, tokenizer, sample, source, batch_size, max_length)
     write_reward_stats(model_dir, stats)
     measured.update(
         {
@@ -185,8 +219,14 @@ def train(cfg: RMStageConfig | DictConfig) -> dict[str, Any]:
         **slash_metrics(metrics),
         **parameter_counts,
     }
+    release_training_state(trainer)
     if main:
-        measured = measure_saved_model(cfg, model_dir, args.device, train_pairs, eval_pairs)
+        import torch
+
+        with torch.no_grad():
+            measuring = model_for_measuring(cfg, trainer, model_dir, args.device)
+            measured = measure_model(cfg, measuring, tokenizer, model_dir, train_pairs, eval_pairs)
+        del measuring
         tracker.log(measured, step=trainer.state.global_step)
         summary.update(measured)
     wait_for_everyone()
