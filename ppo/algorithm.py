@@ -19,7 +19,7 @@ micro-batches and processes instead of averaging per-micro-batch means.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -56,35 +56,39 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
-def response_mask_from_eos(responses: Tensor, eos_token_id: int) -> Tensor:
-    """1 up to and including the first EOS (everywhere when there is none), 0 after: [B, R] -> bool [B, R].
+def _is_stop(responses: Tensor, eos_token_id: int | Sequence[int]) -> Tensor:
+    ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    return torch.isin(responses, torch.tensor(ids, dtype=responses.dtype, device=responses.device))
 
-    Built from EOS, not from padding, because a policy can sample the pad id as an ordinary token.
+
+def response_mask_from_eos(responses: Tensor, eos_token_id: int | Sequence[int]) -> Tensor:
+    """1 up to and including the first stop id (everywhere when there is none), 0 after: bool [B, R].
+
+    `eos_token_id`: one id or every id that ends a response (the tokenizer's EOS, the generation config's,
+    the chat turn terminator). Built from them, not from padding, because a policy can sample the pad id
+    as an ordinary token.
     """
-    is_eos = responses == eos_token_id
-    eos_seen_before = (torch.cumsum(is_eos.long(), dim=-1) - is_eos.long()) > 0
+    is_eos = _is_stop(responses, eos_token_id).long()
+    eos_seen_before = (torch.cumsum(is_eos, dim=-1) - is_eos) > 0
     return ~eos_seen_before
 
 
-def truncate_after_eos(responses: Tensor, eos_token_id: int, pad_token_id: int) -> tuple[Tensor, Tensor]:
-    """Replace every token after the first EOS by padding; returns (truncated responses, bool mask)."""
+def truncate_after_eos(
+    responses: Tensor, eos_token_id: int | Sequence[int], pad_token_id: int
+) -> tuple[Tensor, Tensor]:
+    """Replace every token after the first stop id by padding; returns (truncated responses, bool mask)."""
     mask = response_mask_from_eos(responses, eos_token_id)
     return responses.masked_fill(~mask, pad_token_id), mask
 
 
-def contains_eos(responses: Tensor, eos_token_id: int) -> Tensor:
-    """bool [B]: whether the response ended with an EOS within the budget."""
-    return (responses == eos_token_id).any(dim=-1)
+def contains_eos(responses: Tensor, eos_token_id: int | Sequence[int]) -> Tensor:
+    """bool [B]: whether the response ended with a stop id within the budget."""
+    return _is_stop(responses, eos_token_id).any(dim=-1)
 
 
 def last_token_index(mask: Tensor) -> Tensor:
     """Index of the last position that counts in a prefix-shaped mask: [B, R] -> long [B]."""
     return (mask.long().sum(-1) - 1).clamp(min=0)
-
-
-def position_ids_from_attention_mask(attention_mask: Tensor) -> Tensor:
-    """0, 1, 2, ... over the real tokens of a left-padded row (padding gets 0), as in unpadded training."""
-    return (torch.cumsum(attention_mask.long(), dim=-1) - 1).clamp(min=0)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 Prompts are read and validated by `rlhf.data` (bad rows name file, row and field). Without a
 `data.eval_file`, the last `data.eval_fraction` of the training prompts is held out (only when an
 evaluation is asked for), so evaluation never scores prompts the policy was optimised on. PPO-ptx rows
-are SFT rows: prompt/completion strings (loss on the completion, as in SFT), message lists (loss on the
-whole chat-templated text) or a bare `text` field; they are drawn from their own resumable stream.
+are SFT rows (prompt/completion or messages), encoded as SFT saw them by `rlhf.tokens.Encoder`, with the
+loss on the completion (the last turn); they are drawn from their own resumable stream.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch
 
 from ppo.checkpoint import PromptStream
 from ppo.config import PPOStageConfig
-from ppo.rollout import encode_prompt
 from rlhf.errors import ConfigError, DataError
+from rlhf.tokens import Encoder
 
 IGNORE_INDEX = -100
 
@@ -26,7 +26,7 @@ IGNORE_INDEX = -100
 @dataclass
 class PromptSet:
     texts: list[Any]  # the prompt as given (a string or a list of messages)
-    ids: list[list[int]]  # token ids, left-truncated to data.max_prompt_length
+    ids: list[list[int]]  # token ids (rlhf.tokens.Encoder), each within data.max_prompt_length
 
 
 def _rows(path: str, kind: str, cfg: PPOStageConfig) -> list[dict]:
@@ -38,9 +38,21 @@ def _rows(path: str, kind: str, cfg: PPOStageConfig) -> list[dict]:
     return rows
 
 
-def _encode(rows: list[dict], tokenizer, max_prompt_length: int) -> PromptSet:
+def _encode(rows: list[dict], tokenizer, max_prompt_length: int, path: str) -> PromptSet:
+    """Ids of every prompt as every stage sees them; prompts over the limit are skipped, never cut (cutting
+    would drop the BOS and a system header, or the generation prompt)."""
     texts = [row["prompt"] for row in rows]
-    return PromptSet(texts, [encode_prompt(tokenizer, text, max_prompt_length) for text in texts])
+    encoded = Encoder(tokenizer).encode_prompts(texts, max_prompt_length)
+    if encoded.skipped:
+        print(
+            f"ppo: {path}: {encoded.skipped} of {len(texts)} prompt(s) longer than "
+            f"data.max_prompt_length={max_prompt_length} tokens skipped"
+        )
+    if not encoded.ids:
+        raise DataError(
+            f"{path}: every prompt is longer than data.max_prompt_length={max_prompt_length} tokens; raise it"
+        )
+    return PromptSet([texts[i] for i in encoded.kept], encoded.ids)
 
 
 def load_prompt_sets(cfg: PPOStageConfig, tokenizer) -> tuple[PromptSet, Optional[PromptSet]]:
@@ -64,7 +76,11 @@ def load_prompt_sets(cfg: PPOStageConfig, tokenizer) -> tuple[PromptSet, Optiona
     if not rows:
         raise DataError(f"{cfg.data.train_file}: no prompts")
     max_len = cfg.data.max_prompt_length
-    return _encode(rows, tokenizer, max_len), (_encode(eval_rows, tokenizer, max_len) if eval_rows else None)
+    eval_path = cfg.data.eval_file or cfg.data.train_file
+    return (
+        _encode(rows, tokenizer, max_len, cfg.data.train_file),
+        _encode(eval_rows, tokenizer, max_len, eval_path) if eval_rows else None,
+    )
 
 
 def fit_to_length(prompt: list[int], completion: list[int], max_length: int) -> tuple[list[int], list[int]]:
@@ -95,21 +111,20 @@ class PtxBatches:
         if not rows:
             raise DataError(f"{path}: no rows for PPO-ptx")
         self.pad_token_id = tokenizer.pad_token_id
-        self.examples = [self._tokenize(row, tokenizer, max_length) for row in rows]
+        encoder = Encoder(tokenizer)
+        self.examples = [self._tokenize(row, encoder, max_length) for row in rows]
         self.stream = PromptStream(len(self.examples), seed)
 
     @staticmethod
-    def _tokenize(row: dict, tokenizer, max_length: int) -> tuple[list[int], list[int]]:
+    def _tokenize(row: dict, encoder: Encoder, max_length: int) -> tuple[list[int], list[int]]:
+        """An SFT row as SFT saw it (rlhf.tokens.Encoder): the loss on the completion (the last turn)."""
         if "messages" in row:
-            ids = list(tokenizer.apply_chat_template(row["messages"], tokenize=True))
-            return fit_to_length([], ids, max_length)  # loss on the whole text: keep its end (the last reply)
-        if isinstance(row.get("prompt"), str) and isinstance(row.get("completion"), str):
-            prompt = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
-            completion = tokenizer(row["completion"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-            return fit_to_length(prompt, completion, max_length)
-        # conversational prompt/completion
-        ids = list(tokenizer.apply_chat_template(list(row["prompt"]) + list(row["completion"]), tokenize=True))
-        return fit_to_length([], ids, max_length)
+            messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+            prompt, completion = messages[:-1], messages[-1:]
+        else:
+            prompt, completion = row["prompt"], row["completion"]
+        prompt_ids = encoder.prompt_ids(prompt)
+        return fit_to_length(prompt_ids, encoder.response_ids(prompt, completion, prompt_ids), max_length)
 
     def next_batch(self, size: int, device: torch.device, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
         """This process's `size` rows of the next `size * world` of the stream.

@@ -24,11 +24,11 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from ppo.algorithm import position_ids_from_attention_mask
 from ppo.config import PPOStageConfig
 from ppo.rollout import response_logits, response_values, supports_logits_to_keep
 from rlhf.config import as_dict
 from rlhf.errors import ConfigError
+from rlhf.tokens import position_ids_from_mask
 
 REWARD_STATS_FILE = "reward_stats.json"
 
@@ -59,7 +59,7 @@ class PolicyAndValue(nn.Module):
             ptx_loss = self.policy(
                 input_ids=ptx_input_ids,
                 attention_mask=ptx_attention_mask,
-                position_ids=position_ids_from_attention_mask(ptx_attention_mask),
+                position_ids=position_ids_from_mask(ptx_attention_mask),
                 labels=ptx_labels,
                 use_cache=False,
             ).loss
@@ -130,14 +130,30 @@ def value_uses_lora(cfg: PPOStageConfig) -> bool:
     return cfg.model.lora.enabled if cfg.ppo.value_lora is None else bool(cfg.ppo.value_lora)
 
 
-def build_models(cfg: PPOStageConfig) -> PPOModels:
-    """Load tokenizer, policy (+LoRA), reference, reward model (+stats) and value model from the config."""
-    from rlhf.modeling import apply_lora, check_tokenizer_matches, load_scalar_model, load_tokenizer
-
+def model_paths(cfg: PPOStageConfig) -> dict[str, str]:
+    """role -> directory of every model PPO loads (the tokenizer's first): policy, reference, reward, value."""
     policy_path = cfg.model.name_or_path
-    tokenizer = load_tokenizer(
-        cfg.model.tokenizer or policy_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
-    )
+    if cfg.ppo.value_init == "reward_model":
+        value_path = cfg.ppo.value_model_path or cfg.ppo.reward_model_path
+    else:  # the policy's backbone with a fresh scalar head
+        value_path = cfg.ppo.value_model_path or policy_path
+    return {
+        "policy": cfg.model.tokenizer or policy_path,
+        "reference": cfg.ppo.ref_model_path or policy_path,
+        "reward": cfg.ppo.reward_model_path,
+        "value": value_path,
+    }
+
+
+def build_models(cfg: PPOStageConfig) -> PPOModels:
+    """Check that every model shares the policy's tokenizer, then load tokenizer, policy (+LoRA), reference,
+    reward model (+stats) and value model from the config."""
+    from rlhf.modeling import apply_lora, check_same_tokenizers, load_scalar_model
+
+    paths = model_paths(cfg)
+    # Before any weights are loaded, so no embedding has been resized to fit a foreign tokenizer.
+    tokenizer = check_same_tokenizers(paths, cfg.model.revision, cfg.model.trust_remote_code)["policy"]
+    policy_path = cfg.model.name_or_path
     policy = load_policy_weights(cfg, policy_path, tokenizer)
 
     lora = cfg.model.lora.enabled
@@ -152,15 +168,8 @@ def build_models(cfg: PPOStageConfig) -> PPOModels:
 
     reward_path = cfg.ppo.reward_model_path
     reward_model = _freeze(load_scalar_model(reward_path, tokenizer, dtype=cfg.model.dtype))
-    check_tokenizer_matches(reward_model, tokenizer, where=reward_path)
     reward_mean, reward_std = read_reward_stats(reward_path)
-
-    if cfg.ppo.value_init == "reward_model":
-        value_path = cfg.ppo.value_model_path or reward_path
-    else:  # the policy's backbone with a fresh scalar head
-        value_path = cfg.ppo.value_model_path or policy_path
-    value_model = load_scalar_model(value_path, tokenizer, dtype=cfg.model.dtype)
-    check_tokenizer_matches(value_model, tokenizer, where=value_path)
+    value_model = load_scalar_model(paths["value"], tokenizer, dtype=cfg.model.dtype)
     if value_uses_lora(cfg):
         value_model = apply_lora(value_model, cfg.model.lora, task_type="SEQ_CLS")  # peft trains the head in full
 

@@ -1,10 +1,11 @@
 """One PPO rollout: sample responses, cut them at EOS, and score them with every frozen/no-grad model.
 
-Prompts are tokenised once (strings as-is without special tokens, like `rlhf generate`, so the policy
-sees prompts formatted exactly as the reward model's training responses were sampled; message lists go
-through the chat template) and left-padded per batch, so all responses start in the same column and HF
-`generate` runs the whole batch with its KV cache. Responses are truncated after the first EOS and the
-mask comes from EOS, never from padding (a policy may sample the pad id as an ordinary token). The
+Prompts are tokenised once by `rlhf.tokens.Encoder` (the ids SFT, `rlhf generate`, the reward model and
+eval see: BOS as the tokenizer adds it, message lists through the chat template with its generation
+prompt) and left-padded per batch, so all responses start in the same column and HF `generate` runs the
+whole batch with its KV cache. Generation stops at, and responses are truncated after, the first stop id
+(the tokenizer's EOS, the generation config's EOS ids, the chat turn terminator), and the mask comes from
+them, never from padding (a policy may sample the pad id as an ordinary token). The
 no-grad passes (policy and reference logprobs from temperature-scaled logits, per-token values, the
 reward model's score at the last real token) run over `forward_batch_size` rows at a time to bound
 memory, with position ids derived from the attention mask so left padding does not shift positions.
@@ -21,46 +22,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ppo.algorithm import (
-    contains_eos,
-    last_token_index,
-    logprobs_from_logits,
-    position_ids_from_attention_mask,
-    truncate_after_eos,
-)
-
-# --------------------------------------------------------------------------------------------------
-# Prompts
-# --------------------------------------------------------------------------------------------------
-
-
-def encode_prompt(tokenizer, prompt: str | list[dict], max_prompt_length: Optional[int] = None) -> list[int]:
-    """Token ids of one prompt, truncated from the left (the end of a prompt holds the question)."""
-    if isinstance(prompt, list):
-        ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # some tokenizers return a BatchEncoding
-            ids = ids["input_ids"]
-    else:
-        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    ids = list(ids)
-    if max_prompt_length is not None and len(ids) > max_prompt_length:
-        ids = ids[-max_prompt_length:]
-    return ids
-
-
-def left_pad(
-    sequences: Sequence[Sequence[int]], pad_token_id: int, device: torch.device | str = "cpu"
-) -> tuple[Tensor, Tensor]:
-    """Left-pad id lists to one width: (input_ids, attention_mask)."""
-    width = max(len(seq) for seq in sequences)
-    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        if len(seq):
-            input_ids[row, width - len(seq) :] = torch.as_tensor(list(seq), dtype=torch.long)
-            attention_mask[row, width - len(seq) :] = 1
-    return input_ids.to(device), attention_mask.to(device)
-
+from ppo.algorithm import contains_eos, last_token_index, logprobs_from_logits, truncate_after_eos
+from rlhf.tokens import position_ids_from_mask
 
 # --------------------------------------------------------------------------------------------------
 # The rollout batch
@@ -112,7 +75,7 @@ def response_logits(
     model: nn.Module, input_ids: Tensor, attention_mask: Tensor, response_length: int, keep_slice: Optional[bool] = None
 ) -> Tensor:
     """Logits that predict each response token: [B, R, V] (positions P-1 .. P+R-2)."""
-    position_ids = position_ids_from_attention_mask(attention_mask)
+    position_ids = position_ids_from_mask(attention_mask)
     kwargs: dict[str, Any] = {}
     if keep_slice if keep_slice is not None else supports_logits_to_keep(model):
         kwargs["logits_to_keep"] = response_length + 1
@@ -133,7 +96,7 @@ def token_scalars(
 
     hf_model = _hf_model(scalar_model)
     backbone = getattr(hf_model, hf_model.base_model_prefix)
-    position_ids = position_ids_from_attention_mask(attention_mask)
+    position_ids = position_ids_from_mask(attention_mask)
     hidden = backbone(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
     ).last_hidden_state
@@ -177,7 +140,7 @@ def build_generation_config(
     top_k: int,
     top_p: float,
     do_sample: bool,
-    eos_token_id: int,
+    eos_token_id: int | Sequence[int],
     pad_token_id: int,
 ):
     """Every sampling knob pinned (rlhf.sampling): the rollout is drawn from softmax(logits / temperature),
@@ -254,15 +217,16 @@ def score_responses(
     policy: nn.Module,
     value_model: nn.Module,
     reward_model: nn.Module,
-    eos_token_id: int,
+    eos_token_id: int | Sequence[int],
     pad_token_id: int,
     temperature: float,
     forward_batch_size: int,
     reference: Optional[nn.Module] = None,
     reference_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> Rollout:
-    """Truncate at EOS and run the no-grad passes. The reference is `reference`, or the policy inside
-    `reference_context()` (a LoRA policy with its adapter disabled)."""
+    """Truncate after the first stop id (`eos_token_id`: one id or all of them) and run the no-grad passes.
+    The reference is `reference`, or the policy inside `reference_context()` (a LoRA policy with its adapter
+    disabled)."""
     response_ids, response_mask = truncate_after_eos(raw_response_ids, eos_token_id, pad_token_id)
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)
     attention_mask = torch.cat([prompt_mask, response_mask.to(prompt_mask.dtype)], dim=1)

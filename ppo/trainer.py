@@ -73,7 +73,6 @@ from ppo.rollout import (
     Rollout,
     build_generation_config,
     generate_responses,
-    left_pad,
     score_responses,
     trim_micro_batch,
     unwrapped_for_generation,
@@ -82,6 +81,7 @@ from rlhf.config import require, typed
 from rlhf.distributed import accelerator_kwargs
 from rlhf.errors import ConfigError
 from rlhf.plugins import Scorer, load_judge, load_reward_function
+from rlhf.tokens import Encoder, left_pad
 
 SUMMARY_FILE = "summary.json"
 MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -389,10 +389,11 @@ class Loop:
 
     def __post_init__(self):
         tokenizer = self.models.tokenizer
-        self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+        # every id a response can end with: the tokenizer's EOS, the generation config's, the turn terminator
+        self.stop_ids, self.pad_id = Encoder(tokenizer).stop_ids, tokenizer.pad_token_id
         ppo = self.cfg.ppo
         self.generation_config = build_generation_config(
-            ppo.max_new_tokens, ppo.temperature, ppo.top_k, ppo.top_p, ppo.do_sample, self.eos_id, self.pad_id
+            ppo.max_new_tokens, ppo.temperature, ppo.top_k, ppo.top_p, ppo.do_sample, self.stop_ids, self.pad_id
         )
         plugin = _deepspeed_plugin(self.accelerator)
         self.zero3_synced_generation = (
@@ -490,7 +491,7 @@ class Loop:
                 policy=unwrapped.policy,
                 value_model=unwrapped.value_model,
                 reward_model=self.models.reward_model,
-                eos_token_id=self.eos_id,
+                eos_token_id=self.stop_ids,
                 pad_token_id=self.pad_id,
                 temperature=ppo.temperature,
                 forward_batch_size=ppo.rollout_forward_batch_size,

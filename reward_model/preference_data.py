@@ -200,7 +200,9 @@ def kwise_dataset(pairs: list[dict], tokenizer, max_length: Optional[int]):
     import datasets
 
     from reward_model.scoring import preference_input_ids
+    from rlhf.tokens import Encoder
 
+    tokenizer = Encoder.of(tokenizer)  # built once: its probes render the chat template
     rows = []
     dropped = 0
     for ranking in group_rankings(pairs):
@@ -231,9 +233,31 @@ def kwise_dataset(pairs: list[dict], tokenizer, max_length: Optional[int]):
     return datasets.Dataset.from_list(rows)
 
 
-def pairwise_dataset(pairs: list[dict], use_margin: bool):
-    """A datasets.Dataset of prompt/chosen/rejected (+ margin) rows for trl.RewardTrainer."""
+def pairwise_dataset(pairs: list[dict], tokenizer, use_margin: bool, max_length: Optional[int] = None):
+    """A datasets.Dataset of pre-tokenised chosen_ids/rejected_ids (+ margin) rows for trl.RewardTrainer.
+
+    Tokenised here by `rlhf.tokens.Encoder`, not by TRL: the ids are the ones PPO and eval score (TRL
+    would concatenate a message-list prompt with a text response, a TypeError, and read a chat row's
+    score after the template's turn terminator). Pairs with a sequence over `max_length` are left out
+    and counted (TRL would drop them silently)."""
     import datasets
 
-    columns = ("prompt", "chosen", "rejected") + (("margin",) if use_margin else ())
-    return datasets.Dataset.from_list([{name: pair[name] for name in columns} for pair in pairs])
+    from rlhf.tokens import Encoder
+
+    encoder = Encoder.of(tokenizer)
+    rows = []
+    for pair in pairs:
+        row = {
+            "chosen_ids": encoder.sequence(pair["prompt"], pair["chosen"]),
+            "rejected_ids": encoder.sequence(pair["prompt"], pair["rejected"]),
+        }
+        if max_length and max(len(row["chosen_ids"]), len(row["rejected_ids"])) > max_length:
+            continue
+        if use_margin:
+            row["margin"] = pair["margin"]
+        rows.append(row)
+    if len(rows) < len(pairs):
+        print(f"rlhf rm: {len(pairs) - len(rows)} pair(s) longer than data.max_length={max_length} tokens left out")
+    if pairs and not rows:
+        raise DataError(f"no pair is within data.max_length={max_length} tokens")
+    return datasets.Dataset.from_list(rows)

@@ -1,11 +1,12 @@
 """Reward-model inputs and scores: how a prompt/response becomes token ids, and the scalar it gets.
 
-A response is scored exactly as `trl.RewardTrainer` trained on it: plain text is prompt + response + EOS
-(TRL appends the EOS, so the score is read at the EOS token, which is where a finished PPO response
-ends too); conversational rows go through the tokenizer's chat template. The score is the head's output
-at the last real (non-pad) token, which transformers' sequence-classification models find from
-`pad_token_id`; we also pass position ids derived from the attention mask, so left padding (as PPO and
-`rlhf.scoring` use) gives the same score as right padding or none.
+A prompt/response becomes ids through `rlhf.tokens.Encoder` (the ids PPO and eval score): prompt ids as
+generation saw them, then the response up to and including its terminator (the EOS for plain text, the
+chat template's turn end for conversations), so the score is read at the terminator, which is where a
+finished PPO response ends too. The ids are handed to `trl.RewardTrainer` pre-tokenised. The score is the
+head's output at the last real (non-pad) token, which transformers' sequence-classification models find
+from `pad_token_id`; we also pass position ids derived from the attention mask, so left padding (as PPO
+and `rlhf.scoring` use) gives the same score as right padding or none.
 """
 
 from __future__ import annotations
@@ -14,29 +15,16 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from rlhf.errors import ConfigError
+from rlhf.tokens import Encoder, position_ids_from_mask
 
 
 def preference_input_ids(tokenizer, prompt: Any, response: Any) -> list[int]:
-    """Token ids of prompt + response as the reward model sees them (see module docstring)."""
-    if isinstance(prompt, list):
-        if not getattr(tokenizer, "chat_template", None):
-            raise ConfigError(
-                "conversational preference data needs a tokenizer with a chat template; "
-                f"{getattr(tokenizer, 'name_or_path', '?')} has none"
-            )
-        reply = response if isinstance(response, list) else [{"role": "assistant", "content": response}]
-        return list(tokenizer.apply_chat_template(prompt + reply, tokenize=True, return_dict=True)["input_ids"])
-    text = prompt + response
-    if not text.endswith(tokenizer.eos_token):
-        text += tokenizer.eos_token
-    return list(tokenizer(text)["input_ids"])
+    """Token ids of prompt + response as the reward model sees them (`tokenizer`: or its Encoder)."""
+    return Encoder.of(tokenizer).sequence(prompt, response)
 
 
 def sequence_rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """(B,) scalar rewards of a padded batch (either padding side), read at each row's last real token."""
-    from rlhf.scoring import position_ids_from_mask
-
     outputs = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -76,9 +64,9 @@ def score_texts(
 ) -> torch.Tensor:
     """Scores of prompt/response pairs (plain text or conversational), each cut to its last `max_length`
     tokens (the trained model's data.max_length: longer inputs cost memory and leave its training lengths)."""
+    encoder = Encoder.of(tokenizer)
     sequences = [
-        truncate_left(preference_input_ids(tokenizer, prompt, response), max_length)
-        for prompt, response in zip(prompts, responses)
+        truncate_left(encoder.sequence(prompt, response), max_length) for prompt, response in zip(prompts, responses)
     ]
     return score_sequences(model, sequences, tokenizer.pad_token_id, batch_size)
 

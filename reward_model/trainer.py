@@ -71,8 +71,10 @@ def build_trainer(
         return RewardTrainer(
             model=model,
             args=args,
-            train_dataset=pairwise_dataset(train_pairs, cfg.rm.use_margin),
-            eval_dataset=pairwise_dataset(eval_pairs, cfg.rm.use_margin) if eval_pairs else None,
+            train_dataset=pairwise_dataset(train_pairs, tokenizer, cfg.rm.use_margin, cfg.data.max_length),
+            eval_dataset=(
+                pairwise_dataset(eval_pairs, tokenizer, cfg.rm.use_margin, cfg.data.max_length) if eval_pairs else None
+            ),
             processing_class=tokenizer,
             callbacks=callbacks,
         )

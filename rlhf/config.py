@@ -67,7 +67,7 @@ class DataConfig:
     eval_file: Optional[str] = None  # held-out data (default: split eval_fraction off train_file)
     eval_fraction: float = 0.05  # fraction held out when no eval_file is given
     max_length: int = 512  # max tokens of prompt + response
-    max_prompt_length: int = 256  # max prompt tokens (longer prompts are truncated from the left)
+    max_prompt_length: int = 256  # max prompt tokens (PPO skips longer prompts with a count, never cuts them)
     skip_bad_rows: bool = False  # skip invalid rows (and report them) instead of stopping
     max_samples: Optional[int] = None  # use only the first N training rows (for quick runs)
 

@@ -52,23 +52,44 @@ def _field(cfg: Any, name: str, default: Any = None) -> Any:
 
 
 def load_tokenizer(name_or_path: str, revision: Optional[str] = None, trust_remote_code: bool = False):
-    """Load a tokenizer and make sure it has a pad token that is not the EOS token."""
+    """Load a tokenizer, remember the generation config's EOS ids (when the directory has one) and make
+    sure it has a pad token that is none of the ids a response can end with."""
     from transformers import AutoTokenizer
 
+    from rlhf.tokens import GENERATION_EOS_ATTR
+
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    setattr(tokenizer, GENERATION_EOS_ATTR, read_generation_eos_ids(name_or_path, revision, trust_remote_code))
     ensure_pad_token(tokenizer)
     return tokenizer
 
 
+def read_generation_eos_ids(
+    name_or_path: str, revision: Optional[str] = None, trust_remote_code: bool = False
+) -> list[int]:
+    """`generation_config.json`'s eos_token_id as a list (Llama 3 lists two); empty when there is none."""
+    from transformers import GenerationConfig
+
+    try:
+        config = GenerationConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):  # no generation_config.json (a tokenizer-only directory)
+        return []
+    eos = config.eos_token_id
+    if eos is None:
+        return []
+    return [int(token) for token in (eos if isinstance(eos, (list, tuple)) else [eos])]
+
+
 def ensure_pad_token(tokenizer) -> bool:
-    """Add a dedicated pad token when there is none or it equals EOS; returns whether one was added."""
-    if tokenizer.eos_token_id is None:
-        raise ValueError(
-            f"tokenizer {getattr(tokenizer, 'name_or_path', '?')} has no EOS token; the policy could never stop"
-        )
-    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+    """Add a dedicated pad token when there is none or it is an id a response ends with (the EOS, a
+    generation-config EOS, the chat turn terminator); returns whether one was added."""
+    from rlhf.tokens import conventions
+
+    stop_ids = set(conventions(tokenizer).stop_ids)  # raises when there is no EOS at all
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id not in stop_ids:
         return False
     tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+    tokenizer.rlhf_added_pad = True
     return True
 
 
@@ -82,6 +103,34 @@ def check_tokenizer_matches(model, tokenizer, where: str = "model") -> None:
             f"tokenizer mismatch for {where}: tokenizer has {len(tokenizer)} tokens but the model's embedding has "
             f"{vocab_rows} rows; use the tokenizer saved with this model (model.tokenizer)"
         )
+
+
+def check_same_tokenizers(paths: dict[str, str], revision: Optional[str] = None, trust_remote_code: bool = False):
+    """Load the tokenizer of every model (role -> path) and stop (ConfigError, exit 2) unless all are
+    identical: same vocabulary, special tokens and chat template. Call before loading any weights, so no
+    embedding has been resized yet. Returns {role: tokenizer}."""
+    from rlhf.errors import ConfigError
+    from rlhf.tokens import tokenizer_difference
+
+    loaded: dict[str, Any] = {}
+    by_path: dict[str, Any] = {}
+    first_role, first_path = next(iter(paths.items()))
+    for role, path in paths.items():
+        if str(path) not in by_path:
+            try:
+                by_path[str(path)] = load_tokenizer(
+                    str(path), revision if role == first_role else None, trust_remote_code
+                )
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"cannot load the {role} model's tokenizer from {path}: {exc}") from None
+        loaded[role] = by_path[str(path)]
+        difference = tokenizer_difference(loaded[first_role], loaded[role])
+        if difference:
+            raise ConfigError(
+                f"tokenizer mismatch: the {role} model {path} does not use the {first_role} model's tokenizer "
+                f"({first_path}): {difference}; every model must share one tokenizer"
+            )
+    return loaded
 
 
 # --------------------------------------------------------------------------------------------------
@@ -111,16 +160,23 @@ def disable_dropout(model: nn.Module) -> nn.Module:
     return model
 
 
-def _match_tokenizer(model, tokenizer) -> None:
-    """Resize embeddings when the tokenizer gained tokens (a pad token); record pad/eos in the config."""
+def _match_tokenizer(model, tokenizer, where: str = "model") -> None:
+    """Grow the embeddings by the pad token `ensure_pad_token` added (and nothing else: a tokenizer with
+    more tokens than the model is someone else's); record pad and every stop id in the configs."""
     if tokenizer is None:
         return
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+    from rlhf.tokens import conventions
+
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        if not (getattr(tokenizer, "rlhf_added_pad", False) and len(tokenizer) - 1 <= rows):
+            check_tokenizer_matches(model, tokenizer, where)
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
     if getattr(model, "generation_config", None) is not None:
+        stop_ids = list(conventions(tokenizer).stop_ids)
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.generation_config.eos_token_id = stop_ids if len(stop_ids) > 1 else stop_ids[0]
 
 
 def load_causal_lm(
@@ -147,7 +203,7 @@ def load_causal_lm(
     if _field(model_cfg_or_path, "attn_implementation"):
         kwargs["attn_implementation"] = _field(model_cfg_or_path, "attn_implementation")
     model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
-    _match_tokenizer(model, tokenizer)
+    _match_tokenizer(model, tokenizer, str(path))
     if disable_dropout_ if disable_dropout_ is not None else _field(model_cfg_or_path, "disable_dropout", True):
         disable_dropout(model)
     return model
@@ -198,7 +254,7 @@ def load_scalar_model(
         key.endswith(("score.weight", "classifier.weight", "v_head.weight")) for key in info.get("missing_keys", [])
     ):
         init_scalar_head(head, model.config.hidden_size)
-    _match_tokenizer(model, tokenizer)
+    _match_tokenizer(model, tokenizer, str(path))
     if tokenizer is None and model.config.pad_token_id is None:
         raise ValueError("a scalar model needs pad_token_id to find the last real token; pass the tokenizer")
     if disable_dropout_ if disable_dropout_ is not None else _field(model_cfg_or_path, "disable_dropout", True):

@@ -13,27 +13,19 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from rlhf.tokens import left_pad, position_ids_from_mask
+
 
 def left_pad_concat(
     prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Concatenate prompt+response per row, left-pad to one length; also return the response mask."""
-    rows = [list(p) + list(r) for p, r in zip(prompts, responses)]
-    width = max(len(row) for row in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    response_mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, (row, response) in enumerate(zip(rows, responses)):
-        input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        attention_mask[i, width - len(row) :] = 1
+    input_ids, attention_mask = left_pad([list(p) + list(r) for p, r in zip(prompts, responses)], pad_id)
+    response_mask = torch.zeros(input_ids.shape, dtype=torch.bool)
+    for i, response in enumerate(responses):
         if len(response):
-            response_mask[i, width - len(response) :] = True
+            response_mask[i, input_ids.shape[1] - len(response) :] = True
     return input_ids, attention_mask, response_mask
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """0, 1, 2, ... starting at each row's first real token (left padding gets position 0)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 @torch.no_grad()

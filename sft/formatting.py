@@ -16,8 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from rlhf.errors import ConfigError
-
-PLAIN_ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
+from rlhf.tokens import render_plain  # the plain rendering every stage shares
 
 
 def has_chat_template(tokenizer) -> bool:
@@ -32,14 +31,6 @@ def uses_chat_template(tokenizer, mode: str) -> bool:
             "template (set sft.use_chat_template=auto or never, or use a tokenizer that has one)"
         )
     return mode != "never" and has_chat_template(tokenizer)
-
-
-def render_plain(messages: list[dict[str, str]]) -> dict[str, str]:
-    """A conversation as plain text: earlier turns + "Assistant:" is the prompt, " reply" the completion."""
-    *context, last = messages
-    lines = [f"{PLAIN_ROLE_NAMES.get(turn['role'], turn['role'].capitalize())}: {turn['content']}" for turn in context]
-    prompt = "\n".join(lines + [f"{PLAIN_ROLE_NAMES['assistant']}:"])
-    return {"prompt": prompt, "completion": " " + last["content"].lstrip()}
 
 
 def to_prompt_completion(row: dict[str, Any], chat: bool) -> dict[str, Any]:

@@ -65,3 +65,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def family_dirs(tmp_path_factory):
+    """Tiny causal LMs with the tokenizer conventions of Llama 3, Qwen 2.5, GPT-2 and Llama 2 (tests/families.py),
+    each an HF directory with its generation config: {family: path}."""
+    from families import FAMILIES, build_family
+
+    root = tmp_path_factory.mktemp("families")
+    return {family: build_family(family, root / family) for family in FAMILIES}

@@ -45,14 +45,21 @@ def test_pad_token_added_when_it_equals_eos(tiny_model_dir, tmp_path):
     assert ensure_pad_token(loaded) is False  # idempotent
 
 
-def test_resize_when_tokenizer_grows(tiny_model_dir):
-    tokenizer = load_tokenizer(str(tiny_model_dir))
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<extra>"]})
-    model = load_causal_lm(str(tiny_model_dir), tokenizer)
-    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer)
+def test_embeddings_grow_for_the_added_pad_only(tiny_model_dir, family_dirs):
+    # GPT-2 has no pad token: load_tokenizer adds <pad> and the model grows one embedding row for it.
+    raw = AutoTokenizer.from_pretrained(family_dirs["gpt2"])
+    tokenizer = load_tokenizer(str(family_dirs["gpt2"]))
+    model = load_causal_lm(str(family_dirs["gpt2"]), tokenizer)
+    assert raw.pad_token is None and tokenizer.pad_token == "<pad>" and len(tokenizer) == len(raw) + 1
+    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer) == model.config.pad_token_id + 1
+    # Any other extra token means the tokenizer is not this model's: stop instead of adding random rows.
+    other = load_tokenizer(str(tiny_model_dir))
+    other.add_special_tokens({"additional_special_tokens": ["<extra>"]})
+    with pytest.raises(ConfigError, match="tokenizer mismatch.*301 tokens.*300 rows"):
+        load_causal_lm(str(tiny_model_dir), other)
     plain = load_causal_lm(str(tiny_model_dir))
     with pytest.raises(ConfigError, match="tokenizer mismatch"):
-        check_tokenizer_matches(plain, tokenizer)
+        check_tokenizer_matches(plain, other)
 
 
 def test_dropout_disabled(tiny_model_dir):

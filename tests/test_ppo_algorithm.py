@@ -23,7 +23,6 @@ from ppo.algorithm import (
     masked_whiten,
     normalize_scores,
     policy_loss,
-    position_ids_from_attention_mask,
     response_mask_from_eos,
     shape_rewards,
     truncate_after_eos,
@@ -72,8 +71,21 @@ def test_truncate_after_eos_and_masks_on_hand_made_sequences():
 
 
 def test_position_ids_from_left_padded_attention_mask():
+    from rlhf.tokens import position_ids_from_mask
+
     attention_mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 0]])
-    assert position_ids_from_attention_mask(attention_mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 3]]
+    assert position_ids_from_mask(attention_mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 3]]
+
+
+def test_truncation_stops_at_any_of_several_stop_ids():
+    # 7 = the turn terminator (<|eot_id|>), 2 = the tokenizer EOS: a response ends at whichever comes first,
+    # not only at the tokenizer's EOS (a chat model would run on past its turn otherwise).
+    responses = torch.tensor([[5, 7, 6, 2], [5, 6, 2, 7], [5, 6, 6, 6]])
+    truncated, mask = truncate_after_eos(responses, [2, 7], pad_token_id=0)
+    assert truncated.tolist() == [[5, 7, 0, 0], [5, 6, 2, 0], [5, 6, 6, 6]]
+    assert mask.tolist() == [[True, True, False, False], [True, True, True, False], [True] * 4]
+    assert contains_eos(truncated, [2, 7]).tolist() == [True, True, False]
+    assert contains_eos(responses, 2).tolist() == [True, True, False]
 
 
 def test_kl_estimators_hand_computed():

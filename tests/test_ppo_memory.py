@@ -92,11 +92,11 @@ def policy_and_value(tiny_model_dir, tiny_reward_model_dir, tokenizer):
 
 
 def _varied_prompts(tokenizer):
-    from ppo.rollout import encode_prompt, left_pad
+    from rlhf.tokens import Encoder, left_pad
 
     texts = ["User: Hi.\nAssistant:", "User: " + "Tell me about the sea and the cats. " * 4 + "\nAssistant:"]
     texts += [f"User: Tell me about thing {i}.\nAssistant:" for i in range(4)]
-    return left_pad([encode_prompt(tokenizer, text) for text in texts], tokenizer.pad_token_id)
+    return left_pad([Encoder.of(tokenizer).prompt_ids(text) for text in texts], tokenizer.pad_token_id)
 
 
 def test_chunked_greedy_generation_equals_one_batch_and_bounds_the_chunk(policy_and_value, tokenizer):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ppo.rollout import build_generation_config, encode_prompt, generate_responses, left_pad, score_responses
+from ppo.rollout import build_generation_config, generate_responses, score_responses
+from rlhf.tokens import Encoder, left_pad
 
 TEMPERATURE = 0.7
 
@@ -21,10 +22,12 @@ def models(tiny_model_dir):
     return tokenizer, policy, reward
 
 
-def test_encode_prompt_truncates_from_the_left_and_left_pad(models):
+def test_long_prompts_are_skipped_not_cut_and_left_pad(models):
     tokenizer, _, _ = models
-    full = encode_prompt(tokenizer, "User: Tell me about cats.\nAssistant:")
-    assert encode_prompt(tokenizer, "User: Tell me about cats.\nAssistant:", max_prompt_length=3) == full[-3:]
+    prompts = ["User: Tell me about cats.\nAssistant:", "User: Hi.\nAssistant:"]
+    full = Encoder(tokenizer).prompt_ids(prompts[0])
+    encoded = Encoder(tokenizer).encode_prompts(prompts, max_length=len(full) - 1)
+    assert encoded.skipped == 1 and encoded.kept == [1] and len(encoded.ids) == 1
     ids, mask = left_pad([[5, 6, 7], [8]], pad_token_id=0)
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
 

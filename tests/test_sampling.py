@@ -113,10 +113,11 @@ def assert_exact_sampling(first_tokens: torch.Tensor, probs: torch.Tensor, built
 
 
 def test_ppo_rollout_samples_from_the_scored_softmax(loaded):
-    from ppo.rollout import build_generation_config, encode_prompt, generate_responses, left_pad
+    from ppo.rollout import build_generation_config, generate_responses
+    from rlhf.tokens import Encoder, left_pad
 
     tokenizer, model = loaded
-    prompt_ids = encode_prompt(tokenizer, PROMPT)
+    prompt_ids = Encoder(tokenizer).prompt_ids(PROMPT)
     ids, mask = left_pad([prompt_ids] * SAMPLES, tokenizer.pad_token_id)
     config = build_generation_config(
         1, TEMPERATURE, 0, 1.0, True, tokenizer.eos_token_id, tokenizer.pad_token_id

@@ -21,7 +21,7 @@ import json
 import math
 from itertools import combinations
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from rlhf.commands.judge_report import compare_rules, plot_rules, ppo_rule_curve, render_rules_markdown
 from rlhf.errors import ConfigError, UserError
@@ -81,7 +81,7 @@ def load_reward_stats(reward_model_dir: str) -> dict:
 
 def evaluate(
     policies: dict[str, str],
-    prompts: list[str],
+    prompts: list[Any],
     reward_model: Optional[str] = None,
     reference: Optional[str] = None,
     judge: Optional[str] = None,
@@ -93,7 +93,7 @@ def evaluate(
 ) -> dict:
     """Sample every policy on the prompts and score the samples; returns the report as a dict."""
     from rlhf.commands.generate import sample
-    from rlhf.modeling import load_causal_lm, load_scalar_model, load_tokenizer
+    from rlhf.modeling import check_same_tokenizers, load_causal_lm, load_scalar_model
     from rlhf.scoring import response_logprobs, reward_scores
 
     if not temperature > 0:  # the KL divides logits by it; greedy decoding has no KL to a sampling reference
@@ -103,7 +103,11 @@ def evaluate(
         )
     judge_fn = load_judge(judge, "--judge")
     reference = reference or next(iter(policies.values()))
-    tokenizer = load_tokenizer(reference)
+    # Every model shares one tokenizer, checked before any weights load (exit 2 names both paths).
+    roles = {"reference": reference, **{f"policy '{name}'": path for name, path in policies.items()}}
+    if reward_model:
+        roles["reward"] = reward_model
+    tokenizer = check_same_tokenizers(roles)["reference"]
     reference_model = load_causal_lm(reference, tokenizer).eval()
     rm = load_scalar_model(reward_model, tokenizer).eval() if reward_model else None
     stats = load_reward_stats(reward_model) if reward_model else None
@@ -111,11 +115,6 @@ def evaluate(
     per_policy: dict[str, dict] = {}
     samples_by_policy: dict[str, list] = {}
     for name, path in policies.items():
-        policy_tokenizer = load_tokenizer(path)
-        if policy_tokenizer.get_vocab() != tokenizer.get_vocab():
-            raise UserError(
-                f"tokenizer mismatch: policy '{name}' ({path}) does not use the reference's tokenizer ({reference})"
-            )
         model = reference_model if path == reference else load_causal_lm(path, tokenizer).eval()
         samples = sample(
             model,
@@ -459,17 +458,14 @@ def summary_metrics(report: dict) -> dict:
     return flat
 
 
-def read_prompts(path: str, limit: Optional[int]) -> list[str]:
-    from rlhf.files import read_jsonl
+def read_prompts(path: str, limit: Optional[int]) -> list[Any]:
+    """The prompts (strings or message lists), validated as every stage validates a prompts file."""
+    from rlhf.data import load_rows
 
-    rows = read_jsonl(path)
-    prompts = []
-    for number, row in enumerate(rows, start=1):
-        if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
-            raise UserError(f"{path}: row {number}: field 'prompt' must be a non-empty string")
-        prompts.append(row["prompt"])
-    if not prompts:
+    rows, _ = load_rows(path, "prompts")
+    if not rows:
         raise UserError(f"{path}: no prompts")
+    prompts = [row["prompt"] for row in rows]
     return prompts[:limit] if limit else prompts
 
 

@@ -5,10 +5,11 @@
 Batched `model.generate` with left padding (so every prompt's last token sits at the end of the row and
 the new tokens follow it directly; Llama-style models derive position ids from the attention mask) and
 K samples per prompt through `num_return_sequences`. A response is the decoded new tokens up to, not
-including, the first EOS; a response that never produced EOS is kept as generated and marked unfinished
-in `meta.finished`. Plain-string prompts are tokenised as the SFT trainer tokenises them (the
-tokenizer's own special tokens); conversational prompts go through the tokenizer's chat template with
-the generation prompt. One seed is set before the first batch, so a run is reproducible for a fixed
+including, the first stop id (the tokenizer's EOS, the generation config's EOS ids, the chat turn
+terminator); a response that never produced one is kept as generated and marked unfinished in
+`meta.finished`. Prompts are tokenised by `rlhf.tokens.Encoder`, as SFT, the reward model, PPO and eval
+tokenise them (BOS as the tokenizer adds it; message lists through the chat template with the
+generation prompt). One seed is set before the first batch, so a run is reproducible for a fixed
 batch size and device. `sample_responses` is the reusable core (evaluation calls it with K=1).
 """
 
@@ -38,17 +39,12 @@ class Sample:
     prompt_ids: list[int] = field(default_factory=list)  # the prompt's tokens without padding
 
 
-def prompt_to_text(tokenizer, prompt: Any) -> tuple[str, bool]:
-    """(text to tokenise, add_special_tokens): chat template for message lists, the string itself otherwise."""
-    if isinstance(prompt, list):
-        # The template writes its own BOS/special tokens; adding them again would double the BOS.
-        return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True), False
-    return prompt, True
-
-
 def eos_token_ids(model, tokenizer) -> set[int]:
-    """Every id that ends a response: the tokenizer's EOS and the generation config's (may be a list)."""
-    ids = {tokenizer.eos_token_id}
+    """Every id that ends a response: the tokenizer's EOS, the generation config's (the model's and the
+    one `load_tokenizer` read) and the chat template's turn terminator."""
+    from rlhf.tokens import Encoder
+
+    ids = set(Encoder.of(tokenizer).stop_ids)
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     if isinstance(configured, int):
         ids.add(configured)
@@ -95,7 +91,6 @@ def sample(
     batch_size: int = 32,
     seed: Optional[int] = None,
     progress: bool = False,
-    max_prompt_length: Optional[int] = None,
 ) -> list[Sample]:
     """`num_samples` responses per prompt, prompt-major: result[i * num_samples + j] is sample j of prompt i.
 
@@ -105,6 +100,7 @@ def sample(
     from tqdm.auto import tqdm
 
     from rlhf.sampling import generate_pinned, sampling_config
+    from rlhf.tokens import Encoder, left_pad
 
     if seed is not None:
         torch.manual_seed(seed)
@@ -112,8 +108,7 @@ def sample(
     model.eval()
     device = next(model.parameters()).device
     eos_ids = eos_token_ids(model, tokenizer)
-    padding_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
+    encoder = Encoder.of(tokenizer)
     generation_config = sampling_config(
         max_new_tokens,
         temperature,
@@ -127,28 +122,15 @@ def sample(
     try:
         batches = list(_batches(list(prompts), batch_size))
         for batch in tqdm(batches, desc="generate", unit="batch", disable=not progress):
-            texts_and_flags = [prompt_to_text(tokenizer, prompt) for prompt in batch]
-            add_special = texts_and_flags[0][1]
-            encoded = tokenizer(
-                [text for text, _ in texts_and_flags],
-                return_tensors="pt",
-                padding=True,
-                add_special_tokens=add_special,
-                truncation=max_prompt_length is not None,
-                max_length=max_prompt_length,
-            ).to(device)
-            output = generate_pinned(model, encoded["input_ids"], encoded["attention_mask"], generation_config)
-            new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
-            prompt_ids = [
-                ids[mask.bool()].tolist()
-                for ids, mask in zip(encoded["input_ids"].cpu(), encoded["attention_mask"].cpu())
-            ]
+            prompt_ids = [encoder.prompt_ids(prompt) for prompt in batch]
+            input_ids, attention_mask = left_pad(prompt_ids, tokenizer.pad_token_id, device)
+            output = generate_pinned(model, input_ids, attention_mask, generation_config)
+            new_tokens = output[:, input_ids.shape[1] :].tolist()
             for row, tokens in enumerate(new_tokens):
                 decoded = decode_response(tokenizer, tokens, eos_ids, tokenizer.pad_token_id)
                 decoded.prompt_ids = prompt_ids[row // num_samples]  # generate repeats each prompt num_samples times
                 results.append(decoded)
     finally:
-        tokenizer.padding_side = padding_side
         model.train(was_training)
     return results
 
