@@ -47,7 +47,14 @@ def test_no_breakdown_gives_no_section():
 
 def test_curve_from_ppo_metrics_and_markdown(tmp_path):
     metrics = [
-        {"step": 0, "eval/rm_score": 0.1, "eval/gold_score": 3.0, "eval/gold/item": 3.0, "eval/gold/over_count": 0.0},
+        {
+            "step": 0,
+            "eval/rm_score": 0.1,
+            "eval/gold_score": 3.0,
+            "eval/gold/rude": 0.0,
+            "eval/gold/item": 3.0,
+            "eval/gold/over_count": 0.0,
+        },
         {"step": 1, "objective/kl": 0.5},  # a training row without an evaluation
         {"step": 25, "eval/rm_score": 1.4, "eval/gold_score": 2.0, "eval/gold/item": 3.0, "eval/gold/over_count": -1.0},
     ]
@@ -58,6 +65,7 @@ def test_curve_from_ppo_metrics_and_markdown(tmp_path):
     assert "## Gold judge by rule: sft against ppo" in text
     assert "| over_count | 0.00 | 0.00 | -1.50 | 1.00 | -1.50 | +2.00 | blind spot? |" in text
     assert "## Gold against RM over PPO updates" in text
+    assert "| update | RM score | gold score | item | over_count |" in text  # rude never fired: no column
     assert "| 25 | 1.40 | 2.00 | 3.00 | -1.00 |" in text
     paths = plot_rules(compare_rules(SAMPLES), curve, tmp_path)
     assert [p.name for p in paths] == ["gold_rules.png", "gold_rules_over_updates.png"]

@@ -320,3 +320,20 @@ def test_pipeline_rejects_a_bad_judge_before_any_stage(tmp_path):
     assert result.returncode == 2
     assert "bad pipeline.judge 'no_such_module_xyz:score'" in result.stderr
     assert not (tmp_path / "run" / "sft").exists()
+
+
+def test_a_users_task_dir_needs_its_files_not_a_task_json(tmp_path):
+    from rlhf.app.pipeline import TASK_FILES, Pipeline, load_pipeline_config
+    from rlhf.errors import UserError
+
+    repo = Path(__file__).resolve().parents[1]
+    task_dir = tmp_path / "my_task"
+    task_dir.mkdir()
+    overrides = [f"pipeline.task_dir={task_dir}", "pipeline.make_task=false", f"run.output_dir={tmp_path / 'run'}"]
+    pipeline = Pipeline(load_pipeline_config(str(repo / "configs" / "tiny" / "pipeline.yaml"), overrides))
+    for name in TASK_FILES[:3]:
+        (task_dir / name).write_text("{}\n")
+    with pytest.raises(UserError, match="my_task: missing prompts_eval.jsonl"):
+        pipeline.is_complete("task")
+    (task_dir / "prompts_eval.jsonl").write_text("{}\n")
+    assert pipeline.is_complete("task") and not (task_dir / "task.json").exists()

@@ -43,6 +43,7 @@ from rlhf.config import GenerateSection, RunConfig, TrackingConfig, save_config,
 from rlhf.errors import ConfigError, UserError
 
 STAGES = ("task", "base", "sft", "generate", "rank", "rm", "ppo", "eval")
+TASK_FILES = ("sft_train.jsonl", "sft_eval.jsonl", "prompts_train.jsonl", "prompts_eval.jsonl")  # what stages read
 TRAINING_STAGES = ("sft", "rm", "ppo")
 STAGE_SECTIONS = set(Config.__dataclass_fields__)  # run, model, data, train, ...
 
@@ -59,7 +60,9 @@ class ReviewersSection:
 class PipelineSection:
     task: str = "tiny"  # the built-in task that make-task writes into task_dir (see rlhf/tasks/)
     task_dir: str = "data/tiny"  # the task's files (made by `rlhf data make-task` when task.json is missing)
-    make_task: bool = True  # build the built-in task into task_dir when it is missing
+    make_task: bool = (
+        True  # build the built-in task into task_dir when it is missing (false: task_dir holds your task's files)
+    )
     task_seed: int = 0  # seed for make-task
     base_model: Optional[str] = None  # starting model (hub id or dir); None: build the tiny preset
     sft_config: str = "configs/tiny/sft.yaml"  # stage config files (paths relative to the working directory)
@@ -153,6 +156,15 @@ class Pipeline:
     def is_complete(self, stage: str) -> bool:
         if stage == "base" and self.cfg.pipeline.base_model:
             return True  # a user-given model (hub id or directory) needs no building
+        if stage == "task" and not self.cfg.pipeline.make_task:
+            # a user's task: its files in the public formats, no task.json needed
+            missing = [name for name in TASK_FILES if not (self.task_dir / name).exists()]
+            if missing:
+                raise UserError(
+                    f"{self.task_dir}: missing {', '.join(missing)} (pipeline.make_task is false, so "
+                    "pipeline.task_dir must hold the task's SFT rows and prompts)"
+                )
+            return True
         return self.marker(stage).exists()
 
     # running ---------------------------------------------------------------------------------------

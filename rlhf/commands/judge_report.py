@@ -143,7 +143,14 @@ def render_rules_markdown(gold_rules: Optional[dict], curve: Optional[list[dict]
                 f"{_fmt(row['rm_gap'], signed=True)} | {'blind spot?' if row['blind_spot'] else ''} |"
             )
     if curve:
-        rules = list(dict.fromkeys(rule for point in curve for rule in point["rules"]))
+        # the rules table's order; rules that never scored a point in PPO's evaluations are left out
+        order = [row["rule"] for row in gold_rules["rules"]] if gold_rules else []
+        found = list(dict.fromkeys(rule for point in curve for rule in point["rules"]))
+        rules = [
+            rule
+            for rule in dict.fromkeys(order + sorted(found))
+            if rule in found and any(point["rules"].get(rule) for point in curve)
+        ]
         lines += [
             *([""] if lines else []),
             "## Gold against RM over PPO updates (held-out prompts)",
