@@ -52,7 +52,7 @@ def rm_gold_accuracy(run_dir: Path, judge_spec: str) -> dict[str, Optional[float
     judge = load_judge(judge_spec)
     tokenizer = load_tokenizer(str(rm_dir / "model"))
     model = load_scalar_model(str(rm_dir / "model"), tokenizer).eval()
-    chosen_rm, rejected_rm = score_pairs(model, tokenizer, held_out, batch_size=64)
+    chosen_rm, rejected_rm = score_pairs(model, tokenizer, held_out, batch_size=64, max_length=cfg.data.max_length)
     prompts = [str(pair["prompt"]) for pair in held_out]
     chosen_gold = judge.scores(prompts, [str(pair["chosen"]) for pair in held_out])
     rejected_gold = judge.scores(prompts, [str(pair["rejected"]) for pair in held_out])
