@@ -32,7 +32,7 @@ class PPOSection:
     reward_model_path: Optional[str] = None  # trained reward model directory (required)
     ref_model_path: Optional[str] = None  # reference policy (default: model.name_or_path)
     value_model_path: Optional[str] = None  # value model init (default: reward_model_path)
-    value_init: str = "reward_model"  # reward_model | policy (policy backbone with a fresh scalar head)
+    value_init: str = "reward_model"  # reward_model (its output normalised like the score) | policy (fresh head)
     value_lora: Optional[bool] = None  # LoRA (model.lora's settings) on the value model's backbone, head trained
     # in full (None: follow model.lora.enabled, so a LoRA run has no full-size critic and its AdamW states)
     # rollout

@@ -83,6 +83,18 @@ def load_prompt_sets(cfg: PPOStageConfig, tokenizer) -> tuple[PromptSet, Optiona
     )
 
 
+def even_shard(count: int, world: int, rank: int) -> tuple[list[int], int]:
+    """(this process's indices, how many are real): indices rank, rank + world, ... padded with repeats of
+    the last (or of index 0) to ceil(count / world), so every process runs the same number of rollouts of
+    the same sizes and makes the same collective calls (under ZeRO-3 each forward gathers parameters from
+    every process: uneven shards hang). The padding rows are dropped from every metric."""
+    local = list(range(rank, count, world))
+    real = len(local)
+    per_process = -(-count // world)
+    filler = local[-1] if local else 0
+    return local + [filler] * (per_process - real), real
+
+
 def fit_to_length(prompt: list[int], completion: list[int], max_length: int) -> tuple[list[int], list[int]]:
     """(input ids, labels) of prompt + completion in at most `max_length` tokens, loss on the completion.
 

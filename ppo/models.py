@@ -36,10 +36,11 @@ REWARD_STATS_FILE = "reward_stats.json"
 class PolicyAndValue(nn.Module):
     """policy logits over the response, per-token values and (PPO-ptx) an LM loss, in one forward."""
 
-    def __init__(self, policy: nn.Module, value_model: nn.Module):
+    def __init__(self, policy: nn.Module, value_model: nn.Module, value_shift: float = 0.0, value_scale: float = 1.0):
         super().__init__()
         self.policy = policy
         self.value_model = value_model
+        self.value_shift, self.value_scale = float(value_shift), float(value_scale)  # see critic_normalisation
         self._keep_slice = supports_logits_to_keep(policy)
 
     def forward(
@@ -52,7 +53,9 @@ class PolicyAndValue(nn.Module):
         ptx_labels: Optional[Tensor] = None,
     ) -> tuple[Tensor, Tensor, Optional[Tensor]]:
         logits = response_logits(self.policy, input_ids, attention_mask, response_length, self._keep_slice)
-        values = response_values(self.value_model, input_ids, attention_mask, response_length)
+        values = response_values(
+            self.value_model, input_ids, attention_mask, response_length, self.value_shift, self.value_scale
+        )
         ptx_loss = None
         if ptx_input_ids is not None:
             # Inside the same forward so DDP sees one forward per backward.
@@ -75,6 +78,8 @@ class PPOModels:
     reference: Optional[nn.Module]  # None: the policy with its (new) LoRA adapter disabled
     reward_mean: Optional[float]
     reward_std: Optional[float]
+    value_shift: float = 0.0  # the critic's output is (raw - value_shift) / value_scale
+    value_scale: float = 1.0
 
     def reference_context(self, policy: nn.Module) -> Callable[[], contextlib.AbstractContextManager]:
         """What to enter around reference forward passes (disable the adapter when the policy is the reference)."""
@@ -130,6 +135,25 @@ def value_uses_lora(cfg: PPOStageConfig) -> bool:
     return cfg.model.lora.enabled if cfg.ppo.value_lora is None else bool(cfg.ppo.value_lora)
 
 
+def critic_normalisation(
+    cfg: PPOStageConfig, reward_mean: Optional[float], reward_std: Optional[float]
+) -> tuple[float, float]:
+    """(shift, scale) for the critic's output, so a value model that starts from the reward model starts in
+    the units of the score it must predict.
+
+    PPO's score is (raw RM score - mean) [/ std] (ppo.normalize_reward, ppo.normalize_reward_std), while a
+    critic initialised from the RM outputs raw RM units: every value would start off by the mean, an error
+    GAE spreads back over the late tokens' advantages for many updates (value clipping moves it 0.2 per
+    update). So the critic's output goes through the same affine map as the score (OpenRLHF's critic and
+    the N+ paper's scalar model do the same); a critic with a fresh head (ppo.value_init=policy) is left as
+    is. The saved value model keeps the RM's raw units; PPO applies the map whenever it loads one."""
+    if cfg.ppo.value_init != "reward_model" or not cfg.ppo.normalize_reward:
+        return 0.0, 1.0
+    shift = reward_mean if reward_mean is not None else 0.0
+    scale = reward_std if (cfg.ppo.normalize_reward_std and reward_std is not None) else 1.0
+    return shift, scale
+
+
 def model_paths(cfg: PPOStageConfig) -> dict[str, str]:
     """role -> directory of every model PPO loads (the tokenizer's first): policy, reference, reward, value."""
     policy_path = cfg.model.name_or_path
@@ -176,7 +200,10 @@ def build_models(cfg: PPOStageConfig) -> PPOModels:
     if cfg.train.gradient_checkpointing:
         for model in (policy, value_model):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return PPOModels(tokenizer, policy, value_model, reward_model, reference, reward_mean, reward_std)
+    value_shift, value_scale = critic_normalisation(cfg, reward_mean, reward_std)
+    return PPOModels(
+        tokenizer, policy, value_model, reward_model, reference, reward_mean, reward_std, value_shift, value_scale
+    )
 
 
 def build_optimizer(cfg: PPOStageConfig, policy: nn.Module, value_model: nn.Module) -> torch.optim.Optimizer:

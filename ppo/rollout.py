@@ -107,10 +107,24 @@ def token_scalars(
     return scalar_head(hf_model)(hidden).squeeze(-1).float()
 
 
-def response_values(value_model: nn.Module, input_ids: Tensor, attention_mask: Tensor, response_length: int) -> Tensor:
-    """V(s_t) for each response token t, read at the position just before it: [B, R]."""
+def response_values(
+    value_model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    response_length: int,
+    value_shift: float = 0.0,
+    value_scale: float = 1.0,
+) -> Tensor:
+    """V(s_t) for each response token t, read at the position just before it: [B, R].
+
+    The head's output is mapped to (raw - value_shift) / value_scale: a critic that starts from the reward
+    model then starts in the units of the normalised score it predicts (see ppo.models.critic_normalisation).
+    """
     total = input_ids.shape[1]
-    return token_scalars(value_model, input_ids, attention_mask, slice(total - response_length - 1, total - 1))
+    raw = token_scalars(value_model, input_ids, attention_mask, slice(total - response_length - 1, total - 1))
+    if value_shift == 0.0 and value_scale == 1.0:
+        return raw
+    return (raw - value_shift) / value_scale
 
 
 def sequence_scores(
@@ -223,6 +237,8 @@ def score_responses(
     forward_batch_size: int,
     reference: Optional[nn.Module] = None,
     reference_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    value_shift: float = 0.0,
+    value_scale: float = 1.0,
 ) -> Rollout:
     """Truncate after the first stop id (`eos_token_id`: one id or all of them) and run the no-grad passes.
     The reference is `reference`, or the policy inside `reference_context()` (a LoRA policy with its adapter
@@ -250,7 +266,7 @@ def score_responses(
         )
     values = (
         chunked(
-            lambda i, a: response_values(value_model, i, a, response_length),
+            lambda i, a: response_values(value_model, i, a, response_length, value_shift, value_scale),
             forward_batch_size,
             input_ids,
             attention_mask,

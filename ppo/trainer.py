@@ -66,7 +66,7 @@ from ppo.checkpoint import (
     save_checkpoint,
 )
 from ppo.config import PPOStageConfig
-from ppo.data import PromptSet, PtxBatches, load_prompt_sets
+from ppo.data import PromptSet, PtxBatches, even_shard, load_prompt_sets
 from ppo.kl_control import build_kl_controller
 from ppo.models import PolicyAndValue, PPOModels, build_models, build_optimizer
 from ppo.rollout import (
@@ -120,7 +120,9 @@ def train(cfg: PPOStageConfig | DictConfig) -> dict:
     progress = Progress(PromptStream(len(train_prompts.ids), cfg.run.seed), ptx.stream if ptx else None)
     optimizer = build_optimizer(cfg, models.policy, models.value_model)
     scheduler = _build_scheduler(cfg, optimizer)
-    model, optimizer = accelerator.prepare(PolicyAndValue(models.policy, models.value_model), optimizer)
+    model, optimizer = accelerator.prepare(
+        PolicyAndValue(models.policy, models.value_model, models.value_shift, models.value_scale), optimizer
+    )
     models.reward_model = _prepare_frozen(models.reward_model, accelerator)
     if models.reference is not None:
         models.reference = _prepare_frozen(models.reference, accelerator)
@@ -497,6 +499,8 @@ class Loop:
                 forward_batch_size=ppo.rollout_forward_batch_size,
                 reference=self.models.reference,
                 reference_context=self.models.reference_context(unwrapped.policy),
+                value_shift=self.models.value_shift,
+                value_scale=self.models.value_scale,
             )
         _sync(self.device)
         return rollout, generated - start, time.perf_counter() - generated
@@ -709,7 +713,7 @@ class Loop:
         )
         for key in keys:  # every process reduces the same names, even one left without prompts
             stats.add(key, 0.0, 0.0)
-        local = list(range(rank, len(prompts.ids), world))
+        local, real = even_shard(len(prompts.ids), world, rank)  # equal shards: ZeRO-3's collectives match
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.cfg.run.seed * 1_000_003 + rank)
@@ -719,18 +723,20 @@ class Loop:
                 rollout, _, _ = self.collect_rollout(prompt_ids, prompt_mask)
                 normalised, _ = self.final_scores(rollout.raw_scores, rollout.has_eos)
                 mask = rollout.response_mask
-                rows = float(len(chunk))
-                stats.add("eval/raw_score", rollout.raw_scores.sum(), rows)
-                stats.add("eval/rm_score", normalised.sum(), rows)  # normalised as in training, before the EOS penalty
-                stats.add("eval/kl", masked_sum(rollout.logprobs - rollout.ref_logprobs, mask), rows)
-                stats.add("eval/eos_rate", rollout.has_eos.sum(), rows)
-                stats.add("eval/response_length", mask.sum(), rows)
+                keep = torch.arange(start, start + len(chunk), device=mask.device) < real  # padding rows: False
+                rows = float(keep.sum())
+                stats.add("eval/raw_score", rollout.raw_scores[keep].sum(), rows)
+                stats.add("eval/rm_score", normalised[keep].sum(), rows)  # normalised as in training, no EOS penalty
+                stats.add("eval/kl", masked_sum(rollout.logprobs - rollout.ref_logprobs, mask, dim=1)[keep].sum(), rows)
+                stats.add("eval/eos_rate", rollout.has_eos[keep].sum(), rows)
+                stats.add("eval/response_length", mask.sum(1)[keep].sum(), rows)
                 if gold_score is not None:
+                    keep_rows = keep.tolist()
                     texts, responses = [prompts.texts[i] for i in chunk], self.decode_responses(rollout)
                     gold = gold_score.scores(texts, responses)
-                    stats.add("eval/gold_score", sum(gold), rows)
+                    stats.add("eval/gold_score", sum(g for g, k in zip(gold, keep_rows) if k), rows)
                     if rules:
-                        parts = [gold_score.breakdown(t, r) for t, r in zip(texts, responses)]
+                        parts = [gold_score.breakdown(t, r) for t, r, k in zip(texts, responses, keep_rows) if k]
                         for rule in rules:
                             stats.add(f"eval/gold/{rule}", sum(part.get(rule, 0.0) for part in parts), rows)
         return stats.means(accelerator)

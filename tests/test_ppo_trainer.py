@@ -119,8 +119,10 @@ def test_tiny_ppo_raises_reward_with_bounded_kl(ppo_models, tmp_path):
         "ppo.rollout_batch_size=16",
         "ppo.rollout_forward_batch_size=16",
         "ppo.max_new_tokens=8",
-        "train.learning_rate=3e-3",
-        "ppo.value_learning_rate=3e-3",
+        # Sampling from the full softmax of a random 300-token model (not the top 50 that leaked in before the
+        # sampling knobs were pinned) is noisier: at 3e-3 the score rose by only 0.25 in 30 updates.
+        "train.learning_rate=1e-2",
+        "ppo.value_learning_rate=1e-2",
         "ppo.missing_eos_penalty=null",
         "ppo.ppo_epochs=2",
         "train.lr_scheduler=constant",
@@ -129,7 +131,7 @@ def test_tiny_ppo_raises_reward_with_bounded_kl(ppo_models, tmp_path):
     history = train(cfg)["history"]
     first = sum(m["objective/raw_scores"] for m in history[:5]) / 5
     last = sum(m["objective/raw_scores"] for m in history[-5:]) / 5
-    assert last > first + 0.4, (first, last)  # a random RM head's score rises by ~0.8 in this run
+    assert last > first + 0.4, (first, last)  # a random RM head's score rises by ~0.9 in this run
     assert max(m["objective/kl"] for m in history) < 20.0  # nats per 8-token response, with kl_coef 0.05
 
 
