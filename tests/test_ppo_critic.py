@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from ppo.algorithm import normalize_scores
-from ppo.rollout import left_pad, score_responses
+from ppo.rollout import score_responses
 from rlhf.app.schema import load_config
+from rlhf.tokens import left_pad
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 MEAN, STD = 3.0, 4.0
