@@ -114,8 +114,11 @@ def latest_checkpoint(run_dir: str | Path) -> Optional[Path]:
     return checkpoints[-1][1] if checkpoints else None
 
 
-def save_checkpoint(accelerator, run_dir: str | Path, update: int, keep: Optional[int] = None) -> Path:
-    """Every process calls this; returns the checkpoint directory."""
+def save_checkpoint(
+    accelerator, run_dir: str | Path, update: int, keep: Optional[int] = None, fingerprint: Optional[dict] = None
+) -> Path:
+    """Every process calls this; returns the checkpoint directory. The run's fingerprint (rlhf.runs) goes
+    in with it, so a resume can tell this run's checkpoints from another's."""
     root = checkpoint_root(run_dir)
     final = root / f"update-{update:06d}"
     tmp = root / f".update-{update:06d}.tmp"
@@ -126,6 +129,10 @@ def save_checkpoint(accelerator, run_dir: str | Path, update: int, keep: Optiona
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if fingerprint is not None:
+            from rlhf.runs import write_fingerprint
+
+            write_fingerprint(tmp, fingerprint, update=update)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         if keep is not None and keep > 0:
@@ -142,16 +149,8 @@ def load_checkpoint(accelerator, path: str | Path) -> None:
 def drop_logged_rows_after(
     run_dir: str | Path, update: int, names: tuple[str, ...] = ("metrics.jsonl", "samples.jsonl")
 ) -> None:
-    """Forget rows logged after the checkpoint a run resumes from (they will be logged again), atomically."""
-    import json
+    """Forget rows logged after the checkpoint a run resumes from (they will be logged again), atomically;
+    a line torn by a crash is dropped too."""
+    from rlhf.runs import keep_logged_rows_until
 
-    from rlhf.files import write_text_atomic
-
-    for name in names:
-        path = Path(run_dir) / name
-        if not path.is_file():
-            continue
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        kept = [line for line in lines if not line.strip() or json.loads(line).get("step", 0) <= update]
-        if len(kept) != len(lines):
-            write_text_atomic(path, "".join(kept))
+    keep_logged_rows_until(run_dir, update, names)

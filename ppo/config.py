@@ -81,9 +81,9 @@ class PPOSection:
     eval_every: int = 0  # evaluate on data.eval_file every N updates (0: never)
     eval_num_prompts: int = 64  # held-out prompts per evaluation
     sample_every: int = 10  # log a table of sample completions every N updates
-    resume: bool = False  # resume from the newest checkpoint in run.output_dir
+    resume: str = "auto"  # auto/true: continue from this run's newest checkpoint when there is one; false: start over
     updates_per_job: Optional[int] = (
-        None  # checkpoint and stop after this many updates (time-limited jobs; rerun with ppo.resume=true)
+        None  # checkpoint and stop after this many updates (time-limited jobs; rerun the same command)
     )
     gold_judge: Optional[str] = (
         None  # judge whose score evaluations log: a task name, module:function or file.py:function

@@ -60,7 +60,6 @@ from ppo.algorithm import (
 from ppo.checkpoint import (
     Progress,
     PromptStream,
-    drop_logged_rows_after,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -81,6 +80,7 @@ from rlhf.config import require, typed
 from rlhf.distributed import accelerator_kwargs
 from rlhf.errors import ConfigError
 from rlhf.plugins import Scorer, load_judge, load_reward_function
+from rlhf.runs import begin_run, check_resume, run_fingerprint
 from rlhf.tokens import Encoder, left_pad
 
 SUMMARY_FILE = "summary.json"
@@ -93,7 +93,7 @@ def train(cfg: PPOStageConfig | DictConfig) -> dict:
     cfg = typed(cfg, PPOStageConfig)
     from accelerate import Accelerator
 
-    from rlhf.tracking import Tracker, prepare_run_dir, seed_everything
+    from rlhf.tracking import Tracker, seed_everything
 
     check_config(cfg)
     reject_fsdp()
@@ -103,12 +103,12 @@ def train(cfg: PPOStageConfig | DictConfig) -> dict:
         **accelerator_kwargs(),
     )  # gloo / CPU mode for multi-process CPU runs, see rlhf.distributed
     _configure_deepspeed(accelerator, cfg)
-    run_dir = prepare_run_dir(cfg, accelerator.is_main_process)
-    if accelerator.is_main_process:  # the pipeline reads summary.json as "stage complete"
-        (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
+    run_dir = Path(cfg.run.output_dir)
+    fingerprint = run_fingerprint(cfg)
+    checkpoint = _checkpoint_to_resume(cfg, run_dir, fingerprint)  # refuses another run's checkpoint
     seed_everything(cfg.run.seed + accelerator.process_index)  # sampling streams differ per process
 
-    # Models, data, optimisation
+    # Models, data, optimisation: everything is loaded and validated before the run directory changes
     models = build_models(cfg)
     tokenizer = models.tokenizer
     train_prompts, eval_prompts = load_prompt_sets(cfg, tokenizer)
@@ -129,17 +129,18 @@ def train(cfg: PPOStageConfig | DictConfig) -> dict:
     kl_controller = build_kl_controller(cfg.ppo.kl_coef, cfg.ppo.adaptive_kl, cfg.ppo.kl_target, cfg.ppo.kl_horizon)
     for stateful in (scheduler, kl_controller, progress):  # saved and restored with the models
         accelerator.register_for_checkpointing(stateful)
-    if cfg.ppo.resume:
-        checkpoint = latest_checkpoint(run_dir)
-        if checkpoint is not None:
-            load_checkpoint(accelerator, checkpoint)
-            if accelerator.is_main_process:
-                drop_logged_rows_after(run_dir, progress.update)
-            accelerator.print(f"ppo: resumed from {checkpoint} (update {progress.update})")
-        else:
-            accelerator.print(
-                f"ppo: ppo.resume=true but {run_dir}/checkpoints has no checkpoint; starting from update 0"
-            )
+    if checkpoint is not None:
+        load_checkpoint(accelerator, checkpoint)
+        accelerator.print(f"ppo: resumed from {checkpoint} (update {progress.update})")
+    if accelerator.is_main_process:
+        begin_run(
+            cfg,
+            run_dir,
+            progress.update if checkpoint is not None else None,
+            "ppo",
+            keep_summary=progress.update >= cfg.ppo.num_updates,  # a finished run stays complete
+        )
+    accelerator.wait_for_everyone()
 
     loop = Loop(cfg, accelerator, model, optimizer, scheduler, models, kl_controller, ptx)
     tracker = Tracker(cfg, run_dir, accelerator.is_main_process)
@@ -165,7 +166,7 @@ def train(cfg: PPOStageConfig | DictConfig) -> dict:
         if update == first_update or update % max(cfg.train.logging_steps, 1) == 0:
             accelerator.print(_progress_line(update, cfg.ppo.num_updates, metrics))
         if (cfg.ppo.save_every > 0 and update % cfg.ppo.save_every == 0) or update == last_update:
-            save_checkpoint(accelerator, run_dir, update, keep=cfg.train.save_total_limit)
+            save_checkpoint(accelerator, run_dir, update, keep=cfg.train.save_total_limit, fingerprint=fingerprint)
 
     finished = progress.update >= cfg.ppo.num_updates
     paths = _save_final_models(cfg, accelerator, model, tokenizer, run_dir) if finished else {}
@@ -223,6 +224,7 @@ def check_config(cfg: PPOStageConfig) -> None:
         raise ConfigError("ppo.ptx_coef > 0 needs ppo.ptx_file (SFT rows for the language-modelling loss)")
     load_judge(ppo.gold_judge, "ppo.gold_judge")  # a bad spec stops here, before any model loads
     load_reward_functions(ppo)
+    resume_mode(cfg)
     if ppo.updates_per_job is not None and ppo.updates_per_job < 1:
         raise ConfigError(
             f"bad value for 'ppo.updates_per_job': {ppo.updates_per_job}; expected a positive number or null"
@@ -259,6 +261,27 @@ def reject_fsdp() -> None:
             "distributed_type: FSDP (ACCELERATE_USE_FSDP=true). Launch PPO with DDP or DeepSpeed ZeRO instead "
             "(configs/accelerate/ddp.yaml, zero2.yaml, zero3.yaml or zero3_offload.yaml)"
         )
+
+
+RESUME_MODES = {"auto": "auto", "true": "auto", "false": "fresh", "fresh": "fresh"}
+
+
+def resume_mode(cfg: PPOStageConfig) -> str:
+    """ppo.resume as "auto" (continue from a matching checkpoint when there is one) or "fresh"."""
+    mode = RESUME_MODES.get(str(cfg.ppo.resume).lower())
+    if mode is None:
+        raise ConfigError(f"bad value for 'ppo.resume': {cfg.ppo.resume!r}; expected auto, true or false")
+    return mode
+
+
+def _checkpoint_to_resume(cfg: PPOStageConfig, run_dir: Path, fingerprint: dict) -> Optional[Path]:
+    """The newest checkpoint in run_dir when resuming (checked to be this run's), else None."""
+    if resume_mode(cfg) == "fresh":
+        return None
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is not None:
+        check_resume(checkpoint, fingerprint, cfg.run.resume_mismatch_ok, "ppo")
+    return checkpoint
 
 
 def _build_scheduler(cfg: PPOStageConfig, optimizer):

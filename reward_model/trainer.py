@@ -30,12 +30,12 @@ from rlhf.config import require, typed
 from rlhf.errors import ConfigError
 from rlhf.hf_stage import (
     MODEL_DIR,
-    clear_stale_summary,
     is_main_process,
     loading_on_one_process,
-    resolve_resume_checkpoint,
+    prepare_resume,
     save_trained_model,
     slash_metrics,
+    start_run,
     training_arguments_fields,
     wait_for_everyone,
     write_summary,
@@ -175,7 +175,8 @@ def train(cfg: RMStageConfig | DictConfig) -> dict[str, Any]:
     cfg = typed(cfg, RMStageConfig)
     from reward_model.preference_data import require_margins, train_eval_pairs
     from rlhf.modeling import apply_lora, count_parameters, load_scalar_model, load_tokenizer
-    from rlhf.tracking import Tracker, TrackerCallback, prepare_run_dir, seed_everything
+    from rlhf.runs import run_fingerprint
+    from rlhf.tracking import seed_everything
 
     require(cfg, "model.name_or_path", "data.train_file")
     if cfg.model.lora.enabled and not cfg.model.lora.merge_on_save:
@@ -186,11 +187,11 @@ def train(cfg: RMStageConfig | DictConfig) -> dict[str, Any]:
     started = time.time()
     args = to_reward_config(cfg)  # first: it sets up the (possibly distributed) process state
     main = is_main_process()
-    run_dir = prepare_run_dir(cfg, is_main_process=main)
-    clear_stale_summary(run_dir)
+    fingerprint = run_fingerprint(cfg)
+    resume, resume_step = prepare_resume(cfg, Path(args.output_dir), fingerprint, "rm")
     seed_everything(cfg.run.seed)
-    tracker = Tracker(cfg, run_dir, is_main_process=main)
 
+    # data, tokenizer and model are validated before the run directory changes
     train_pairs, eval_pairs = train_eval_pairs(cfg)
     if cfg.rm.use_margin:
         require_margins(train_pairs + eval_pairs)
@@ -200,9 +201,10 @@ def train(cfg: RMStageConfig | DictConfig) -> dict[str, Any]:
     model = load_scalar_model(cfg.model, tokenizer)
     if cfg.model.lora.enabled:
         model = apply_lora(model, cfg.model.lora, task_type="SEQ_CLS")  # peft also trains the new head
-    trainer = build_trainer(cfg, args, model, tokenizer, train_pairs, eval_pairs, [TrackerCallback(tracker)])
+    trainer = build_trainer(cfg, args, model, tokenizer, train_pairs, eval_pairs, [])
+    run_dir = Path(cfg.run.output_dir)
+    tracker = start_run(cfg, trainer, fingerprint, resume, resume_step, "rm")  # the run directory changes here
 
-    resume = resolve_resume_checkpoint(cfg.train.resume_from_checkpoint, Path(args.output_dir))
     metrics = dict(trainer.train(resume_from_checkpoint=resume).metrics)
     if eval_pairs:
         metrics.update(trainer.evaluate())

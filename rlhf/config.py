@@ -36,6 +36,7 @@ class RunConfig:
     name: str = "run"  # run name shown in logs and wandb
     output_dir: str = "runs/default"  # this stage run's directory (config.yaml, metrics.jsonl, model)
     seed: int = 42  # global seed: python, numpy, torch (per-rank offsets where sampling must differ)
+    resume_mismatch_ok: bool = False  # resume from a checkpoint whose config or inputs differ (see rlhf/runs.py)
 
 
 @dataclass

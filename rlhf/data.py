@@ -75,7 +75,9 @@ def _numbered(rows: Iterable[Any], source: str) -> list[tuple[int, dict]]:
 
 def _read_json_file(path: Path) -> list[tuple[int, dict]]:
     """A JSON array of objects, an object holding one such array, or JSON lines under a .json name."""
-    text = path.read_text(encoding="utf-8")
+    from rlhf.files import read_text_checked
+
+    text = read_text_checked(path)
     try:
         loaded = json.loads(text)
     except json.JSONDecodeError:
@@ -377,6 +379,7 @@ class SkipReport:
     kept: int = 0
     reasons: Counter = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
+    input_rows: list[int] = field(default_factory=list)  # converters: the input row each output row came from
 
     @property
     def skipped(self) -> int:

@@ -57,14 +57,29 @@ def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> int:
     return count
 
 
+def decode_line(raw: bytes, path: str | os.PathLike, row_number: int) -> str:
+    """A line's bytes as text; bytes that are not UTF-8 raise DataError naming the file, row and column."""
+    from rlhf.errors import DataError
+
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: row {row_number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+            "save the file as UTF-8"
+        ) from None
+
+
 def read_jsonl_numbered(path: str | os.PathLike) -> list[tuple[int, dict]]:
-    """(1-based line number, row) for every non-blank line; a malformed line raises DataError naming
-    the file and the row (line numbers, so an error points at the line a person opens)."""
+    """(1-based line number, row) for every non-blank line; a malformed line (bad JSON, not UTF-8, not an
+    object) raises DataError naming the file and the row (line numbers, so an error points at the line a
+    person opens)."""
     from rlhf.errors import DataError
 
     rows: list[tuple[int, dict]] = []
-    with open(path, encoding="utf-8") as handle:
-        for row_number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:  # bytes: a bad byte is reported with its row, not a file offset
+        for row_number, raw in enumerate(handle, start=1):
+            line = decode_line(raw, path, row_number)
             if not line.strip():
                 continue
             try:
@@ -75,6 +90,29 @@ def read_jsonl_numbered(path: str | os.PathLike) -> list[tuple[int, dict]]:
                 raise DataError(f"{path}: row {row_number}: expected a JSON object, got {type(row).__name__}")
             rows.append((row_number, row))
     return rows
+
+
+def read_text_checked(path: str | os.PathLike) -> str:
+    """A whole text file as UTF-8; a bad byte raises DataError naming the file and its line (row)."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        line_end = raw.find(b"\n", exc.start)
+        line = raw[line_start : len(raw) if line_end < 0 else line_end]
+        decode_line(line, path, raw.count(b"\n", 0, exc.start) + 1)  # raises DataError with the row
+        raise
+
+
+def read_json_checked(path: str | os.PathLike) -> Any:
+    """A JSON file; bad UTF-8 or bad JSON raises DataError naming the file and the line."""
+    from rlhf.errors import DataError
+
+    try:
+        return json.loads(read_text_checked(path))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: row {exc.lineno}: not valid JSON ({exc.msg})") from None
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -147,17 +148,82 @@ def eval_and_save_schedule(train_cfg, has_eval: bool) -> dict[str, Any]:
     return schedule
 
 
+def _checkpoint_step(path: Path) -> int:
+    match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+    return int(match.group(1)) if match else -1
+
+
 def resolve_resume_checkpoint(value: Optional[str], checkpoints_dir: Path) -> Optional[str]:
-    """train.resume_from_checkpoint -> a checkpoint directory or None ("latest" with none yet: fresh start)."""
+    """train.resume_from_checkpoint -> a checkpoint directory or None ("latest" with none yet: fresh start).
+
+    "latest" is the newest checkpoint that recorded its run's fingerprint: the Trainer writes a checkpoint
+    in place, and the fingerprint (written by `RunIdentityCallback` after the save) marks it complete.
+    """
+    from rlhf.runs import FINGERPRINT_FILE
+
     if not value:
         return None
     if value == "latest":
-        from transformers.trainer_utils import get_last_checkpoint
-
-        return get_last_checkpoint(str(checkpoints_dir)) if checkpoints_dir.is_dir() else None
+        if not checkpoints_dir.is_dir():
+            return None
+        found = sorted((p for p in checkpoints_dir.iterdir() if _checkpoint_step(p) >= 0), key=_checkpoint_step)
+        complete = [p for p in found if (p / FINGERPRINT_FILE).is_file()]
+        chosen = complete[-1] if complete else (found[-1] if found else None)
+        return str(chosen) if chosen is not None else None
     if not Path(value).is_dir():
         raise ConfigError(f"train.resume_from_checkpoint: no checkpoint directory at {value}")
     return value
+
+
+def prepare_resume(cfg, checkpoints_dir: Path, fingerprint: dict, stage: str) -> tuple[Optional[str], Optional[int]]:
+    """(checkpoint to resume from or None, its step): refuses another run's checkpoint (rlhf.runs)."""
+    from rlhf.runs import check_resume
+
+    resume = resolve_resume_checkpoint(cfg.train.resume_from_checkpoint, checkpoints_dir)
+    if resume is None:
+        return None, None
+    check_resume(resume, fingerprint, cfg.run.resume_mismatch_ok, stage)
+    return resume, max(_checkpoint_step(Path(resume)), 0)
+
+
+def start_run(cfg, trainer, fingerprint: dict, resume: Optional[str], resume_step: Optional[int], stage: str):
+    """After the model and data are validated: hand the run directory to this run (history moved aside or
+    cut at the checkpoint), attach the tracker and the fingerprint writer; returns the tracker."""
+    from rlhf.runs import begin_run, read_fingerprint
+    from rlhf.tracking import Tracker, TrackerCallback
+
+    run_dir = Path(cfg.run.output_dir)
+    main = is_main_process()
+    if main:
+        begin_run(cfg, run_dir, resume_step, stage)
+    wait_for_everyone()
+    tracker = Tracker(cfg, run_dir, is_main_process=main)
+    trainer.add_callback(TrackerCallback(tracker))
+    trainer.add_callback(RunIdentityCallback(trainer, fingerprint))
+    saved = read_fingerprint(resume) if resume else None
+    if saved and saved.get("total_train_tokens") is not None and hasattr(trainer, "_total_train_tokens"):
+        trainer._total_train_tokens = saved["total_train_tokens"]  # TRL restarts its num_tokens count at 0
+    return tracker
+
+
+def RunIdentityCallback(trainer, fingerprint: dict):  # noqa: N802 - reads as the callback class it returns
+    """A TrainerCallback writing the run's fingerprint (and TRL's token count) into each checkpoint."""
+    from transformers import TrainerCallback
+
+    from rlhf.runs import write_fingerprint
+
+    class _RunIdentity(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and path.is_dir():
+                write_fingerprint(
+                    path,
+                    fingerprint,
+                    step=state.global_step,
+                    total_train_tokens=getattr(trainer, "_total_train_tokens", None),
+                )
+
+    return _RunIdentity()
 
 
 @contextlib.contextmanager

@@ -86,10 +86,12 @@ class JsonlBackend:
     def __init__(self, run_dir: Path):
         self.path = run_dir / "metrics.jsonl"
         self.samples_path = run_dir / "samples.jsonl"
-        self._handle = open(self.path, "a", encoding="utf-8")
+        self._handle = None  # opened at the first row: a run that fails before logging leaves no empty file
 
     def log(self, metrics: dict, step: int) -> None:
         row = {"step": step, "time": round(time.time(), 3), **{k: _jsonable(v) for k, v in metrics.items()}}
+        if self._handle is None:
+            self._handle = open(self.path, "a", encoding="utf-8")
         self._handle.write(json.dumps(row) + "\n")
         self._handle.flush()
 
@@ -101,7 +103,8 @@ class JsonlBackend:
                 )
 
     def finish(self) -> None:
-        self._handle.close()
+        if self._handle is not None:
+            self._handle.close()
 
 
 class WandbBackend:
@@ -196,12 +199,10 @@ class Tracker:
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                rows.append(json.loads(line))
-    return rows
+    """Rows of metrics.jsonl (a line torn by a crash is left out)."""
+    from rlhf.runs import read_log_rows
+
+    return read_log_rows(path)
 
 
 def plot_metrics(metrics_path: str | os.PathLike, out_dir: str | os.PathLike, max_plots: int = 48) -> list[Path]:

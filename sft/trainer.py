@@ -25,13 +25,12 @@ from omegaconf import DictConfig
 from rlhf.config import require, typed
 from rlhf.hf_stage import (
     MODEL_DIR,
-    clear_stale_summary,
-    is_main_process,
     perplexity,
-    resolve_resume_checkpoint,
+    prepare_resume,
     save_trained_model,
     slash_metrics,
     split_train_eval,
+    start_run,
     training_arguments_fields,
     write_summary,
 )
@@ -87,20 +86,20 @@ def train(cfg: SFTStageConfig | DictConfig) -> dict[str, Any]:
     """Run SFT as configured; returns the summary (also written to <run.output_dir>/summary.json)."""
     cfg = typed(cfg, SFTStageConfig)
     from rlhf.modeling import count_parameters
-    from rlhf.tracking import Tracker, TrackerCallback, prepare_run_dir, seed_everything
+    from rlhf.runs import run_fingerprint
+    from rlhf.tracking import seed_everything
 
     require(cfg, "model.name_or_path", "data.train_file")
     started = time.time()
     args = to_sft_config(cfg)  # first: it sets up the (possibly distributed) process state
-    main = is_main_process()
-    run_dir = prepare_run_dir(cfg, is_main_process=main)
-    clear_stale_summary(run_dir)
+    fingerprint = run_fingerprint(cfg)
+    resume, resume_step = prepare_resume(cfg, Path(args.output_dir), fingerprint, "sft")
     seed_everything(cfg.run.seed)
-    tracker = Tracker(cfg, run_dir, is_main_process=main)
-    trainer = build_trainer(cfg, args, [TrackerCallback(tracker)])
+    trainer = build_trainer(cfg, args)  # loads and validates model, tokenizer and data
     tokenizer, train_dataset, eval_dataset = trainer.processing_class, trainer.train_dataset, trainer.eval_dataset
+    run_dir = Path(cfg.run.output_dir)
+    tracker = start_run(cfg, trainer, fingerprint, resume, resume_step, "sft")  # the run directory changes here
 
-    resume = resolve_resume_checkpoint(cfg.train.resume_from_checkpoint, Path(args.output_dir))
     metrics = dict(trainer.train(resume_from_checkpoint=resume).metrics)
     if eval_dataset is not None:
         metrics.update(trainer.evaluate())

@@ -219,7 +219,7 @@ def test_resume_rejects_changed_prompt_file(ppo_models, tmp_path):
     train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=2", "ppo.updates_per_job=1"))
     fewer = tmp_path / "fewer.jsonl"
     fewer.write_text("".join(json.dumps({"prompt": f"p{i}"}) + "\n" for i in range(5)))
-    with pytest.raises(ConfigError, match="5"):
+    with pytest.raises(ConfigError, match="data.train_file .file content changed"):
         train(
             ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=2", "ppo.resume=true", f"data.train_file={fewer}")
         )

@@ -97,7 +97,7 @@ def ppo_main(argv: list[str] | None = None) -> int:
         print(f"ppo: done after {result['updates_done']} updates; policy in {result['policy_dir']}")
     else:
         print(
-            f"ppo: stopped after update {result['updates_done']} (ppo.updates_per_job); rerun with ppo.resume=true "
-            "to continue"
+            f"ppo: stopped after update {result['updates_done']} (ppo.updates_per_job); rerun the same command to "
+            "continue"
         )
     return 0

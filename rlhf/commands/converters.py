@@ -138,11 +138,22 @@ def convert_oasst(
                 source, row_number, _Skip("message_id/role/text", "not an OpenAssistant message"), strict, report
             )
             continue
+        if message_id in by_id:
+            report.total += 1
+            _fail_or_count(
+                source,
+                row_number,
+                _Skip("message_id", f"duplicate message id {message_id!r} (first seen on row {row_of[message_id]})"),
+                strict,
+                report,
+            )
+            continue
         by_id[message_id] = message
         row_of[message_id] = row_number
         if message.get("parent_id"):
             children.setdefault(message["parent_id"], []).append(message)
     out: list[dict] = []
+    out_rows: list[int] = []
     for parent_id, replies in children.items():
         parent = by_id.get(parent_id)
         if parent is None or parent["role"] != "prompter":
@@ -158,6 +169,14 @@ def convert_oasst(
             continue  # nothing to compare: not a skip, OASST has many single replies
         report.total += 1
         try:
+            for reply in ranked:
+                rank = reply["rank"]
+                if isinstance(rank, bool) or not isinstance(rank, (int, float)) or not math.isfinite(rank):
+                    raise _Skip(
+                        "rank",
+                        f"reply {reply['message_id']!r} (row {row_of[reply['message_id']]}): expected a number, "
+                        f"got {rank!r}",
+                    )
             thread = _oasst_thread(parent, by_id)
             ranks = sorted({reply["rank"] for reply in ranked})
             if len(ranks) < 2:
@@ -171,17 +190,23 @@ def convert_oasst(
                     "meta": {"lang": parent.get("lang"), "message_tree_id": parent.get("message_tree_id")},
                 }
             )
+            out_rows.append(row_of[parent_id])
         except _Skip as skip:
             _fail_or_count(source, row_of[parent_id], skip, strict, report)
     report.kept = len(out)
+    report.input_rows = out_rows
     return out, report
 
 
 def _oasst_thread(message: dict, by_id: dict[str, dict]) -> list[dict]:
-    """Root-to-`message` conversation as chat messages."""
+    """Root-to-`message` conversation as chat messages (a parent_id cycle is a bad row, not a hang)."""
     thread = []
+    seen: set[str] = set()
     node: Optional[dict] = message
     while node is not None:
+        if node["message_id"] in seen:
+            raise _Skip("parent_id", f"the parent_id chain loops back to message {node['message_id']!r}")
+        seen.add(node["message_id"])
         thread.append({"role": OASST_ROLES[node["role"]], "content": node["text"]})
         parent_id = node.get("parent_id")
         if parent_id and parent_id not in by_id:
@@ -266,6 +291,8 @@ def convert_shp_row(
     if chosen == rejected:
         raise _Skip("human_ref_B", "identical to human_ref_A")
     ratio = row.get("score_ratio")
+    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float))):
+        raise _Skip("score_ratio", f"expected a number, got {type(ratio).__name__} {ratio!r}")
     if ratio is None and all(isinstance(score, (int, float)) and score > 0 for score in (score_a, score_b)):
         ratio = max(score_a, score_b) / min(score_a, score_b)
     if min_score_ratio is not None and (ratio is None or ratio < min_score_ratio):
@@ -298,6 +325,7 @@ def _convert_rows(
 ) -> tuple[list[dict], SkipReport]:
     report = SkipReport(source=source)
     out: list[dict] = []
+    out_rows: list[int] = []
     for row_number, row in rows:
         try:
             converted = convert(row_number, row)
@@ -308,7 +336,9 @@ def _convert_rows(
         if converted is not None:
             report.total += 1
             out.append(converted)
+            out_rows.append(row_number)
     report.kept = len(out)
+    report.input_rows = out_rows
     return out, report
 
 
@@ -341,6 +371,6 @@ def convert_rows(
         )
     else:
         raise DataError(f"unknown input format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    if out:  # our own checkers guard the output contract (a converter bug must not write a bad file)
-        validate_rows(OUTPUT_KIND[fmt], list(enumerate(out, start=1)), f"{source} (converted)")
+    if out:  # our own checkers guard the output contract; errors name the input row each output came from
+        validate_rows(OUTPUT_KIND[fmt], list(zip(report.input_rows, out)), source)
     return out, report

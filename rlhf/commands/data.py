@@ -80,9 +80,20 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_rank_args(args: argparse.Namespace) -> None:
+    """Bounds of the reviewers' knobs, checked before any file is read."""
+    if args.reviewers < 1:
+        raise UserError(f"--reviewers {args.reviewers}: expected at least 1 reviewer per prompt")
+    if not 0 <= args.noise <= 1:
+        raise UserError(f"--noise {args.noise}: expected a probability in [0, 1]")
+    if not args.temperature > 0:
+        raise UserError(f"--temperature {args.temperature}: expected a positive number")
+
+
 def cmd_rank(args: argparse.Namespace) -> int:
     from rlhf.tasks.reviewers import pairwise_gold_agreement, simulate_rankings
 
+    check_rank_args(args)
     candidates, _ = load_rows(args.candidates, "candidates")
     judge = load_judge(args.judge, "--judge")
     if judge is None:
@@ -116,6 +127,8 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
 
 def cmd_pairs(args: argparse.Namespace) -> int:
+    if not 0 <= args.min_agreement < 1:  # a majority share is at most 1 and "exceeds" is strict
+        raise UserError(f"--min-agreement {args.min_agreement}: expected a share in [0, 1)")
     rankings, _ = load_rows(args.rankings, "rankings")
     kept, disputed = majority_vote_pairs(rankings, min_agreement=args.min_agreement)
     if not kept:
