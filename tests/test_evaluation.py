@@ -3,22 +3,38 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
 from rlhf.commands.evaluate import distinct_n, render_markdown, summary_metrics, win_rate
 
 
-def test_win_rate_counts_ties_half_with_normal_interval():
-    # outcomes: win, win, tie, loss -> mean (1 + 1 + 0.5 + 0) / 4 = 0.625
+def test_win_rate_counts_ties_half_with_wilson_interval():
+    # outcomes: win, win, tie, loss -> (1 + 1 + 0.5 + 0) / 4 = 0.625
     result = win_rate([3.0, 2.0, 1.0, 0.0], [1.0, 1.0, 1.0, 5.0])
     assert result["win_rate"] == pytest.approx(0.625)
-    assert (result["wins"], result["ties"], result["losses"]) == (2, 1, 1)
-    # sample variance: ((.375)^2*2 + (.125)^2 + (.625)^2) / 3 = (0.28125 + 0.015625 + 0.390625) / 3 = 0.2291667
-    half_width = 1.96 * math.sqrt(0.2291667 / 4)  # = 0.46913
-    assert result["ci95"][0] == pytest.approx(0.625 - half_width, abs=1e-5)
-    assert result["ci95"][1] == pytest.approx(1.0)  # clipped at 1
+    assert (result["wins"], result["ties"], result["losses"]) == (2, 1, 1) and result["interval"] == "wilson"
+    # Wilson with p = 2.5 / 4, z = 1.959964: (p + z^2/8) / (1 + z^2/4) = 0.563765,
+    # half width z / (1 + z^2/4) * sqrt(p (1 - p) / 4 + z^2 / 64) = 0.344337 (the Wald interval: [0.156, 1.0])
+    assert result["ci95"] == pytest.approx([0.2194265, 0.9081008], abs=1e-6)
+
+
+@pytest.mark.parametrize("k, n", [(0, 10), (10, 10), (7, 10), (1, 3)])
+def test_wilson_interval_matches_scipy_and_is_not_degenerate_at_0_and_1(k, n):
+    from scipy.stats import binomtest
+
+    from rlhf.commands.evaluate import wilson_interval
+
+    expected = binomtest(k, n).proportion_ci(0.95, method="wilson")
+    assert wilson_interval(k, n) == pytest.approx((expected.low, expected.high), abs=1e-9)
+    result = win_rate([1.0] * k + [0.0] * (n - k), [0.5] * n)
+    assert result["ci95"] == pytest.approx([expected.low, expected.high], abs=1e-9)
+    low, high = result["ci95"]
+    assert high - low > 0.2  # the Wald interval had zero width at k = 0 and k = n
+    if k == 0:
+        assert low == 0.0 and high == pytest.approx(0.2775328, abs=1e-6)  # z^2 / (n + z^2)
+    if k == n:
+        assert high == 1.0 and low == pytest.approx(0.7224672, abs=1e-6)
 
 
 def test_win_rate_rejects_mismatched_lists():

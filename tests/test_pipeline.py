@@ -66,6 +66,29 @@ def test_fsdp_accelerate_config_is_rejected_before_any_stage(tmp_path):
     assert not (tmp_path / "task").exists() and not (tmp_path / "out" / "sft").exists()
 
 
+def test_final_report_uses_the_test_split_not_the_selection_prompts(tmp_path, monkeypatch):
+    from rlhf.app.pipeline import Pipeline
+
+    task = tmp_path / "task"
+    task.mkdir()
+    (task / "prompts_eval.jsonl").write_text("")
+    cfg = load_pipeline_config(
+        str(REPO / "configs/tiny/pipeline.yaml"), [f"run.output_dir={tmp_path / 'out'}", f"pipeline.task_dir={task}"]
+    )
+    pipeline = Pipeline(cfg)
+    commands = []
+    monkeypatch.setattr(pipeline, "run_command", lambda stage, args: commands.append(args))
+    pipeline.run_stage("eval")
+    assert commands[-1][commands[-1].index("--prompts") + 1] == str(task / "prompts_eval.jsonl")  # a task without
+    (task / "prompts_test.jsonl").write_text("")
+    pipeline.run_stage("eval")
+    assert commands[-1][commands[-1].index("--prompts") + 1] == str(task / "prompts_test.jsonl")
+    # PPO's in-training evaluation (what the shipped sweep selects on) keeps the eval split
+    assert f"data.eval_file={task / 'prompts_eval.jsonl'}" in pipeline.stage_config_overrides("ppo")
+    sweep = (REPO / "configs/sweeps/ppo_kl.yaml").read_text()
+    assert "metric: ppo/eval/gold_score" in sweep
+
+
 @pytest.mark.slow
 def test_short_pipeline_end_to_end_and_resume(tiny_model_dir, tmp_path):
     out = tmp_path / "pipe"
@@ -112,7 +135,9 @@ def test_short_pipeline_end_to_end_and_resume(tiny_model_dir, tmp_path):
     gold = report["win_rates"][0]["gold"]
     assert 0.0 <= gold["ci95"][0] <= gold["win_rate"] <= gold["ci95"][1] <= 1.0
     assert "## Win rates" in (out / "report.md").read_text()
-    assert (out / "plots" / "ppo_reward_kl.png").exists()
+    assert (out / "plots" / "ppo_reward_kl.png").exists() and (out / "plots" / "ppo_critic.png").exists()
+    assert report["settings"]["prompts_file"] == str(tmp_path / "task" / "prompts_test.jsonl")
+    assert gold["interval"] == "wilson"
     summary = json.loads((out / "summary.json").read_text())
     assert "eval/ppo_vs_sft/gold_win_rate" in summary and "time/sft_seconds" in summary
 

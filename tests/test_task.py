@@ -62,8 +62,27 @@ def test_eval_prompts_are_held_out_and_include_unseen_templates(built):
     assert len({row["meta"]["topic"] for row in eval_rows}) >= 10
 
 
+def test_test_split_is_disjoint_and_left_the_other_files_as_they_were(built):
+    """prompts_test.jsonl (the final report's split) shares no prompt with training or eval, and adding it
+    changed no byte of the files the quickstart trains and evaluates on (their hashes before the split)."""
+    import hashlib
+
+    test = [row["prompt"] for row in built["prompts_test"]]
+    seen = {row["prompt"] for name in ("prompts_train", "prompts_eval", "sft_train", "sft_eval") for row in built[name]}
+    assert len(test) == len(set(test)) == 256 and not seen & set(test)
+    assert len({row["meta"]["topic"] for row in built["prompts_test"]}) >= 10
+    before_the_split = {
+        "prompts_train.jsonl": "86c6d8ba5bc65746256b999ae55e841e8a6febec61ad60fd9693972793f3db46",
+        "prompts_eval.jsonl": "c41e772bc1252b621589e31b344e4e385d4dd4631e1d5a3f81a22909cb6ccee9",
+        "sft_train.jsonl": "d05b541751101f95c61e9b08f7d0f43a8749588fd9dd3fd2a13147465a57da9c",
+        "sft_eval.jsonl": "5bd63db3ecd22410866aed9ed42023311222f28412a186ad13e29905ab5fffe1",
+    }
+    for name, digest in before_the_split.items():
+        assert hashlib.sha256((REPO / "data" / "tiny" / name).read_bytes()).hexdigest() == digest, name
+
+
 def test_the_judge_finds_every_prompts_topic(built):
-    for row in built["prompts_train"] + built["prompts_eval"]:
+    for row in built["prompts_train"] + built["prompts_eval"] + built["prompts_test"]:
         assert prompt_topic(row["prompt"]) == row["meta"]["topic"], row["prompt"]
 
 

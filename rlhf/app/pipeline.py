@@ -306,7 +306,7 @@ class Pipeline:
                 f"sft={self.out / 'sft' / 'model'}",
                 f"ppo={self.out / 'ppo' / 'policy'}",
                 "--prompts",
-                str(self.task_dir / "prompts_eval.jsonl"),
+                str(self.final_report_prompts()),
                 "--num-prompts",
                 str(p.eval_num_prompts),
                 "--reward-model",
@@ -352,6 +352,13 @@ class Pipeline:
                 )
             except ConfigError as exc:
                 raise ConfigError(f"{stage} stage: {exc}") from None
+
+    def final_report_prompts(self) -> Path:
+        """The task's test split (prompts_test.jsonl), kept apart from prompts_eval.jsonl, on which PPO's
+        in-training evaluation and the sweeps' metric (ppo/eval/*) choose; a task without one falls back
+        to its eval prompts, and the report says which file it used."""
+        test = self.task_dir / "prompts_test.jsonl"
+        return test if test.exists() else self.task_dir / "prompts_eval.jsonl"
 
     def reject_fsdp_for_ppo(self) -> None:
         """PPO runs under DDP or DeepSpeed only: an FSDP accelerate config stops the pipeline before any stage."""

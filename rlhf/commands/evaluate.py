@@ -8,8 +8,8 @@ Every policy answers the same prompts with the same sampling seed. Per policy we
 score, the mean gold score (when a judge is given), KL(policy || reference) per response (the summed
 per-token log-ratio of the sampled tokens under temperature-scaled logits: an unbiased Monte-Carlo
 estimate of the sequence KL), response length, EOS rate and distinct-n. Win rates compare two policies
-prompt by prompt (a tie counts half); the 95% interval is the normal approximation on those per-prompt
-outcomes, which is accurate at the 200+ prompts we ask for. Outputs: report.json (every sample),
+prompt by prompt (a tie counts half) with a 95% Wilson score interval (not the Wald interval, which has
+zero width at 0 and 1). Outputs: report.json (every sample),
 report.md (tables and side-by-side samples) and plots/ (training curves of the PPO runs and, with
 several runs, the reward-KL frontier).
 """
@@ -32,20 +32,43 @@ from rlhf.plugins import load_judge
 # --------------------------------------------------------------------------------------------------
 
 
+def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion successes / n (successes may be fractional: ties count half).
+
+    Unlike the Wald interval it has no zero width at 0 or 1 and keeps its coverage near the ends, where a
+    policy that beats (or loses to) another on every prompt lands.
+    """
+    from statistics import NormalDist
+
+    if n <= 0:
+        raise ValueError("wilson_interval needs n > 0")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / n
+    denominator = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denominator
+    half_width = z / denominator * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    low = 0.0 if successes <= 0 else max(0.0, center - half_width)  # exactly 0 / 1 at the ends (no rounding)
+    high = 1.0 if successes >= n else min(1.0, center + half_width)
+    return low, high
+
+
 def win_rate(scores_a: list[float], scores_b: list[float], tie_tolerance: float = 1e-9) -> dict:
-    """Share of prompts where A beats B (ties count half) with a 95% normal-approximation interval."""
+    """Share of prompts where A beats B with a 95% Wilson score interval.
+
+    A tie counts as half a win, in the rate and in the interval (Wilson's for wins + ties/2 successes of n
+    prompts). A tie varies less than a coin flip, so with ties the interval is, if anything, conservative.
+    """
     if len(scores_a) != len(scores_b) or not scores_a:
         raise ValueError("win_rate needs two equally long, non-empty score lists")
     outcomes = [
         1.0 if a - b > tie_tolerance else 0.0 if b - a > tie_tolerance else 0.5 for a, b in zip(scores_a, scores_b)
     ]
     n = len(outcomes)
-    mean = sum(outcomes) / n
-    variance = sum((x - mean) ** 2 for x in outcomes) / max(n - 1, 1)
-    half_width = 1.96 * math.sqrt(variance / n)
+    successes = sum(outcomes)
     return {
-        "win_rate": mean,
-        "ci95": [max(0.0, mean - half_width), min(1.0, mean + half_width)],
+        "win_rate": successes / n,
+        "ci95": list(wilson_interval(successes, n)),
+        "interval": "wilson",
         "wins": sum(1 for x in outcomes if x == 1.0),
         "ties": sum(1 for x in outcomes if x == 0.5),
         "losses": sum(1 for x in outcomes if x == 0.0),
@@ -236,7 +259,9 @@ def render_markdown(report: dict, extra_sections: Optional[list[str]] = None, nu
     lines = [
         "# Evaluation report",
         "",
-        f"{settings['num_prompts']} held-out prompts; temperature {settings['temperature']}, top_p "
+        f"{settings['num_prompts']} held-out prompts"
+        + (f" from `{settings['prompts_file']}`" if settings.get("prompts_file") else "")
+        + f"; temperature {settings['temperature']}, top_p "
         f"{settings['top_p']}, "
         f"max {settings['max_new_tokens']} new tokens, seed {settings['seed']}; KL reference: "
         f"`{settings['reference']}`.",
@@ -258,7 +283,7 @@ def render_markdown(report: dict, extra_sections: Optional[list[str]] = None, nu
     if report["win_rates"]:
         lines += [
             "",
-            "## Win rates (ties count half; 95% interval)",
+            "## Win rates (ties count half; 95% Wilson score interval)",
             "",
             "| policy | against | judge | win rate | 95% CI | wins / ties / losses |",
             "|---|---|---|---|---|---|",
@@ -512,6 +537,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         args.seed,
         args.batch_size,
     )
+    report["settings"]["prompts_file"] = args.prompts
     paths = write_report(report, args.out, args.ppo_runs)
     print(Path(paths["md"]).read_text().split("## Samples")[0])
     return 0

@@ -27,6 +27,7 @@ OUTPUT_FILES = (
     "sft_eval.jsonl",
     "prompts_train.jsonl",
     "prompts_eval.jsonl",
+    "prompts_test.jsonl",
     "task.json",
     "README.md",
 )
@@ -111,7 +112,8 @@ def make_demonstrations(
 
 
 def build_task(seed: int = 0, task_file: str | Path | None = None) -> dict[str, Any]:
-    """All rows of the task (no files written): sft_train, sft_eval, prompts_train, prompts_eval, stats."""
+    """All rows of the task (no files written): sft_train, sft_eval, prompts_train, prompts_eval, prompts_test,
+    stats."""
     task = load_task(task_file)
     sizes = task["sizes"]
     rng = random.Random(seed)
@@ -122,8 +124,15 @@ def build_task(seed: int = 0, task_file: str | Path | None = None) -> dict[str, 
     prompts_train = seen_template_prompts[sizes["heldout_seen_template_prompts"] :]
     heldout_template_prompts = all_prompts(task, "heldout")
     rng.shuffle(heldout_template_prompts)
-    prompts_eval = heldout_exact + heldout_template_prompts[: sizes["eval_prompts"] - len(heldout_exact)]
+    eval_from_heldout_templates = sizes["eval_prompts"] - len(heldout_exact)
+    prompts_eval = heldout_exact + heldout_template_prompts[:eval_from_heldout_templates]
     rng.shuffle(prompts_eval)
+    # The test split (the final report's) takes the next held-out-template prompts of the already shuffled
+    # list, so it is disjoint from training and eval and draws nothing from `rng`: every other file is what
+    # it was before the split existed. Every seen-template prompt is in training or eval, so the test split
+    # holds only templates never used in training (compare it with eval's held-out-template part).
+    test_end = eval_from_heldout_templates + sizes["test_prompts"]
+    prompts_test = heldout_template_prompts[eval_from_heldout_templates:test_end]
 
     demonstrations = make_demonstrations(task, prompts_train, sizes["sft_train"] + sizes["sft_eval"], rng)
     sft_train = [row for row, _ in demonstrations[: sizes["sft_train"]]]
@@ -136,6 +145,7 @@ def build_task(seed: int = 0, task_file: str | Path | None = None) -> dict[str, 
         "sft_eval": sft_eval,
         "prompts_train": prompts_train,
         "prompts_eval": prompts_eval,
+        "prompts_test": prompts_test,
         "stats": stats,
     }
 
@@ -193,7 +203,8 @@ the same bytes. See data/task.py (generator) and data/judge.py (gold judge).
 | sft_train.jsonl | {n_sft_train} | `{{"prompt", "completion"}}` demonstrations by simulated contractors |
 | sft_eval.jsonl | {n_sft_eval} | same, held-out rows |
 | prompts_train.jsonl | {n_prompts_train} | `{{"prompt", "meta": {{"topic", "template", "heldout_template"}}}}` for generation and PPO |
-| prompts_eval.jsonl | {n_prompts_eval} | held-out prompts: {n_eval_seen} unseen prompts of training templates, {n_eval_heldout} of templates never used in training |
+| prompts_eval.jsonl | {n_prompts_eval} | held-out prompts: {n_eval_seen} unseen prompts of training templates, {n_eval_heldout} of templates never used in training; PPO's in-training evaluation and the sweeps' metric |
+| prompts_test.jsonl | {n_prompts_test} | test prompts for the final report, in neither of the above: all of templates never used in training (every prompt of a training template is in prompts_train or prompts_eval) |
 | task.json | - | topics, facts, phrase lists, templates, contractor profiles and the judge's rules and weights |
 
 A prompt is `User: <request>\\nAssistant:`; a completion is the text after it, starting with a space, with
@@ -242,6 +253,7 @@ def render_readme(built: dict[str, Any], out: str, seed: int) -> str:
         n_prompts_eval=len(built["prompts_eval"]),
         n_eval_seen=len(built["prompts_eval"]) - heldout,
         n_eval_heldout=heldout,
+        n_prompts_test=len(built["prompts_test"]),
         example_prompt=example["prompt"],
         example_completion=example["completion"],
         budget=built["task"]["judge"]["length_budget_words"],
@@ -261,7 +273,7 @@ def make_task(out_dir: str | Path, seed: int = 0, task_file: Optional[str | Path
     built = build_task(seed, task_file)
     out = Path(out_dir)
     sizes = {}
-    for name in ("sft_train", "sft_eval", "prompts_train", "prompts_eval"):
+    for name in ("sft_train", "sft_eval", "prompts_train", "prompts_eval", "prompts_test"):
         sizes[name] = write_jsonl_atomic(out / f"{name}.jsonl", built[name])
     write_json_atomic(out / "task.json", built["task"], indent=1)
     write_text_atomic(out / "README.md", render_readme(built, str(out_dir), seed))
