@@ -24,6 +24,8 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
+from rlhf.scoring import token_entropy, token_logprobs
+
 KL_ESTIMATORS = ("k1", "k2", "k3")
 LOG_RATIO_LIMIT = 20.0  # |log(p_new / p_old)| is clamped here before exp (log-probs are float32; exp(20) ~ 5e8)
 AllReduceSum = Callable[[Tensor], Tensor]  # sums a tensor over processes (identity on one process)
@@ -34,21 +36,18 @@ AllReduceSum = Callable[[Tensor], Tensor]  # sums a tensor over processes (ident
 # --------------------------------------------------------------------------------------------------
 
 
-def logprobs_from_logits(logits: Tensor, tokens: Tensor) -> Tensor:
-    """log p(token) under softmax(logits): [B, T, V], [B, T] -> [B, T] (float32).
+def logprobs_from_logits(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:
+    """log p(token) under softmax(logits / temperature): [B, T, V], [B, T] -> [B, T] (float32).
 
-    Gathers one logit and subtracts logsumexp instead of materialising a second [B, T, V] log_softmax.
+    One logit gathered minus logsumexp, in blocks of rows, with a backward that keeps no float copy of
+    the logits (see `rlhf.scoring.token_logprobs`).
     """
-    logits = logits.float()
-    picked = torch.gather(logits, -1, tokens.unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
+    return token_logprobs(logits, tokens, temperature)
 
 
-def entropy_from_logits(logits: Tensor) -> Tensor:
-    """Entropy of softmax(logits) per position: [B, T, V] -> [B, T] (float32)."""
-    logits = logits.float()
-    probs = torch.softmax(logits, dim=-1)
-    return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)
+def entropy_from_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """Entropy of softmax(logits / temperature) per position: [B, T, V] -> [B, T] (float32), in blocks."""
+    return token_entropy(logits, temperature)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -206,6 +206,31 @@ def build_models(cfg: PPOStageConfig) -> PPOModels:
     )
 
 
+def frozen_model_dtypes(
+    policy_dtype: torch.dtype, autocast_dtype: Optional[torch.dtype]
+) -> tuple[torch.dtype, torch.dtype]:
+    """(reference dtype, reward model dtype): the frozen models stored once in the dtype they compute in.
+
+    The reference must compute exactly what the policy computes, so that the KL at update 0 is exactly 0:
+    it takes the dtype of the policy's parameters as prepared (bf16 under DeepSpeed bf16, which runs
+    without autocast; fp32 master weights under autocast, where both then run the same autocast ops).
+    The reward model's score is compared with nothing, so it is stored in the compute dtype (the policy's
+    low-precision dtype, else the autocast dtype): half the memory, and no weight casts per forward.
+    """
+    if policy_dtype != torch.float32 or autocast_dtype is None:
+        return policy_dtype, policy_dtype
+    return policy_dtype, autocast_dtype
+
+
+def cast_parameters(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Floating-point parameters to `dtype`, buffers untouched: what DeepSpeed bf16 does to the policy
+    (Llama's rotary `inv_freq` stays fp32), so the reference computes the same numbers."""
+    for parameter in model.parameters():
+        if parameter.is_floating_point() and parameter.dtype != dtype:
+            parameter.data = parameter.data.to(dtype)
+    return model
+
+
 def build_optimizer(cfg: PPOStageConfig, policy: nn.Module, value_model: nn.Module) -> torch.optim.Optimizer:
     """One optimiser, two parameter groups: the policy at train.learning_rate, the value model at its own LR."""
     train = cfg.train

@@ -254,7 +254,7 @@ def score_responses(
 
         def run(ids: Tensor, attn: Tensor, responses: Tensor) -> Tensor:
             logits = response_logits(model, ids, attn, response_length, keep_slice)
-            return logprobs_from_logits(logits / temperature, responses)
+            return logprobs_from_logits(logits, responses, temperature)
 
         return run
 

@@ -67,7 +67,14 @@ from ppo.checkpoint import (
 from ppo.config import PPOStageConfig
 from ppo.data import PromptSet, PtxBatches, even_shard, load_prompt_sets
 from ppo.kl_control import build_kl_controller
-from ppo.models import PolicyAndValue, PPOModels, build_models, build_optimizer
+from ppo.models import (
+    PolicyAndValue,
+    PPOModels,
+    build_models,
+    build_optimizer,
+    cast_parameters,
+    frozen_model_dtypes,
+)
 from ppo.rollout import (
     Rollout,
     build_generation_config,
@@ -80,11 +87,13 @@ from rlhf.config import require, typed
 from rlhf.distributed import accelerator_kwargs
 from rlhf.errors import ConfigError
 from rlhf.plugins import Scorer, load_judge, load_reward_function
+from rlhf.precision import resolve_train_precision
 from rlhf.runs import begin_run, check_resume, run_fingerprint
 from rlhf.tokens import Encoder, left_pad
 
 SUMMARY_FILE = "summary.json"
 MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 NONDETERMINISTIC_PREFIXES = ("time/", "perf/")  # wall-clock metrics; everything else is reproducible on CPU
 
 
@@ -97,6 +106,7 @@ def train(cfg: PPOStageConfig | DictConfig) -> dict:
 
     check_config(cfg)
     reject_fsdp()
+    resolve_train_precision(cfg)  # `auto` -> bf16 where the hardware runs it fast, else fp32 (rlhf.precision)
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
         mixed_precision=MIXED_PRECISION[cfg.train.precision],
@@ -123,9 +133,13 @@ def train(cfg: PPOStageConfig | DictConfig) -> dict:
     model, optimizer = accelerator.prepare(
         PolicyAndValue(models.policy, models.value_model, models.value_shift, models.value_scale), optimizer
     )
-    models.reward_model = _prepare_frozen(models.reward_model, accelerator)
+    reference_dtype, reward_dtype = frozen_model_dtypes(
+        next(accelerator.unwrap_model(model).policy.parameters()).dtype,
+        AUTOCAST_DTYPES.get(cfg.train.precision) if accelerator.native_amp else None,
+    )
+    models.reward_model = _prepare_frozen(cast_parameters(models.reward_model, reward_dtype), accelerator)
     if models.reference is not None:
-        models.reference = _prepare_frozen(models.reference, accelerator)
+        models.reference = _prepare_frozen(cast_parameters(models.reference, reference_dtype), accelerator)
     kl_controller = build_kl_controller(cfg.ppo.kl_coef, cfg.ppo.adaptive_kl, cfg.ppo.kl_target, cfg.ppo.kl_horizon)
     for stateful in (scheduler, kl_controller, progress):  # saved and restored with the models
         accelerator.register_for_checkpointing(stateful)
@@ -642,12 +656,12 @@ class Loop:
         )
         with accelerator.accumulate(model):
             logits, values, ptx_loss = model(batch.input_ids, batch.attention_mask, response_length, **ptx_batch)
-            logits = logits / ppo.temperature
-            logprobs = logprobs_from_logits(logits, batch.response_ids)
+            # Temperature, float cast and softmax happen block by block inside: no full-vocabulary copies.
+            logprobs = logprobs_from_logits(logits, batch.response_ids, ppo.temperature)
             pg = policy_loss(logprobs, batch.logprobs, advantages, mask, ppo.cliprange, normalizer)
             vf = value_loss(values, batch.values, returns, mask, ppo.cliprange_value, normalizer)
-            with contextlib.nullcontext() if ppo.entropy_coef else torch.no_grad():
-                entropy = entropy_from_logits(logits)
+            with contextlib.nullcontext() if ppo.entropy_coef else torch.no_grad():  # logged: no graph unless used
+                entropy = entropy_from_logits(logits, ppo.temperature)
             loss = pg.loss + ppo.vf_coef * vf.loss
             if ppo.kl_loss_coef:
                 kl_term = kl_loss(logprobs, batch.ref_logprobs, mask, ppo.kl_loss_estimator, normalizer)

@@ -75,7 +75,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"precision": ("fp32", "bf16", "fp16")}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"precision": ("auto", "fp32", "bf16", "fp16")}
     optimizer: str = "adamw_torch"  # transformers optimizer name (adamw_torch, adamw_torch_fused, sgd, ...)
     learning_rate: float = 1e-5  # peak learning rate
     weight_decay: float = 0.0  # decoupled weight decay
@@ -89,7 +89,9 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
     num_train_epochs: float = 1.0  # epochs over the training data (ignored when max_steps > 0)
     max_steps: int = -1  # total optimizer steps (-1: use num_train_epochs)
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (mixed precision through accelerate)
+    precision: str = (
+        "auto"  # auto | fp32 | bf16 | fp16 (mixed precision; auto: bf16 on a bf16 GPU or AMX/AVX512-BF16 CPU)
+    )
     gradient_checkpointing: bool = False  # recompute activations in backward to save memory
     max_grad_norm: float = 1.0  # gradient clipping norm (0 disables)
     logging_steps: int = 10  # log every N optimizer steps
@@ -119,6 +121,9 @@ class GenerateSection:
     temperature: float = 1.0  # sampling temperature
     top_p: float = 1.0  # nucleus sampling
     batch_size: int = 32  # prompts per generation batch
+    precision: str = (
+        "auto"  # auto | fp32 | bf16 | fp16: weights of `rlhf generate` and `rlhf eval` (see train.precision)
+    )
 
 
 @dataclass

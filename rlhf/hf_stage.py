@@ -80,9 +80,13 @@ def has_eval_data(cfg) -> bool:
 def training_arguments_fields(cfg) -> dict[str, Any]:
     """Our run/train sections as `transformers.TrainingArguments` fields, shared by `trl.SFTConfig` and
     `trl.RewardConfig` (the one place the two vocabularies meet); each stage adds its own data fields."""
-    from rlhf.distributed import training_arguments_kwargs
+    from rlhf.distributed import gpu_available, training_arguments_kwargs
+    from rlhf.precision import resolve_train_precision
 
     train = cfg.train
+    precision = resolve_train_precision(cfg)  # `auto` -> what this machine runs fast, recorded in config.yaml
+    # transformers refuses bf16 without a GPU unless told that the run is on the CPU (torch autocasts there)
+    device_kwargs = {"use_cpu": True} if precision != "fp32" and not gpu_available() else {}
     return dict(
         output_dir=str(Path(cfg.run.output_dir) / CHECKPOINTS_DIR),
         run_name=cfg.run.name,
@@ -104,7 +108,7 @@ def training_arguments_fields(cfg) -> dict[str, Any]:
         num_train_epochs=train.num_train_epochs,
         max_steps=train.max_steps,
         **activation_checkpointing_flag(train.gradient_checkpointing),  # TRL's default is True
-        **precision_flags(train.precision),  # TRL's default is bf16=True
+        **precision_flags(precision),  # TRL's default is bf16=True
         # logging, evaluation, checkpoints
         report_to="none",  # our Tracker receives the logs through TrackerCallback
         logging_steps=train.logging_steps,
@@ -112,7 +116,7 @@ def training_arguments_fields(cfg) -> dict[str, Any]:
         **eval_and_save_schedule(train, has_eval_data(cfg)),
         save_total_limit=train.save_total_limit,
         dataloader_num_workers=train.dataloader_num_workers,
-        **training_arguments_kwargs(),  # multi-process CPU runs: gloo / use_cpu (see rlhf.distributed); else {}
+        **{**device_kwargs, **training_arguments_kwargs()},  # CPU runs: gloo / use_cpu (see rlhf.distributed)
         dataset_num_proc=None,
     )
 

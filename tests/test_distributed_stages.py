@@ -350,6 +350,16 @@ def test_ppo_deepspeed_matches_one_process(
         assert_same_weights(ppo_one_process / model, tmp_path / "run" / model)
 
 
+def test_ppo_zero2_bf16_has_zero_kl_at_update_0(ppo_inputs, tmp_path):
+    """DeepSpeed bf16 runs the policy in bf16 without autocast: a reference left in fp32 gave KL -5e-4."""
+    config_file = tmp_path / "ppo.yaml"
+    cfg = ppo_config(ppo_inputs, tmp_path / "run", 4, "ppo.num_updates=1", "train.precision=bf16")
+    config_file.write_text(OmegaConf.to_yaml(cfg))
+    launch_stage("cpu_zero2", "ppo", cfg, config_file)
+    (first,) = rows_with(read_metrics(tmp_path / "run" / "metrics.jsonl"), "loss/policy_avg").values()
+    assert first["objective/kl"] == 0.0 and first["objective/non_score_reward"] == 0.0
+
+
 def test_ppo_zero3_checkpoint_resumes_to_the_uninterrupted_run(ppo_inputs, tmp_path):
     """Sampling on (each rank its own stream), 3 updates; a run resumed from update 2 redoes update 3 exactly."""
     sampling = ("ppo.do_sample=true", "ppo.num_updates=3", "ppo.save_every=1", "train.save_total_limit=3")

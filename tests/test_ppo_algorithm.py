@@ -52,6 +52,44 @@ def test_logprobs_and_entropy_from_logits():
     torch.testing.assert_close(logprobs_from_logits(random_logits, random_tokens), expected)
 
 
+@pytest.mark.parametrize("chunk_elements", [10_000, 40, 5])  # one block; blocks of rows; blocks of positions
+def test_blockwise_logprobs_and_entropy_equal_log_softmax_with_their_gradients(chunk_elements):
+    from rlhf.scoring import token_entropy, token_logprobs
+
+    generator = torch.Generator().manual_seed(0)
+    full = torch.randn(3, 9, 11, dtype=torch.float64, generator=generator, requires_grad=True)
+    logits = full[:, 1:-1]  # a strided slice, as the trainer passes it
+    tokens = torch.randint(0, 11, (3, 7), generator=generator)
+    weights = torch.randn(3, 7, dtype=torch.float64, generator=generator)
+    log_probs = torch.log_softmax(logits / 0.7, dim=-1)
+    expected = log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    expected_entropy = -(log_probs.exp() * log_probs).sum(-1)
+    for got, want in (
+        (token_logprobs(logits, tokens, 0.7, chunk_elements), expected),
+        (token_entropy(logits, 0.7, chunk_elements), expected_entropy),
+    ):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-6)
+        (grad_got,) = torch.autograd.grad((got.double() * weights).sum(), full)
+        (grad_want,) = torch.autograd.grad((want * weights).sum(), full, retain_graph=True)
+        torch.testing.assert_close(grad_got, grad_want, rtol=0, atol=2e-6)
+
+
+def test_logprob_backward_keeps_no_float_copy_of_the_logits():
+    """The graph saves the bf16 logits as they came, never a float32 or temperature-divided copy of them."""
+    logits = torch.randn(4, 16, 1000).bfloat16().requires_grad_()
+    tokens = torch.randint(0, 1000, (4, 16))
+    saved: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        logprobs = logprobs_from_logits(logits, tokens, 0.7)
+        with torch.no_grad():
+            entropy_from_logits(logits, 0.7)  # logged only: builds no graph
+    vocabulary_wide = [t for t in saved if t.numel() >= logits.numel()]
+    assert [(t.dtype, t.data_ptr()) for t in vocabulary_wide] == [(torch.bfloat16, logits.data_ptr())]
+    logprobs.sum().backward()
+    assert logits.grad.dtype == torch.bfloat16 and torch.isfinite(logits.grad.float()).all()
+
+
 def test_truncate_after_eos_and_masks_on_hand_made_sequences():
     eos, pad = 2, 0
     responses = torch.tensor(

@@ -393,3 +393,40 @@ def test_shipped_tiny_config_validates():
     cfg = load_config(REPO / "configs" / "tiny" / "ppo.yaml")
     check_config(cfg)
     assert cfg.ppo.reward_model_path == "runs/tiny/rm/model" and cfg.model.name_or_path == "runs/tiny/sft/model"
+
+
+def test_frozen_models_are_stored_in_the_dtype_they_compute_in():
+    from ppo.models import frozen_model_dtypes
+
+    fp32, bf16 = torch.float32, torch.bfloat16
+    assert frozen_model_dtypes(fp32, None) == (fp32, fp32)  # fp32 run
+    # autocast over fp32 master weights: the reference runs the policy's autocast ops on the same fp32
+    # weights (KL 0 at update 0); the reward model is stored in bf16 once instead of cast every forward
+    assert frozen_model_dtypes(fp32, bf16) == (fp32, bf16)
+    assert frozen_model_dtypes(bf16, None) == (bf16, bf16)  # DeepSpeed bf16: the policy itself is bf16
+
+
+def test_bf16_ppo_run_on_cpu_has_zero_kl_at_update_0(ppo_models, tmp_path, monkeypatch):
+    """Mixed precision on CPU (autocast bf16): the reference computes exactly what the policy does."""
+    import ppo.trainer as trainer
+
+    dtypes = {}
+    real_prepare = trainer._prepare_frozen
+
+    def recording_prepare(model, accelerator):
+        dtypes[len(dtypes)] = next(model.parameters()).dtype
+        return real_prepare(model, accelerator)
+
+    monkeypatch.setattr(trainer, "_prepare_frozen", recording_prepare)
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()  # accelerate keeps one precision per process: earlier tests ran fp32
+    try:
+        result = train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=2", "train.precision=bf16"))
+    finally:
+        AcceleratorState._reset_state()
+    first, second = result["history"]
+    assert first["objective/kl"] == 0.0 and first["objective/non_score_reward"] == 0.0
+    assert second["objective/kl"] != 0.0  # the policy moved after one update
+    assert all(math.isfinite(row[key]) for row in result["history"] for key in ("loss/policy_avg", "loss/value_avg"))
+    assert dtypes == {0: torch.bfloat16, 1: torch.float32}  # reward model in bf16, reference with the policy

@@ -262,6 +262,8 @@ class Pipeline:
                     str(g.top_p),
                     "--batch-size",
                     str(g.batch_size),
+                    "--precision",
+                    str(g.precision),
                     "--seed",
                     str(self.cfg.run.seed),
                     "--out",
@@ -321,6 +323,8 @@ class Pipeline:
                 str(ppo_cfg.ppo.temperature),
                 "--seed",
                 str(self.cfg.run.seed),
+                "--precision",
+                str(self.cfg.generate.precision),
                 "--out",
                 str(self.out),
             ]

@@ -113,10 +113,12 @@ def evaluate(
     top_p: float = 1.0,
     seed: int = 0,
     batch_size: int = 64,
+    precision: str = "fp32",
 ) -> dict:
     """Sample every policy on the prompts and score the samples; returns the report as a dict."""
     from rlhf.commands.generate import sample
     from rlhf.modeling import check_same_tokenizers, load_causal_lm, load_scalar_model
+    from rlhf.precision import DTYPE_NAMES, precision_for
     from rlhf.scoring import response_logprobs, reward_scores
 
     if not temperature > 0:  # the KL divides logits by it; greedy decoding has no KL to a sampling reference
@@ -131,14 +133,16 @@ def evaluate(
     if reward_model:
         roles["reward"] = reward_model
     tokenizer = check_same_tokenizers(roles)["reference"]
-    reference_model = load_causal_lm(reference, tokenizer).eval()
-    rm = load_scalar_model(reward_model, tokenizer).eval() if reward_model else None
+    # models stay on the CPU; one dtype for all, so the KL compares like with like
+    dtype = DTYPE_NAMES[precision_for(precision, "cpu")]
+    reference_model = load_causal_lm(reference, tokenizer, dtype=dtype).eval()
+    rm = load_scalar_model(reward_model, tokenizer, dtype=dtype).eval() if reward_model else None
     stats = load_reward_stats(reward_model) if reward_model else None
 
     per_policy: dict[str, dict] = {}
     samples_by_policy: dict[str, list] = {}
     for name, path in policies.items():
-        model = reference_model if path == reference else load_causal_lm(path, tokenizer).eval()
+        model = reference_model if path == reference else load_causal_lm(path, tokenizer, dtype=dtype).eval()
         samples = sample(
             model,
             tokenizer,
@@ -514,6 +518,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="models' dtype; auto: bf16 on a bf16 GPU or an AMX / AVX512-BF16 CPU, else fp32",
+    )
     parser.add_argument("--out", required=True, help="output directory for report.json, report.md and plots/")
     args = parser.parse_args(argv)
     policies = {}
@@ -536,6 +546,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         args.top_p,
         args.seed,
         args.batch_size,
+        args.precision,
     )
     report["settings"]["prompts_file"] = args.prompts
     paths = write_report(report, args.out, args.ppo_runs)

@@ -194,7 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="prompts per generate call")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--precision",
+        default=defaults.precision,
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="weights' dtype; auto: bf16 on a bf16 GPU or an AMX / AVX512-BF16 CPU, else fp32",
+    )
+    parser.add_argument(
+        "--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="overrides --precision"
+    )
     parser.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:1 ...")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
@@ -207,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     from rlhf.errors import UserError
     from rlhf.files import write_jsonl_atomic
     from rlhf.modeling import load_causal_lm, load_tokenizer
+    from rlhf.precision import DTYPE_NAMES, precision_for
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.k < 1:
@@ -216,10 +225,11 @@ def main(argv: list[str] | None = None) -> int:
         rows = rows[: args.limit]
     try:
         tokenizer = load_tokenizer(args.policy)
-        model = load_causal_lm(args.policy, tokenizer=tokenizer, dtype=args.dtype)
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+        dtype = args.dtype or DTYPE_NAMES[precision_for(args.precision, device)]
+        model = load_causal_lm(args.policy, tokenizer=tokenizer, dtype=dtype)
     except OSError as exc:
         raise UserError(f"cannot load the policy {args.policy!r}: {exc}") from None
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     model.to(device)
     start = time.perf_counter()
     candidates = generate_candidates(
@@ -250,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": round(elapsed, 2),
                 "new_tokens_per_second": round(sum(tokens) / max(elapsed, 1e-9), 1),
                 "device": device,
+                "dtype": dtype,
             }
         )
     )

@@ -1,0 +1,251 @@
+"""The PPO update at four model sizes, fp32 and bf16: seconds, phases, tokens/s, FLOP/s, utilisation, RSS.
+
+    python benchmarks/ppo_scaling.py                                  # all four sizes, fp32 and bf16 (~5 min alone)
+    python benchmarks/ppo_scaling.py --sizes 0.2M 4.5M --precisions fp32 --updates 5
+    python benchmarks/ppo_scaling.py --sizes 26M --precisions fp32 bf16 --threads 2
+    python benchmarks/ppo_scaling.py --sizes 350M --updates 2         # larger on request (h1536 L12)
+
+The work is `benchmarks/ppo_update.py`'s (TRL 1.12's PPOTrainer measured on the same): 16 prompts x 24
+new tokens, 1 PPO epoch, 2 mini-batches, random-init Llama policy, value and reward models of one shape,
+through `ppo.trainer.train` as `rlhf ppo` runs it. Each (size, precision) runs in a fresh process (so peak
+RSS is its own); the first `--warmup` updates are dropped and medians of the rest reported.
+
+FLOPs per update are counted from the model config (PaLM's convention: 2 FLOPs per parameter per token
+forward, 4 x layers x hidden x context for attention, backward = 2 x forward): generation (prompt then
+each new token against the KV cache), scoring (policy, reference and the LM head on the response only,
+value and reward backbones), training (policy + value forward and backward per epoch). Utilisation is
+the achieved FLOP/s over this machine's matmul peak for that dtype, measured here by timing a large
+matmul (on a GPU the same ratio is MFU). Prints one JSON table; writes it and a plot to `--out-dir`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+# name -> (hidden, layers, heads, ffn); vocabulary ~500 (the tiny tokenizer)
+SIZES = {
+    "0.2M": (64, 2, 4, 256),
+    "4.5M": (256, 4, 4, 1024),
+    "26M": (512, 6, 8, 2048),
+    "135M": (1024, 8, 16, 4096),
+    "350M": (1536, 12, 16, 6144),
+}
+DEFAULT_SIZES = ("0.2M", "4.5M", "26M", "135M")
+# TRL 1.12 PPOTrainer on the same work, compute only (its two gc.collect() per update removed), 2-core CPU
+TRL_SECONDS = {"fp32": {"0.2M": 0.077, "4.5M": 0.358, "26M": 1.682, "135M": 7.32}}
+TRL_SECONDS["bf16"] = {"0.2M": 0.073, "4.5M": 0.347, "26M": 1.529, "135M": 7.61}
+PROMPTS, NEW_TOKENS, EPOCHS, MINI_BATCHES = 16, 24, 1, 2
+
+
+def forward_flops_per_token(hidden: int, layers: int, ffn: int, context: float) -> float:
+    """Matmul FLOPs of one token through the decoder layers (no LM head): 2 x weights + attention."""
+    weights = layers * (4 * hidden * hidden + 3 * hidden * ffn)  # q, k, v, o (no GQA) + gate, up, down
+    return 2 * weights + 4 * layers * hidden * context
+
+
+def update_flops(hidden: int, layers: int, ffn: int, vocab: int, prompt_len: float, response_len: float) -> dict:
+    """FLOPs of one PPO update by phase (see the module docstring for the convention)."""
+    total = prompt_len + response_len
+    head = 2 * hidden * vocab  # LM head per token it is computed on
+    body = forward_flops_per_token(hidden, layers, ffn, total)
+    # generation: the prompt in one forward, then each new token against the cache (mean context)
+    prompt_pass = prompt_len * forward_flops_per_token(hidden, layers, ffn, prompt_len) + head
+    decode = response_len * (forward_flops_per_token(hidden, layers, ffn, prompt_len + response_len / 2) + head)
+    generation = PROMPTS * (prompt_pass + decode)
+    # scoring: policy and reference (LM head on the response only), value and reward backbones
+    scoring = PROMPTS * (4 * total * body + 2 * (response_len + 1) * head)
+    # training: policy + value, forward and backward (3 x forward), per epoch
+    training = EPOCHS * 3 * PROMPTS * (2 * total * body + (response_len + 1) * head)
+    return {"generation": generation, "scoring": scoring, "training": training}
+
+
+def matmul_peak_flops(dtype_name: str, size: int = 2048, seconds: float = 1.5) -> float:
+    """Best FLOP/s of an n x n matmul in this dtype on this process's threads (the machine's matmul peak)."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.mm(a, b)  # warm-up
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def run_one(size: str, precision: str, updates: int, warmup: int) -> dict:
+    """One (size, precision) in this process: the update's figures as a dict."""
+    import torch
+
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    from ppo_update import _prompts, _texts
+
+    from ppo.trainer import train
+    from rlhf.app.schema import load_config
+    from rlhf.modeling import init_tiny, load_scalar_model, load_tokenizer, save_model
+
+    hidden, layers, heads, ffn = SIZES[size]
+    peak = matmul_peak_flops(precision)
+    with tempfile.TemporaryDirectory(prefix="ppo-scaling-") as tmp:
+        root = Path(tmp)
+        with contextlib.redirect_stdout(sys.stderr):
+            torch.manual_seed(0)
+            policy_dir = init_tiny(
+                root / "policy",
+                _texts(),
+                vocab_size=500,
+                hidden_size=hidden,
+                num_layers=layers,
+                num_heads=heads,
+                intermediate_size=ffn,
+            )
+            tokenizer = load_tokenizer(str(policy_dir))
+            save_model(load_scalar_model(str(policy_dir), tokenizer), tokenizer, root / "rm", merge=False)
+        _prompts(root / "prompts.jsonl")
+        cfg = load_config(
+            None,
+            [
+                f"model.name_or_path={policy_dir}",
+                f"ppo.reward_model_path={root / 'rm'}",
+                f"data.train_file={root / 'prompts.jsonl'}",
+                f"run.output_dir={root / 'run'}",
+                f"ppo.num_updates={warmup + updates}",
+                f"ppo.rollout_batch_size={PROMPTS}",
+                f"ppo.rollout_forward_batch_size={PROMPTS}",
+                f"ppo.max_new_tokens={NEW_TOKENS}",
+                "ppo.temperature=0.7",
+                f"ppo.ppo_epochs={EPOCHS}",
+                f"ppo.num_mini_batches={MINI_BATCHES}",
+                "train.gradient_accumulation_steps=1",
+                f"train.precision={precision}",
+                "ppo.sample_every=0",
+                "ppo.save_every=0",
+                "tracking.report_to=[jsonl]",
+                "tracking.plots=false",
+                "train.logging_steps=1000000",
+            ],
+        )
+        with contextlib.redirect_stdout(sys.stderr):
+            history = train(cfg)["history"][warmup:]
+        params = sum(p.numel() for p in load_scalar_model(str(root / "rm"), tokenizer).parameters())
+
+    def median(key: str) -> float:
+        return statistics.median(row[key] for row in history)
+
+    seconds = median("time/update")
+    response_len = median("val/response_length")
+    prompt_len = median("perf/tokens_per_second") * seconds / PROMPTS - response_len
+    flops = update_flops(hidden, layers, ffn, len(tokenizer), prompt_len, response_len)
+    total_flops = sum(flops.values())
+    phases = {"generation": median("time/generation"), "scoring": median("time/scoring")}
+    phases["training"] = median("time/training")
+    trl = TRL_SECONDS.get(precision, {}).get(size)
+    return {
+        "size": size,
+        "precision": precision,
+        "hidden": hidden,
+        "layers": layers,
+        "params_per_model": params,
+        "seconds_per_update": round(seconds, 4),
+        "seconds_by_phase": {k: round(v, 4) for k, v in phases.items()},
+        "tokens_per_second": round(median("perf/tokens_per_second"), 1),
+        "gflop_per_update": round(total_flops / 1e9, 2),
+        "gflop_by_phase": {k: round(v / 1e9, 2) for k, v in flops.items()},
+        "achieved_gflops": round(total_flops / seconds / 1e9, 1),
+        "achieved_gflops_by_phase": {k: round(flops[k] / phases[k] / 1e9, 1) for k in phases if phases[k] > 0},
+        "matmul_peak_gflops": round(peak / 1e9, 1),
+        "utilisation": round(total_flops / seconds / peak, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "trl_compute_seconds": trl,
+        "ratio_to_trl": round(seconds / trl, 3) if trl else None,
+        "measured_updates": len(history),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for precision, marker in (("fp32", "o"), ("bf16", "s")):
+        mine = [r for r in rows if r["precision"] == precision]
+        if not mine:
+            continue
+        params = [r["params_per_model"] / 1e6 for r in mine]
+        left.plot(params, [r["seconds_per_update"] for r in mine], marker=marker, label=f"ours {precision}")
+        trl = [(p, r["trl_compute_seconds"]) for p, r in zip(params, mine) if r["trl_compute_seconds"]]
+        if trl:
+            left.plot(*zip(*trl), marker=marker, linestyle="--", alpha=0.6, label=f"TRL 1.12 {precision}")
+        right.plot(params, [100 * r["utilisation"] for r in mine], marker=marker, label=precision)
+    left.set(xscale="log", yscale="log", xlabel="parameters per model (M)", ylabel="seconds per PPO update")
+    right.set(xscale="log", xlabel="parameters per model (M)", ylabel="% of this machine's matmul peak")
+    left.legend()
+    right.legend()
+    left.grid(alpha=0.3)
+    right.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=list(DEFAULT_SIZES), choices=list(SIZES))
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--updates", type=int, default=3, help="measured updates per run (after warm-up)")
+    parser.add_argument("--warmup", type=int, default=1, help="updates run first and not measured")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in each run")
+    parser.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results"), help="where the JSON and plot go")
+    parser.add_argument("--one", nargs=2, metavar=("SIZE", "PRECISION"), help=argparse.SUPPRESS)  # child process
+    args = parser.parse_args()
+    if args.one:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        print(json.dumps(run_one(args.one[0], args.one[1], args.updates, args.warmup)))
+        return
+    rows = []
+    load_before = os.getloadavg()[0]
+    for size in args.sizes:
+        for precision in args.precisions:
+            command = [sys.executable, __file__, "--one", size, precision]
+            command += ["--updates", str(args.updates), "--warmup", str(args.warmup)]
+            command += ["--threads", str(args.threads)] if args.threads else []
+            child = subprocess.run(command, capture_output=True, text=True)
+            if child.returncode:
+                sys.stderr.write(child.stderr[-3000:])
+                raise SystemExit(f"{size} {precision} failed (exit {child.returncode})")
+            rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
+            print(f"[ppo_scaling] {size} {precision}: {rows[-1]['seconds_per_update']} s/update", file=sys.stderr)
+    report = {
+        "work": {"prompts": PROMPTS, "new_tokens": NEW_TOKENS, "ppo_epochs": EPOCHS, "mini_batches": MINI_BATCHES},
+        "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+        "rows": rows,
+    }
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ppo_scaling.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(rows, out / "ppo_scaling.png")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

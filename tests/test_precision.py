@@ -1,0 +1,71 @@
+"""`train.precision: auto`: bf16 exactly where the hardware runs it natively, fp32 elsewhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rlhf.precision import DeviceDescription, cpu_flags, resolve_precision
+
+REPO = Path(__file__).resolve().parents[1]
+ICE_LAKE = "fpu sse2 avx2 avx512f avx512bw avx512_vnni"  # AVX512 without BF16: bf16 matmuls are emulated
+SAPPHIRE_RAPIDS = ICE_LAKE + " avx512_bf16 amx_bf16 amx_tile amx_int8"
+
+
+@pytest.mark.parametrize(
+    "device, expected",
+    [
+        (DeviceDescription("cuda", cuda_bf16=True), "bf16"),  # Ampere and later
+        (DeviceDescription("cuda", cuda_bf16=False), "fp32"),  # V100, T4
+        (DeviceDescription("cpu", cpu_flags=frozenset(SAPPHIRE_RAPIDS.split())), "bf16"),  # AMX
+        (DeviceDescription("cpu", cpu_flags=frozenset({"avx2", "avx512_bf16"})), "bf16"),  # Cooper Lake, Zen 4
+        (DeviceDescription("cpu", cpu_flags=frozenset(ICE_LAKE.split())), "fp32"),
+        (DeviceDescription("cpu"), "fp32"),  # flags unknown (no /proc/cpuinfo)
+        (DeviceDescription("mps"), "fp32"),
+    ],
+)
+def test_auto_resolves_by_device(device, expected):
+    assert resolve_precision("auto", device) == expected
+
+
+@pytest.mark.parametrize("explicit", ["fp32", "bf16", "fp16"])
+def test_explicit_precision_is_kept_on_any_device(explicit):
+    for device in (DeviceDescription("cuda", cuda_bf16=True), DeviceDescription("cpu")):
+        assert resolve_precision(explicit, device) == explicit
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Xeon\nflags\t\t: {SAPPHIRE_RAPIDS.upper()}\n\nprocessor\t: 1\n")
+    assert {"amx_bf16", "avx512_bf16", "avx2"} <= cpu_flags(cpuinfo)
+    assert resolve_precision("auto", DeviceDescription("cpu", cpu_flags=cpu_flags(cpuinfo))) == "bf16"
+    assert cpu_flags(tmp_path / "missing") == frozenset()
+
+
+def test_auto_is_the_default_and_the_quickstart_stays_fp32():
+    from rlhf.app.schema import load_config
+
+    assert load_config(REPO / "configs/base.yaml", require_complete=False).train.precision == "auto"
+    for stage in ("sft", "rm", "ppo"):
+        assert load_config(REPO / f"configs/tiny/{stage}.yaml", require_complete=False).train.precision == "fp32"
+    from rlhf.app.pipeline import load_pipeline_config
+
+    assert load_pipeline_config(str(REPO / "configs/tiny/pipeline.yaml"), []).generate.precision == "fp32"
+
+
+def test_auto_is_resolved_before_the_run_config_is_written(monkeypatch):
+    """SFT/RM: config.yaml records what ran, and transformers gets use_cpu for bf16 on a CPU-only machine."""
+    import rlhf.precision
+    from rlhf.app.schema import load_config
+    from rlhf.hf_stage import training_arguments_fields
+
+    monkeypatch.setattr(
+        rlhf.precision,
+        "describe_device",
+        lambda device_type=None: DeviceDescription("cpu", cpu_flags=frozenset({"amx_bf16"})),
+    )
+    monkeypatch.setattr("rlhf.distributed.gpu_available", lambda: False)
+    cfg = load_config(REPO / "configs/base.yaml", ["model.name_or_path=x"], require_complete=False)
+    fields = training_arguments_fields(cfg)
+    assert cfg.train.precision == "bf16" and fields["bf16"] is True and fields["use_cpu"] is True
