@@ -124,11 +124,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         root = REPO / root
     root.mkdir(parents=True, exist_ok=True)
 
-    from rlhf.app.pipeline import load_pipeline_config
+    from rlhf.app.pipeline import load_pipeline_config, resolve_judge
 
     rows = []
     for task in tasks:
-        judge_spec = load_pipeline_config(str(REPO / "configs" / task / "pipeline.yaml"), []).pipeline.judge
+        judge_spec = resolve_judge(load_pipeline_config(str(REPO / "configs" / task / "pipeline.yaml"), []).pipeline)
         for seed in seeds:
             out = root / f"{task}-seed{seed}"
             out.mkdir(parents=True, exist_ok=True)

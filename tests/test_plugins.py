@@ -329,7 +329,8 @@ def test_a_users_task_dir_needs_its_files_not_a_task_json(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     task_dir = tmp_path / "my_task"
     task_dir.mkdir()
-    overrides = [f"pipeline.task_dir={task_dir}", "pipeline.make_task=false", f"run.output_dir={tmp_path / 'run'}"]
+    overrides = [f"pipeline.task_dir={task_dir}", "pipeline.make_task=false", "pipeline.judge=none"]
+    overrides.append(f"run.output_dir={tmp_path / 'run'}")
     pipeline = Pipeline(load_pipeline_config(str(repo / "configs" / "tiny" / "pipeline.yaml"), overrides))
     for name in TASK_FILES[:3]:
         (task_dir / name).write_text("{}\n")

@@ -161,10 +161,31 @@ def test_pipeline_config_runs_the_lists_task_with_its_own_judge_and_files():
     from rlhf.app.pipeline import Pipeline, load_pipeline_config
 
     cfg = load_pipeline_config(str(REPO / "configs" / "lists" / "pipeline.yaml"), ["run.output_dir=/tmp/lists-x"])
-    assert (cfg.pipeline.task, cfg.pipeline.task_dir, cfg.pipeline.judge) == ("lists", "data/lists", "lists")
     pipeline = Pipeline(cfg)
+    assert (cfg.pipeline.task, str(pipeline.task_dir), pipeline.judge) == ("lists", "data/lists", "lists")
     ppo = pipeline.stage_config_overrides("ppo")
     assert "ppo.gold_judge=lists" in ppo and "data.train_file=data/lists/prompts_train.jsonl" in ppo
     assert cfg.pipeline.candidate_prompts == 768  # inherited from the tiny task's pipeline
     pipeline.validate_stage_configs()
     assert json.loads((REPO / "data" / "lists" / "task.json").read_text())["name"] == "tiny-lister"
+
+
+def test_pipeline_task_override_switches_files_and_judge_together():
+    from rlhf.app.pipeline import Pipeline, load_pipeline_config
+    from rlhf.errors import ConfigError
+
+    tiny = str(REPO / "configs" / "tiny" / "pipeline.yaml")
+    quickstart = Pipeline(load_pipeline_config(tiny, []))
+    assert (str(quickstart.task_dir), quickstart.judge) == ("data/tiny", "tiny")
+    switched = Pipeline(load_pipeline_config(tiny, ["pipeline.task=lists"]))
+    assert (str(switched.task_dir), switched.judge) == ("data/lists", "lists")
+    assert "data.train_file=data/lists/sft_train.jsonl" in switched.stage_config_overrides("sft")
+    assert "--judge" not in switched.stage_config_overrides("ppo") and "ppo.gold_judge=lists" in (
+        switched.stage_config_overrides("ppo")
+    )
+    explicit = Pipeline(load_pipeline_config(tiny, ["pipeline.task=lists", "pipeline.judge=tiny"]))
+    assert explicit.judge == "tiny"
+    assert Pipeline(load_pipeline_config(tiny, ["pipeline.judge=none"])).judge is None
+    # a user's own task has no built-in judge to fall back on
+    with pytest.raises(ConfigError, match="pipeline.make_task is false"):
+        Pipeline(load_pipeline_config(tiny, ["pipeline.make_task=false", "pipeline.task_dir=mine"]))

@@ -58,8 +58,10 @@ class ReviewersSection:
 
 @dataclass
 class PipelineSection:
-    task: str = "tiny"  # the built-in task that make-task writes into task_dir (see rlhf/tasks/)
-    task_dir: str = "data/tiny"  # the task's files (made by `rlhf data make-task` when task.json is missing)
+    task: str = "tiny"  # the built-in task (tiny | lists, see rlhf/tasks/): its files, its judge
+    task_dir: Optional[str] = (
+        None  # the task's files (default data/<task>; made by make-task when task.json is missing)
+    )
     make_task: bool = (
         True  # build the built-in task into task_dir when it is missing (false: task_dir holds your task's files)
     )
@@ -76,7 +78,7 @@ class PipelineSection:
     reviewers: ReviewersSection = field(default_factory=ReviewersSection)
     eval_num_prompts: int = 256  # held-out prompts in the final evaluation
     judge: Optional[str] = (
-        "tiny"  # judge for simulated reviewers and eval: task name, module:function or file.py:function
+        "task"  # reviewers' and eval's judge: task (the task's own), module:function, file.py:fn, none
     )
     accelerate_config: Optional[str] = None  # launch training stages with `accelerate launch --config_file`
     reuse_from: Optional[str] = (
@@ -128,11 +130,25 @@ def load_pipeline_config(config_file: Optional[str], overrides: list[str]) -> Di
 # --------------------------------------------------------------------------------------------------
 
 
+def resolve_judge(p) -> Optional[str]:
+    """pipeline.judge as a spec: "task" is the built-in task's own judge (its name); a user's task
+    (make_task false) must name its judge, or `none` to run without one."""
+    if p.judge != "task":
+        return None if p.judge in (None, "", "none", "null") else p.judge
+    if not p.make_task:
+        raise ConfigError(
+            "pipeline.judge: 'task' means the built-in task's judge, but pipeline.make_task is false (your own "
+            "task): set pipeline.judge to package.module:function, path/to/file.py:function, or none"
+        )
+    return p.task
+
+
 class Pipeline:
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
         self.out = Path(cfg.run.output_dir)
-        self.task_dir = Path(cfg.pipeline.task_dir)
+        self.task_dir = Path(cfg.pipeline.task_dir or f"data/{cfg.pipeline.task}")
+        self.judge = resolve_judge(cfg.pipeline)
         self.state_path = self.out / "pipeline_state.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"stages": {}}
 
@@ -195,8 +211,8 @@ class Pipeline:
                 f"data.train_file={self.task_dir / 'prompts_train.jsonl'}",
                 f"data.eval_file={self.task_dir / 'prompts_eval.jsonl'}",
             ]
-            if p.judge:
-                own.append(f"ppo.gold_judge={p.judge}")
+            if self.judge:
+                own.append(f"ppo.gold_judge={self.judge}")
         return seed + tracking + own + [f"run.output_dir={self.out / stage}"] + list(p[f"{stage}_overrides"])
 
     def run_command(self, stage: str, args: list[str]) -> None:
@@ -297,7 +313,7 @@ class Pipeline:
                         "--seed",
                         str(r.seed),
                         "--judge",
-                        str(p.judge or "none"),
+                        str(self.judge or "none"),
                     ],
                 )
         elif stage == "eval":
@@ -328,8 +344,8 @@ class Pipeline:
                 "--out",
                 str(self.out),
             ]
-            if p.judge:
-                args += ["--judge", p.judge]
+            if self.judge:
+                args += ["--judge", self.judge]
             self.run_command(stage, args)
 
     def link_reused_stages(self) -> None:
@@ -348,7 +364,7 @@ class Pipeline:
         """Load each stage config with its overrides now, so a typo fails before hours of training."""
         from rlhf.plugins import load_judge
 
-        load_judge(self.cfg.pipeline.judge, "pipeline.judge")  # a bad spec stops before any stage runs
+        load_judge(self.judge, "pipeline.judge")  # a bad spec stops before any stage runs
         for stage in TRAINING_STAGES:
             try:
                 load_config(

@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     make = sub.add_parser("make-task", help="write a built-in task's files (deterministic)")
-    make.add_argument("--task", default="tiny", help="the built-in task (see rlhf/tasks/)")
+    make.add_argument("--task", default="tiny", help="the built-in task: tiny | lists (see rlhf/tasks/)")
     make.add_argument("--out", required=True, help="output directory, e.g. data/tiny")
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--task-file", default=None, help="task definition (default: the task's own task.json)")
