@@ -517,7 +517,12 @@ def test_trials_through_the_real_cli(sweep_files):
     assert [row["status"] for row in state.values()] == ["completed", "completed"]
     shown = yaml.safe_load((sweep_dir / "logs" / "t001.log").read_text().split("\n", 1)[1])
     assert shown["ppo"]["kl_coef"] == 0.5 and shown["tracking"]["group"] == "toy"
-    assert shown["run"] == {"name": "toy-t001", "output_dir": str(sweep_dir / "trials" / "t001"), "seed": 42}
+    assert shown["run"] == {
+        "name": "toy-t001",
+        "output_dir": str(sweep_dir / "trials" / "t001"),
+        "seed": 42,
+        "resume_mismatch_ok": False,
+    }
 
 
 def test_wandb_agent_command_reaches_the_config(sweep_files, tmp_path):

@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         raise
     from rlhf.distributed import shut_down_process_group
     from rlhf.errors import UserError
+    from rlhf.processes import start_parent_watchdog
+
+    start_parent_watchdog()  # a sweep's or pipeline's child stops when its parent dies (non-Linux; see there)
 
     succeeded = False
     try:

@@ -41,6 +41,7 @@ from rlhf import config as core
 from rlhf.app.schema import Config, load_config
 from rlhf.config import GenerateSection, RunConfig, TrackingConfig, save_config, split_wandb_style
 from rlhf.errors import ConfigError, UserError
+from rlhf.processes import child_environment, parent_death_guard
 
 STAGES = ("task", "base", "sft", "generate", "rank", "rm", "ppo", "eval")
 TASK_FILES = ("sft_train.jsonl", "sft_eval.jsonl", "prompts_train.jsonl", "prompts_eval.jsonl")  # what stages read
@@ -229,10 +230,19 @@ class Pipeline:
         else:
             command = [sys.executable, "-m", "rlhf", *args]
         print(f"[pipeline] {stage}: {' '.join(command)}", flush=True)
-        result = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        if result.returncode != 0:
+        # The stage dies with the pipeline (parent-death guard): a killed pipeline leaves no stage running on.
+        process = subprocess.Popen(
+            command, env=child_environment({**os.environ, "PYTHONUNBUFFERED": "1"}), preexec_fn=parent_death_guard()
+        )
+        try:
+            returncode = process.wait()
+        except BaseException:  # Ctrl-C or SIGTERM: stop the stage too, then stop
+            process.terminate()
+            process.wait()
+            raise
+        if returncode != 0:
             raise UserError(
-                f"stage '{stage}' failed with exit code {result.returncode} (command: {' '.join(command)}); fix it "
+                f"stage '{stage}' failed with exit code {returncode} (command: {' '.join(command)}); fix it "
                 "and re-run: completed stages are skipped"
             )
 
@@ -404,9 +414,9 @@ class Pipeline:
         write_json_atomic(self.state_path, self.state)
 
     def run(self, start: Optional[str] = None, until: Optional[str] = None) -> dict:
+        self.validate_stage_configs()  # before anything in the pipeline directory changes
         self.out.mkdir(parents=True, exist_ok=True)
         save_config(self.cfg, self.out)
-        self.validate_stage_configs()
         if self.cfg.pipeline.reuse_from:
             self.link_reused_stages()
         first = STAGES.index(start) if start else 0

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -31,6 +32,14 @@ from typing import Any, Callable, Optional, Protocol
 
 from rlhf.errors import ConfigError
 from rlhf.files import write_text_atomic
+from rlhf.processes import (
+    DirectoryLocked,
+    child_environment,
+    kill_group,
+    lock_directory,
+    note_lock_holder,
+    parent_death_guard,
+)
 from rlhf.sweep.space import format_override, trial_overrides
 from rlhf.sweep.spec import Sweep
 from rlhf.sweep.state import SweepState, TrialRecord, now
@@ -38,6 +47,7 @@ from rlhf.sweep.state import SweepState, TrialRecord, now
 BASE_PORT = 29500  # accelerate's default main_process_port; concurrent trials take the next ones
 SLURM_PORT = "\0SLURM_PORT\0"  # placeholder for the port an array task computes from its task id
 LOG_TAIL_LINES = 30
+TRIAL_LOCK = ".trial.lock"  # in the trial's directory, held by the trial's process while it lives
 
 
 # --------------------------------------------------------------------------------------------------
@@ -198,6 +208,12 @@ class RunningTrial:
     log_handle: Any
     started: float
     slot: int
+    lock: Any = None  # the trial directory's lock (the child holds an inherited copy)
+
+    def close(self) -> None:
+        self.log_handle.close()
+        if self.lock is not None:
+            self.lock.close()
 
 
 class LocalRunner:
@@ -217,19 +233,33 @@ class LocalRunner:
         self.echo = echo
         self.on_trial_end = on_trial_end
         self.running: dict[int, RunningTrial] = {}
+        # Set by a signal handler (rlhf.sweep.runner); acted on only between steps of the loop, so a stop
+        # never lands between starting a child and recording it (it would be left running and 'running').
+        self.stop_requested = False
+
+    def _check_stop(self) -> None:
+        if self.stop_requested:
+            raise KeyboardInterrupt("the sweep was asked to stop")
 
     def run(self, source: TrialSource) -> None:
         try:
             while True:
+                self._check_stop()
                 free_slots = [slot for slot in range(self.sweep.max_parallel) if slot not in self.running]
                 for slot in free_slots:
                     record = source.next_trial()
                     if record is None:
                         break
-                    self.running[slot] = self._start(record, slot)
+                    job = self._start(record, slot)
+                    if job is None:  # its directory is locked by a live process: recorded, nothing started
+                        source.on_finished(record)
+                        continue
+                    self.running[slot] = job
+                    self._check_stop()
                 if not self.running:
                     return
                 time.sleep(self.poll_s)
+                self._check_stop()
                 for slot, job in list(self.running.items()):
                     if self._poll(job):
                         del self.running[slot]
@@ -240,10 +270,17 @@ class LocalRunner:
             self._stop_all()
             raise
 
-    def _start(self, record: TrialRecord, slot: int) -> RunningTrial:
+    def _start(self, record: TrialRecord, slot: int) -> Optional[RunningTrial]:
         command = trial_command(self.sweep, record, slot)
         run_dir = Path(record.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:  # one runner per trial directory: a process left from a killed sweep may still hold it
+            lock = lock_directory(run_dir, TRIAL_LOCK)
+        except DirectoryLocked as exc:
+            record.status, record.exit_code, record.finished_at = "failed", None, now()
+            record.error = f"not started: {exc} (a runner of this trial is still alive); rerun with --retry-failed"
+            self.state.save()
+            self.echo(f"[sweep] {record.trial_id} NOT started: {exc}")
+            return None
         (run_dir / "summary.json").unlink(missing_ok=True)  # a killed attempt's leftovers must not read as results
         Path(record.log_file).parent.mkdir(parents=True, exist_ok=True)
         log_handle = open(record.log_file, "a", encoding="utf-8")
@@ -259,22 +296,33 @@ class LocalRunner:
         if devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = devices
         try:
+            # Its own process group (stopped as a whole, and the terminal's Ctrl-C reaches only the sweep),
+            # a parent-death guard (it dies with a killed sweep) and the directory lock passed down.
             process = subprocess.Popen(
-                command, stdout=log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+                command,
+                stdout=log_handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=child_environment(env),
+                start_new_session=True,
+                preexec_fn=parent_death_guard(),
+                pass_fds=(lock.fileno(),),
             )
         except OSError as exc:  # every trial would fail the same way: stop with one clear message
             log_handle.close()
+            lock.close()
             raise ConfigError(
                 f"cannot start trial {record.trial_id}: {exc} (command: {shell_join(command)}); check 'command' in "
                 f"{self.sweep.source}"
             ) from None
+        note_lock_holder(lock, process.pid)
         record.status, record.started_at, record.finished_at = "running", now(), None
         record.attempts += 1
         record.exit_code, record.error, record.metrics, record.wall_time_s = None, None, {}, None
         self.state.save()
         params = " ".join(f"{k}={v}" for k, v in record.params.items())
         self.echo(f"[sweep] {record.trial_id} started: {params}  (log: {record.log_file})")
-        return RunningTrial(record, process, log_handle, time.monotonic(), slot)
+        return RunningTrial(record, process, log_handle, time.monotonic(), slot, lock)
 
     def _poll(self, job: RunningTrial) -> bool:
         exit_code = job.process.poll()
@@ -283,10 +331,11 @@ class LocalRunner:
         if exit_code is None:
             if self.sweep.timeout_s is None or elapsed <= self.sweep.timeout_s:
                 return False
-            job.process.kill()
+            kill_group(job.process.pid, signal.SIGKILL)
             exit_code = job.process.wait()
             note = f"killed after the {self.sweep.timeout_s:g} s timeout"
-        job.log_handle.close()
+        kill_group(job.process.pid, signal.SIGKILL)  # anything the trial left behind in its group
+        job.close()
         record_result(job.record, exit_code, elapsed, note)
         self.state.save()
         metric = metric_value(job.record.metrics, self.sweep.metric)
@@ -307,16 +356,16 @@ class LocalRunner:
     def _stop_all(self) -> None:
         """Stop the children and put their trials back to pending, so a resumed sweep reruns them."""
         for job in self.running.values():
-            if job.process.poll() is None:
-                job.process.terminate()
+            kill_group(job.process.pid, signal.SIGTERM)  # the trial and every process it started
         deadline = time.monotonic() + 10
         for job in self.running.values():
             try:
                 job.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                job.process.kill()
-                job.process.wait()
-            job.log_handle.close()
+                pass
+            kill_group(job.process.pid, signal.SIGKILL)
+            job.process.wait()
+            job.close()
             job.record.status, job.record.error = "pending", "interrupted (the sweep was stopped)"
             self.echo(f"[sweep] {job.record.trial_id} interrupted; it runs again when the sweep resumes")
         self.running = {}

@@ -150,14 +150,6 @@ def lock_sweep_dir(sweep: Sweep):
     return handle
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM (e.g. SLURM's time limit) stops the sweep like Ctrl-C: children stopped, state saved."""
-
-
-def _raise_terminated(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise _Terminated()
-
-
 def finish_report(sweep: Sweep, state: SweepState, plots: bool = True) -> None:
     write_summary(sweep, state, sweep.output_dir)
     if plots:
@@ -206,7 +198,11 @@ def queue_on_slurm(sweep: Sweep, state: SweepState, plan_ids: list[str], sweep_f
 def run_locally(sweep: Sweep, state: SweepState, plan_ids: list[str], sweep_file: str) -> int:
     source = OptunaTrials(sweep, state) if sweep.method == "optuna" else FixedTrials(state, plan_ids)
     runner = LocalRunner(sweep, state, on_trial_end=lambda: write_summary(sweep, state, sweep.output_dir))
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+
+    def request_stop(signum, frame):  # noqa: ARG001 - SIGTERM (SLURM's time limit) or Ctrl-C
+        runner.stop_requested = True  # the runner stops its trials and saves the state at its next step
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         runner.run(source)
     except KeyboardInterrupt:
@@ -214,7 +210,8 @@ def run_locally(sweep: Sweep, state: SweepState, plan_ids: list[str], sweep_file
         print(f"[sweep] stopped; resume with: rlhf sweep --config {sweep_file}", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     finish_report(sweep, state)
     finished = [r for r in state.trials.values() if r.status in FINISHED]
     return 1 if finished and all(r.status == "failed" for r in finished) else 0
