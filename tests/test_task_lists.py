@@ -51,6 +51,10 @@ def test_sizes_formats_and_held_out_prompts(built):
     assert not train_prompts & {row["prompt"] for row in built["prompts_eval"]}
     heldout = [row for row in built["prompts_eval"] if row["meta"]["heldout_template"]]
     assert len(heldout) == 224
+    # the final report's test split: 256 prompts in neither training nor eval, of held-out templates only
+    test = {row["prompt"] for row in built["prompts_test"]}
+    assert len(test) == 256 and not test & (train_prompts | {row["prompt"] for row in built["prompts_eval"]})
+    assert all(row["meta"]["heldout_template"] for row in built["prompts_test"])
     excluding = sum(1 for row in built["prompts_train"] if row["meta"]["excluded"])
     assert 0.4 <= excluding / len(built["prompts_train"]) <= 0.6
 
@@ -61,7 +65,7 @@ def test_every_item_has_one_category(built):
 
 
 def test_the_judge_reads_every_prompt_as_the_generator_wrote_it(built):
-    for row in built["prompts_train"] + built["prompts_eval"]:
+    for row in built["prompts_train"] + built["prompts_eval"] + built["prompts_test"]:
         request = parse_prompt(row["prompt"])
         meta = row["meta"]
         assert (request.count, request.category, request.excluded) == (

@@ -27,6 +27,7 @@ OUTPUT_FILES = (
     "sft_eval.jsonl",
     "prompts_train.jsonl",
     "prompts_eval.jsonl",
+    "prompts_test.jsonl",
     "task.json",
     "README.md",
 )
@@ -101,7 +102,8 @@ def write_demonstration(task: dict[str, Any], meta: dict, contractor: dict[str, 
 
 
 def build_task(seed: int = 0, task_file: str | Path | None = None) -> dict[str, Any]:
-    """All rows of the task (no files written): sft_train, sft_eval, prompts_train, prompts_eval, stats."""
+    """All rows of the task (no files written): sft_train, sft_eval, prompts_train, prompts_eval, prompts_test,
+    stats."""
     task = load_task(task_file)
     sizes = task["sizes"]
     rng = random.Random(seed)
@@ -113,8 +115,14 @@ def build_task(seed: int = 0, task_file: str | Path | None = None) -> dict[str, 
     prompts_train = seen_template_prompts[held : held + sizes["prompts_train"]]
     heldout_template_prompts = all_prompts(task, "heldout", rng)
     rng.shuffle(heldout_template_prompts)
-    prompts_eval = heldout_exact + heldout_template_prompts[: sizes["eval_prompts"] - len(heldout_exact)]
+    eval_from_heldout_templates = sizes["eval_prompts"] - len(heldout_exact)
+    prompts_eval = heldout_exact + heldout_template_prompts[:eval_from_heldout_templates]
     rng.shuffle(prompts_eval)
+    # The final report's test split: the next held-out-template prompts, disjoint from training and eval
+    # (as the tiny task's), drawing nothing from `rng`.
+    prompts_test = heldout_template_prompts[
+        eval_from_heldout_templates : eval_from_heldout_templates + sizes["test_prompts"]
+    ]
 
     profiles = task["contractors"]["profiles"]
     shares = [profile["share"] for profile in profiles]
@@ -131,6 +139,7 @@ def build_task(seed: int = 0, task_file: str | Path | None = None) -> dict[str, 
         "sft_eval": [row for row, _ in demonstrations[sizes["sft_train"] :]],
         "prompts_train": prompts_train,
         "prompts_eval": prompts_eval,
+        "prompts_test": prompts_test,
         "stats": task_stats(task, demonstrations, prompts_eval, ideal),
     }
 
@@ -184,7 +193,8 @@ same seed gives the same bytes. See rlhf/tasks/lists/generator.py (generator) an
 | sft_train.jsonl | {n_sft_train} | `{{"prompt", "completion"}}` demonstrations by simulated contractors |
 | sft_eval.jsonl | {n_sft_eval} | same, held-out rows |
 | prompts_train.jsonl | {n_prompts_train} | `{{"prompt", "meta": {{"category", "count", "excluded", "template", "heldout_template"}}}}` for generation and PPO |
-| prompts_eval.jsonl | {n_prompts_eval} | held-out prompts: {n_eval_seen} unseen prompts of training templates, {n_eval_heldout} of templates never used in training |
+| prompts_eval.jsonl | {n_prompts_eval} | held-out prompts: {n_eval_seen} unseen prompts of training templates, {n_eval_heldout} of templates never used in training; PPO's in-training evaluation and the sweeps' metric |
+| prompts_test.jsonl | {n_prompts_test} | test prompts for the final report, in none of the above: prompts of templates never used in training |
 | task.json | - | categories, items, count words, templates, contractor profiles and the judge's rules and weights |
 
 A prompt asks for two to five items of a category, half of them with one item excluded; a completion
@@ -234,6 +244,7 @@ def render_readme(built: dict[str, Any], out: str, seed: int) -> str:
         n_prompts_eval=len(built["prompts_eval"]),
         n_eval_seen=len(built["prompts_eval"]) - heldout,
         n_eval_heldout=heldout,
+        n_prompts_test=len(built["prompts_test"]),
         example_prompt=example["prompt"],
         example_completion=example["completion"],
         ideal=stats["ideal_mean_gold"],
@@ -252,7 +263,7 @@ def make_task(out_dir: str | Path, seed: int = 0, task_file: Optional[str | Path
     built = build_task(seed, task_file)
     out = Path(out_dir)
     sizes = {}
-    for name in ("sft_train", "sft_eval", "prompts_train", "prompts_eval"):
+    for name in ("sft_train", "sft_eval", "prompts_train", "prompts_eval", "prompts_test"):
         sizes[name] = write_jsonl_atomic(out / f"{name}.jsonl", built[name])
     write_json_atomic(out / "task.json", built["task"], indent=1)
     write_text_atomic(out / "README.md", render_readme(built, str(out_dir), seed))
