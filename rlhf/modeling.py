@@ -97,7 +97,8 @@ def check_tokenizer_matches(model, tokenizer, where: str = "model") -> None:
     """Fail clearly when a tokenizer has ids the model's embedding table cannot hold."""
     from rlhf.errors import ConfigError
 
-    vocab_rows = model.get_input_embeddings().weight.shape[0]
+    weight = model.get_input_embeddings().weight
+    vocab_rows = getattr(weight, "ds_shape", weight.shape)[0]  # a ZeRO-3 partitioned weight holds 0 rows
     if len(tokenizer) > vocab_rows:
         raise ConfigError(
             f"tokenizer mismatch for {where}: tokenizer has {len(tokenizer)} tokens but the model's embedding has "
