@@ -104,6 +104,9 @@ def release_training_state(trainer) -> None:
     trainer.lr_scheduler = None
     trainer.callback_handler.optimizer = None  # the callbacks' handle on them
     trainer.callback_handler.lr_scheduler = None
+    trainer.model_wrapped = trainer.model  # a DeepSpeed engine holds its optimiser (fp32 master + moments)
+    if getattr(trainer, "deepspeed", None) is not None:
+        trainer.deepspeed = None
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
