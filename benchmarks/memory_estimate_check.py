@@ -57,11 +57,12 @@ def run_size(hidden: int, layers: int, updates: int, root: Path) -> dict:
     tokenizer = load_tokenizer(str(model_dir))
     save_model(load_scalar_model(str(model_dir), tokenizer), tokenizer, root / "rm", merge=False)
     prompts = root / "prompts.jsonl"
-    # Prompts longer than data.max_prompt_length, so every row is cut to exactly that many tokens: the
-    # estimate uses the configured lengths, and the run then has them too.
-    long = " ".join(f"topic number {j}, a fine topic." for j in range(40))
+    # Prompts of about 60 tokens and data.max_prompt_length at the longest of them: the estimate uses the
+    # configured lengths, so the run should have them too.
+    long = " ".join(f"topic number {j}, a fine topic." for j in range(8))
     rows = [{"prompt": f"User: Tell me about {long} {i}.\nAssistant:"} for i in range(64)]
     prompts.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    prompt_length = max(len(tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]) for row in rows)
     overrides = [
         f"model.name_or_path={model_dir}",
         f"ppo.reward_model_path={root / 'rm'}",
@@ -75,9 +76,8 @@ def run_size(hidden: int, layers: int, updates: int, root: Path) -> dict:
         "ppo.rollout_forward_batch_size=16",
         "ppo.max_new_tokens=32",
         "ppo.num_mini_batches=2",
-        "data.max_prompt_length=64",
+        f"data.max_prompt_length={prompt_length}",
         "ppo.save_every=0",
-        "ppo.missing_eos_penalty=null",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(
