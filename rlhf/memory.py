@@ -68,8 +68,15 @@ class ModelShape:
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "ModelShape":
+        """From a model directory's config.json, or a hub id through transformers' AutoConfig (its cache)."""
         config_file = Path(path) / "config.json"
-        return cls.from_hf_config(json.loads(config_file.read_text(encoding="utf-8")))
+        if config_file.is_file():
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        else:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(str(path)).to_dict()
+        return cls.from_hf_config(config.get("text_config") or config)  # multimodal configs nest the LM
 
     def projection_sizes(self) -> dict[str, tuple[int, int]]:
         """(in, out) features of each linear projection in one layer."""
@@ -456,6 +463,27 @@ def fits(budget: Budget, device_gib: float, reserve_gib: float = 2.0) -> bool:
     return budget.peak <= (device_gib - reserve_gib) * GIB
 
 
+def memory_section(
+    cfg: Any,
+    stage: str,
+    accelerate_config: str | Path | None = None,
+    device_gib: float = 80.0,
+    shape: Optional[ModelShape] = None,
+) -> dict[str, Any]:
+    """The estimate as a report section (for `rlhf check`): per-process GiB by component and phase, and
+    whether the peak fits one `device_gib` accelerator under the accelerate config."""
+    parallel = Parallelism.from_accelerate_config(accelerate_config)
+    budget = estimate_from_config(cfg, stage, parallel, shape, shape)
+    return {
+        **budget.as_dict(),
+        "processes": parallel.num_processes,
+        "zero_stage": parallel.zero_stage,
+        "accelerate_config": str(accelerate_config) if accelerate_config else None,
+        "device_gib": device_gib,
+        "fits": fits(budget, device_gib),
+    }
+
+
 # Llama-2-7B's config.json (meta-llama/Llama-2-7b-hf), for the documented figures and tests.
 LLAMA2_7B = ModelShape(
     vocab_size=32000,
@@ -495,8 +523,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(args.overrides))
     stage = args.stage or ("ppo" if _get(cfg, "ppo.reward_model_path") else "rm" if "rm" in cfg else "sft")
     shape = SHAPES[args.shape] if args.shape else None
-    budget = estimate_from_config(cfg, stage, Parallelism.from_accelerate_config(args.accelerate), shape, shape)
-    print(json.dumps({**budget.as_dict(), "fits": fits(budget, args.device_gib), "device_gib": args.device_gib}))
+    print(json.dumps(memory_section(cfg, stage, args.accelerate, args.device_gib, shape)))
     return 0
 
 

@@ -148,3 +148,18 @@ def test_estimate_from_a_run_config_and_the_command(tiny_model_dir, tiny_reward_
 def test_command_picks_the_stage_from_the_config(stage, capsys):
     main(["--config", str(REPO / f"configs/tiny/{stage}.yaml"), "--shape", "llama2-7b"])
     assert json.loads(capsys.readouterr().out)["stage"] == stage
+
+
+def test_memory_section_reports_the_accelerate_setting(tiny_model_dir, tiny_reward_model_dir):
+    from rlhf.app.schema import load_config
+    from rlhf.memory import memory_section
+
+    cfg = load_config(
+        REPO / "configs/tiny/ppo.yaml",
+        [f"model.name_or_path={tiny_model_dir}", f"ppo.reward_model_path={tiny_reward_model_dir}"],
+    )
+    tiny = memory_section(cfg, "ppo", REPO / "configs/accelerate/zero3.yaml", device_gib=80)
+    assert (tiny["processes"], tiny["zero_stage"], tiny["fits"]) == (8, 3, True)
+    section = memory_section(cfg, "ppo", REPO / "configs/accelerate/zero3.yaml", device_gib=80, shape=LLAMA2_7B)
+    gathered = LLAMA2_7B.causal_lm_parameters() * 4 * 7 / 8  # fp32, the 7 of 8 shards this process lacks
+    assert section["phases_gib"]["generation"]["gathered policy weights"] == round(gathered / GIB, 3)
