@@ -76,21 +76,30 @@ def load_reward_stats(model_dir: str | Path) -> Optional[dict]:
 
 
 def score_file(
-    model_dir: str, data_path: str, out_path: str, batch_size: int = 32, device: Optional[str] = None
+    model_dir: str,
+    data_path: str,
+    out_path: str,
+    batch_size: int = 32,
+    device: Optional[str] = "auto",
+    precision: str = "fp32",
+    dtype: Optional[str] = None,
 ) -> int:
-    """Score every response of `data_path` with the reward model in `model_dir`; returns rows written."""
-    import torch
-
+    """Score every response of `data_path` with the reward model in `model_dir`; returns rows written.
+    The model runs on `device` (auto: cuda when available) in `dtype`, else `precision` resolved for that
+    device (rlhf/inference.py)."""
     from reward_model.scoring import score_texts
     from rlhf.files import write_jsonl_atomic
+    from rlhf.inference import inference_device, inference_dtype, load_for_inference
     from rlhf.modeling import load_scalar_model, load_tokenizer
 
     if not Path(model_dir).is_dir():
         raise DataError(f"--model {model_dir}: no such model directory")
     rows = read_prompt_responses(data_path)
     tokenizer = load_tokenizer(model_dir)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_scalar_model(model_dir, tokenizer).to(device).eval()
+    run_on = inference_device(device)
+    model = load_for_inference(
+        load_scalar_model, model_dir, tokenizer, run_on, inference_dtype(precision, dtype, run_on)
+    )
     prompts = [row["prompt"] for _, row, responses in rows for _ in responses]
     responses = [response for _, _, row_responses in rows for response in row_responses]
     scores = score_texts(model, tokenizer, prompts, responses, batch_size).tolist()

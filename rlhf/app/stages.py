@@ -43,6 +43,8 @@ def sft_main(argv: list[str] | None = None) -> int:
 
 
 def rm_score_main(argv: list[str]) -> int:
+    from rlhf.inference import add_device_arguments
+
     parser = argparse.ArgumentParser(
         prog="rlhf rm score", description="Write a reward for every prompt/response row of a file."
     )
@@ -52,11 +54,19 @@ def rm_score_main(argv: list[str]) -> int:
     )
     parser.add_argument("--out", required=True, help="output JSONL: the input rows with reward fields added")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    add_device_arguments(parser, precision_default="fp32")  # exact scores unless asked otherwise
     args = parser.parse_args(argv)
     from reward_model.score import score_file
 
-    written = score_file(args.model, args.data, args.out, batch_size=args.batch_size, device=args.device)
+    written = score_file(
+        args.model,
+        args.data,
+        args.out,
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+        dtype=args.dtype,
+    )
     print(f"rlhf rm score: {written} rows scored -> {args.out}")
     return 0
 

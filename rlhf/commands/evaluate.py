@@ -114,11 +114,16 @@ def evaluate(
     seed: int = 0,
     batch_size: int = 64,
     precision: str = "fp32",
+    device: Optional[str] = "auto",
+    dtype: Optional[str] = None,
 ) -> dict:
-    """Sample every policy on the prompts and score the samples; returns the report as a dict."""
+    """Sample every policy on the prompts and score the samples; returns the report as a dict.
+
+    Every model runs on `device` (auto: cuda when available) in one dtype (`dtype`, else `precision`
+    resolved for that device), so the KL compares like with like (rlhf/inference.py)."""
     from rlhf.commands.generate import sample
+    from rlhf.inference import inference_device, inference_dtype, load_for_inference
     from rlhf.modeling import check_same_tokenizers, load_causal_lm, load_scalar_model
-    from rlhf.precision import DTYPE_NAMES, precision_for
     from rlhf.scoring import response_logprobs, reward_scores
 
     if not temperature > 0:  # the KL divides logits by it; greedy decoding has no KL to a sampling reference
@@ -133,16 +138,18 @@ def evaluate(
     if reward_model:
         roles["reward"] = reward_model
     tokenizer = check_same_tokenizers(roles)["reference"]
-    # models stay on the CPU; one dtype for all, so the KL compares like with like
-    dtype = DTYPE_NAMES[precision_for(precision, "cpu")]
-    reference_model = load_causal_lm(reference, tokenizer, dtype=dtype).eval()
-    rm = load_scalar_model(reward_model, tokenizer, dtype=dtype).eval() if reward_model else None
+    run_on = inference_device(device)
+    dtype = inference_dtype(precision, dtype, run_on)
+    reference_model = load_for_inference(load_causal_lm, reference, tokenizer, run_on, dtype)
+    rm = load_for_inference(load_scalar_model, reward_model, tokenizer, run_on, dtype) if reward_model else None
     stats = load_reward_stats(reward_model) if reward_model else None
 
     per_policy: dict[str, dict] = {}
     samples_by_policy: dict[str, list] = {}
     for name, path in policies.items():
-        model = reference_model if path == reference else load_causal_lm(path, tokenizer, dtype=dtype).eval()
+        model = (
+            reference_model if path == reference else load_for_inference(load_causal_lm, path, tokenizer, run_on, dtype)
+        )
         samples = sample(
             model,
             tokenizer,
@@ -239,6 +246,8 @@ def evaluate(
             "top_p": top_p,
             "seed": seed,
             "reward_stats": stats,
+            "device": str(run_on),
+            "dtype": dtype,
         },
         "policies": per_policy,
         "win_rates": win_rates,
@@ -499,6 +508,8 @@ def read_prompts(path: str, limit: Optional[int]) -> list[Any]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    from rlhf.inference import add_device_arguments
+
     parser = argparse.ArgumentParser(prog="rlhf eval", description="Compare policies on held-out prompts.")
     parser.add_argument(
         "--policies", nargs="+", required=True, help="NAME=DIR pairs, e.g. sft=runs/x/sft/model ppo=runs/x/ppo/policy"
@@ -518,12 +529,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument(
-        "--precision",
-        default="auto",
-        choices=["auto", "fp32", "bf16", "fp16"],
-        help="models' dtype; auto: bf16 on a bf16 GPU or an AMX / AVX512-BF16 CPU, else fp32",
-    )
+    add_device_arguments(parser)
     parser.add_argument("--out", required=True, help="output directory for report.json, report.md and plots/")
     args = parser.parse_args(argv)
     policies = {}
@@ -547,6 +553,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         args.seed,
         args.batch_size,
         args.precision,
+        device=args.device,
+        dtype=args.dtype,
     )
     report["settings"]["prompts_file"] = args.prompts
     paths = write_report(report, args.out, args.ppo_runs)
