@@ -237,16 +237,20 @@ class Encoder:
         word start differently at the start of a text) when the prompt's own ids are a prefix of the
         whole; otherwise on its own, so the prompt's ids stay exactly those generation saw."""
         prompt_ids = self.prompt_ids(prompt) if prompt_ids is None else prompt_ids
+        reply = _reply_text(response)
         if self.uses_template(prompt):
-            reply = response if isinstance(response, list) else [{"role": "assistant", "content": response}]
-            full = _as_list(self.tokenizer.apply_chat_template(list(prompt) + list(reply), tokenize=True))
+            turns = response if isinstance(response, list) else [{"role": "assistant", "content": response}]
+            full = _as_list(self.tokenizer.apply_chat_template(list(prompt) + list(turns), tokenize=True))
+        elif isinstance(prompt, list):  # a conversation rendered as plain text, as SFT renders it
+            rendered = render_plain(list(prompt) + [{"role": "assistant", "content": reply}])
+            reply = rendered["completion"]  # " " + the reply, after "Assistant:"
+            full = list(self.conventions.prefix_ids) + self._text_ids(rendered["prompt"] + reply)
         else:
-            head = plain_prompt_text(prompt) if isinstance(prompt, list) else prompt
-            full = list(self.conventions.prefix_ids) + self._text_ids(head + _reply_text(response))
+            full = list(self.conventions.prefix_ids) + self._text_ids(prompt + reply)
         if full[: len(prompt_ids)] == prompt_ids:
             ids = full[len(prompt_ids) :]
         else:
-            ids = self._text_ids(_reply_text(response))
+            ids = self._text_ids(reply)
         return self._terminated(ids, self.terminator(prompt))
 
     def _terminated(self, ids: list[int], terminator: int) -> list[int]:

@@ -187,3 +187,14 @@ def test_the_quickstart_tokenizer_gives_the_ids_it_gave_before():
             tokenizer, row["prompt"], row["completion"]
         )
     assert len(prompts) > 100 and len(rows) > 100
+
+
+def test_a_conversation_without_template_encodes_as_sft_renders_it(encoders):
+    """GPT-2 has no chat template: SFT renders a conversation as "User: ...\\nAssistant:" + " reply"; the
+    reward model's and PPO's ids of the same conversation must be those (the space included)."""
+    from rlhf.tokens import render_plain
+
+    gpt2 = encoders["gpt2"]
+    rendered = render_plain(MESSAGES + [{"role": "assistant", "content": "Hi! Cats purr."}])
+    expected = gpt2.tokenizer(rendered["prompt"] + rendered["completion"])["input_ids"] + [gpt2.conventions.eos_id]
+    assert gpt2.sequence(MESSAGES, "Hi! Cats purr.") == expected

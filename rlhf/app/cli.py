@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data": ("rlhf.commands.data", "make the built-in task, validate data, convert public datasets, rank"),
     "model": ("rlhf.modeling", "build the tiny preset model (init-tiny)"),
     "config": ("rlhf.app.schema", "print a resolved config (show)"),
+    "check": ("rlhf.app.check", "pre-flight report: tokenizers, one example as each stage sees it, data lengths"),
 }
 
 

@@ -408,6 +408,19 @@ class Pipeline:
                 "this pipeline before PPO (--until rm)"
             )
 
+    def preflight(self) -> None:
+        """`rlhf check` of the whole pipeline before its first training stage (the task and base model exist
+        by then): tokenizers, one example, data lengths; a hard mismatch stops here, not hours later."""
+        from rlhf.app.check import build_report, pipeline_plans, render_text
+        from rlhf.files import write_json_atomic
+
+        report = build_report(pipeline_plans(self.cfg), "pipeline")
+        write_json_atomic(self.out / "check.json", report)
+        print(f"[pipeline] check: {self.out / 'check.json'}", flush=True)
+        if report["problems"]:
+            print(render_text(report), flush=True)
+            raise ConfigError("pre-flight check failed: " + "; ".join(report["problems"]))
+
     def save_state(self) -> None:
         from rlhf.files import write_json_atomic
 
@@ -424,6 +437,7 @@ class Pipeline:
         ppo_index = STAGES.index("ppo")
         if last >= ppo_index and (not self.is_complete("ppo") or (start is not None and first <= ppo_index)):
             self.reject_fsdp_for_ppo()
+        checked = False
         for index, stage in enumerate(STAGES[: last + 1]):
             forced = index >= first and start is not None
             if self.is_complete(stage) and not forced:
@@ -434,6 +448,9 @@ class Pipeline:
                 raise UserError(
                     f"--from {start}: earlier stage '{stage}' has not completed ({self.marker(stage)} is missing)"
                 )
+            if stage in TRAINING_STAGES and not checked:
+                self.preflight()
+                checked = True
             began = time.time()
             self.run_stage(stage)
             self.state["stages"][stage] = {
