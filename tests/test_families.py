@@ -305,3 +305,34 @@ def test_a_reward_model_with_another_tokenizer_stops_ppo_and_eval(
     error = capsys.readouterr().err
     assert code == 2 and str(reward) in error and "tokenizer mismatch" in error, error
     assert not (tmp_path / "eval" / "report.json").exists()
+
+
+def test_conversational_rankings_train_a_reward_model(family_dirs, tmp_path):
+    """Rankings whose prompt is a message list and whose responses are text (the rankings format allows it):
+    old code handed them to TRL as text, which concatenated a list with a string (a TypeError)."""
+    from reward_model.trainer import train as train_rm
+    from rlhf.modeling import load_tokenizer
+    from rlhf.tokens import Encoder
+
+    rankings = [
+        {
+            "id": f"p{i}",
+            "prompt": prompt_of(topic, chat=True),
+            "responses": [{"id": "a", "text": ANSWERS[0]}, {"id": "b", "text": ANSWERS[1]}, {"id": "c", "text": "Hm."}],
+            "ranking": [["a"], ["c"], ["b"]],
+        }
+        for i, topic in enumerate(TOPICS)
+    ]
+    path = write_jsonl(tmp_path / "rankings.jsonl", rankings)
+    cfg = load_config(
+        REPO / "configs/tiny/rm.yaml",
+        [f"model.name_or_path={family_dirs['qwen']}", f"data.train_file={path}", "data.eval_fraction=0.25",
+         "train.max_steps=2", "train.per_device_train_batch_size=8", "rm.normalize_samples=8",
+         *common(tmp_path / "rm")],
+    )  # fmt: skip
+    summary = train_rm(cfg)
+    assert summary["train/num_pairs"] == 6 * 3 and summary["train/num_groups"] == 6
+    assert summary["reward_stats/num_samples"] == 8 and 0.0 <= summary["eval/accuracy"] <= 1.0
+    # The trained model scores a chat row at its <|im_end|>, the token PPO reads.
+    encoder = Encoder(load_tokenizer(str(tmp_path / "rm" / "model")))
+    assert encoder.sequence(rankings[0]["prompt"], ANSWERS[0])[-1] == encoder.conventions.turn_end_id

@@ -291,7 +291,7 @@ def build_report(plans: dict[str, dict[str, Any]], source: str) -> dict[str, Any
     }
     if tokenizers:
         encoder = Encoder.of(next(iter(tokenizers.values())))
-        stages_seeing = [view for stage in plans for view in STAGE_VIEWS[stage]]
+        stages_seeing = list(dict.fromkeys(view for stage in plans for view in STAGE_VIEWS[stage]))
         for stage, plan in plans.items():
             for kind, path in plan["data"]:
                 try:
@@ -331,7 +331,8 @@ def _lines(value: Any, indent: int, out: list[str], key: str = "") -> None:
         for name, item in value.items():
             _lines(item, indent, out, str(name))
     elif isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
-        out.append(f"{pad}{key}:")
+        if key:
+            out.append(f"{pad}{key}:")
         for item in value:
             lines: list[str] = []
             _lines(item, indent + 2, lines)
