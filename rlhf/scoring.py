@@ -110,7 +110,7 @@ class _TokenLogprobs(torch.autograd.Function):
         picked = torch.empty(batch, length, dtype=torch.float32, device=logits.device)
         lse = torch.empty(batch, length, dtype=torch.float32, device=logits.device)
         for rows, positions in _blocks(batch, length, vocab, chunk_elements):
-            block = logits[rows, positions].float()
+            block = logits[rows, positions].to(torch.float32, copy=True)  # a copy: written in place below
             if temperature != 1.0:
                 block.div_(temperature)
             lse[rows, positions] = torch.logsumexp(block, dim=-1)
@@ -128,7 +128,7 @@ class _TokenLogprobs(torch.autograd.Function):
         grad_logits = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
         for rows, positions in _blocks(batch, length, vocab, ctx.chunk_elements):
             grad = grad_output[rows, positions].float().unsqueeze(-1) / temperature
-            block = logits[rows, positions].float()
+            block = logits[rows, positions].to(torch.float32, copy=True)
             if temperature != 1.0:
                 block.div_(temperature)
             block.sub_(lse[rows, positions].unsqueeze(-1)).exp_()  # softmax

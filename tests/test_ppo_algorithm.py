@@ -52,12 +52,14 @@ def test_logprobs_and_entropy_from_logits():
     torch.testing.assert_close(logprobs_from_logits(random_logits, random_tokens), expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("chunk_elements", [10_000, 40, 5])  # one block; blocks of rows; blocks of positions
-def test_blockwise_logprobs_and_entropy_equal_log_softmax_with_their_gradients(chunk_elements):
+def test_blockwise_logprobs_and_entropy_equal_log_softmax_with_their_gradients(chunk_elements, dtype):
     from rlhf.scoring import token_entropy, token_logprobs
 
     generator = torch.Generator().manual_seed(0)
-    full = torch.randn(3, 9, 11, dtype=torch.float64, generator=generator, requires_grad=True)
+    full = torch.randn(3, 9, 11, dtype=dtype, generator=generator).requires_grad_()
+    untouched = full.detach().clone()
     logits = full[:, 1:-1]  # a strided slice, as the trainer passes it
     tokens = torch.randint(0, 11, (3, 7), generator=generator)
     weights = torch.randn(3, 7, dtype=torch.float64, generator=generator)
@@ -69,10 +71,11 @@ def test_blockwise_logprobs_and_entropy_equal_log_softmax_with_their_gradients(c
         (token_entropy(logits, 0.7, chunk_elements), expected_entropy),
     ):
         assert got.dtype == torch.float32
-        torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-6)
+        torch.testing.assert_close(got.double(), want.double(), rtol=0, atol=2e-6)
         (grad_got,) = torch.autograd.grad((got.double() * weights).sum(), full)
-        (grad_want,) = torch.autograd.grad((want * weights).sum(), full, retain_graph=True)
-        torch.testing.assert_close(grad_got, grad_want, rtol=0, atol=2e-6)
+        (grad_want,) = torch.autograd.grad((want.double() * weights).sum(), full, retain_graph=True)
+        torch.testing.assert_close(grad_got.double(), grad_want.double(), rtol=0, atol=2e-6)
+    assert torch.equal(full.detach(), untouched)  # the logits are read, never written (fp32 .float() is no copy)
 
 
 def test_logprob_backward_keeps_no_float_copy_of_the_logits():
