@@ -225,12 +225,13 @@ def test_a_user_judge_drives_rlhf_eval(judge_file, tiny_model_dir, tmp_path):
     )
     out = tmp_path / "eval"
     argv = ["--policies", f"a={tiny_model_dir}", "--prompts", str(prompts), "--max-new-tokens", "5", "--out", str(out)]
-    assert main([*argv, "--judge", "user_judges:length"]) == 0
-    report = json.loads((out / "report.json").read_text())
-    assert report["settings"]["judge"] == "user_judges:length"
-    for item in report["samples"]:
-        response = item["responses"]["a"]
-        assert response["gold_score"] == float(len(response["response"]))
+    for spec in ("user_judges:length", f"{judge_file}:length_many"):  # module:function, file.py:function (batched)
+        assert main([*argv, "--judge", spec]) == 0
+        report = json.loads((out / "report.json").read_text())
+        assert report["settings"]["judge"] == spec
+        for item in report["samples"]:
+            response = item["responses"]["a"]
+            assert response["gold_score"] == float(len(response["response"]))
     assert math.isclose(
         report["policies"]["a"]["gold_score"],
         sum(float(len(item["responses"]["a"]["response"])) for item in report["samples"]) / 4,
@@ -259,7 +260,7 @@ def test_ppo_logs_each_reward_function_adds_it_to_the_score_and_evaluates_a_file
         "".join(json.dumps({"prompt": f"User: Tell me about cats {i}.\nAssistant:"}) + "\n" for i in range(8))
     )
 
-    def run(name, *extra):
+    def run(name, *extra, judge=f"{judge_file}:words"):
         return train(
             load_config(
                 None,
@@ -275,27 +276,31 @@ def test_ppo_logs_each_reward_function_adds_it_to_the_score_and_evaluates_a_file
                     "ppo.max_new_tokens=6",
                     "ppo.num_updates=1",
                     "ppo.eval_every=1",
-                    f"ppo.gold_judge={judge_file}:words",
+                    f"ppo.gold_judge={judge}",
                     "train.logging_steps=1000",
                     *extra,
                 ],
             )
         )
 
-    plain = run("plain")["history"][0]
+    plain_run = run("plain")  # the gold judge as a file path
+    plain = plain_run["history"][0]
     terms = (
         f'ppo.reward_functions=[{{spec: "{judge_file}:length_many", weight: 0.5}}, '
         '{spec: "user_judges:length", weight: -0.25, name: chars}]'
     )
-    with_terms = run("terms", terms)["history"][0]
+    terms_run = run("terms", terms, judge="user_judges:words")  # ... and as module:function
+    with_terms = terms_run["history"][0]
+    # before any update both runs evaluate the same policy with the same seed: both forms give the same gold
+    assert terms_run["eval_at_start"]["eval/gold_score"] == plain_run["eval_at_start"]["eval/gold_score"] > 0
     # each function is logged on its own (unweighted); the same seed samples the same responses
     assert with_terms["reward_fn/length_many"] == with_terms["reward_fn/chars"] > 0
     assert with_terms["reward_fn/total"] == pytest.approx(0.25 * with_terms["reward_fn/chars"])
     assert with_terms["objective/normalized_scores"] == pytest.approx(plain["objective/normalized_scores"])
     assert with_terms["objective/scores"] == pytest.approx(plain["objective/scores"] + with_terms["reward_fn/total"])
     assert "reward_fn/total" not in plain
-    # the gold judge given as a file path is what PPO's evaluation logs (mean words per response), with its
-    # breakdown's rules logged one by one
+    # the gold judge is what PPO's evaluation logs (mean words per response), with its breakdown's rules
+    # logged one by one
     assert with_terms["eval/gold_score"] > 0 and math.isfinite(with_terms["eval/gold_score"])
     assert with_terms["eval/gold/words"] == with_terms["eval/gold_score"] and with_terms["eval/gold/chars"] == 0.0
 
