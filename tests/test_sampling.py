@@ -170,3 +170,18 @@ def test_greedy_config_has_no_warpers(loaded):
     assert spy.built == [[]]
     with torch.no_grad():
         assert out[0, 3] == model(ids).logits[0, -1].argmax()
+
+
+def test_a_lora_policy_is_pinned_too(instruct_model_dir):
+    """A LoRA policy generates through peft, which reads the generation config of the model underneath."""
+    from rlhf.modeling import apply_lora, load_causal_lm, load_tokenizer
+    from rlhf.sampling import generate_pinned, sampling_config
+
+    tokenizer = load_tokenizer(str(instruct_model_dir))
+    base = load_causal_lm(str(instruct_model_dir), tokenizer).eval()
+    policy = apply_lora(base, {"r": 4, "alpha": 8})
+    config = sampling_config(2, TEMPERATURE, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    ids = torch.tensor([[5, 6, 9]])
+    with ProcessorSpy(base) as spy:
+        generate_pinned(policy, ids, torch.ones_like(ids), config)
+    assert spy.built == [["TemperatureLogitsWarper"]] and base.generation_config.top_k == 20
