@@ -34,7 +34,9 @@ def test_ppo_check_reports_conventions_example_and_lengths(family_dirs, prompts_
     limit = len(encoder.prompt_ids(CHAT_PROMPT))
     assert main(["--stage", "ppo", "--json", *overrides, f"data.max_prompt_length={limit}"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert list(report) == ["config", "tokenizers", "identity", "example", "lengths", "dtypes", "problems"]
+    assert list(report) == [
+        "config", "tokenizers", "identity", "example", "lengths", "dtypes", "warnings", "problems"
+    ]  # fmt: skip
     assert report["tokenizers"]["policy, reference, reward, value"]["stop_tokens"] == "<|end_of_text|> <|eot_id|>"
     assert set(report["identity"].values()) == {"identical"}
     assert report["example"]["prompt_ids"] == encoder.prompt_ids(CHAT_PROMPT)
@@ -97,6 +99,15 @@ def test_the_pipeline_checks_before_its_first_training_stage(family_dirs, tmp_pa
             "tracking.report_to=[jsonl]",
         ],
     )
+    report = check_config(
+        str(REPO / "configs/tiny/pipeline.yaml"),
+        [
+            f"run.output_dir={tmp_path / 'run'}",
+            f"pipeline.base_model={family_dirs['llama3']}",
+            "sft.sft.use_chat_template=never",
+        ],
+    )
+    assert report["warnings"][0].startswith("sft.use_chat_template=never renders conversations as plain text")
     with pytest.raises(ConfigError, match="pre-flight check failed: tokenizer mismatch: the reward model"):
         Pipeline(cfg).run()
     assert not (tmp_path / "run" / "sft").exists()  # stopped before SFT started

@@ -198,3 +198,30 @@ def test_a_conversation_without_template_encodes_as_sft_renders_it(encoders):
     rendered = render_plain(MESSAGES + [{"role": "assistant", "content": "Hi! Cats purr."}])
     expected = gpt2.tokenizer(rendered["prompt"] + rendered["completion"])["input_ids"] + [gpt2.conventions.eos_id]
     assert gpt2.sequence(MESSAGES, "Hi! Cats purr.") == expected
+
+
+def test_ppo_prompts_and_ptx_rows_get_the_ids_sft_saw(encoders, family_dirs, tmp_path):
+    """Old code tokenised PPO prompts and PTX rows with add_special_tokens=False: no BOS for Llama, while
+    SFT (TRL), the reward model and `rlhf generate` had one."""
+    import json
+
+    from ppo.data import PtxBatches, load_prompt_sets
+    from rlhf.app.schema import load_config
+
+    llama3 = encoders["llama3"]
+    prompts = tmp_path / "prompts.jsonl"
+    other = "User: Hi.\nAssistant:"
+    prompts.write_text(json.dumps({"prompt": PROMPT}) + "\n" + json.dumps({"prompt": other}) + "\n")
+    cfg = load_config(
+        None,
+        [f"model.name_or_path={family_dirs['llama3']}", "ppo.reward_model_path=x", f"data.train_file={prompts}"],
+        require_complete=False,
+    )
+    train_prompts, _ = load_prompt_sets(cfg, llama3.tokenizer)
+    assert train_prompts.ids == [llama3.tokenizer(PROMPT)["input_ids"], llama3.tokenizer(other)["input_ids"]]
+    assert train_prompts.ids[0][0] == llama3.tokenizer.bos_token_id
+    sft = tmp_path / "sft.jsonl"
+    sft.write_text(json.dumps({"prompt": PROMPT, "completion": " Hi!"}) + "\n")
+    ids, labels = PtxBatches(str(sft), llama3.tokenizer, max_length=64, seed=0).examples[0]
+    assert ids == llama3.sequence(PROMPT, " Hi!") and ids[0] == llama3.tokenizer.bos_token_id
+    assert labels == [-100] * len(llama3.prompt_ids(PROMPT)) + ids[len(llama3.prompt_ids(PROMPT)) :]

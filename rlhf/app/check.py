@@ -250,6 +250,26 @@ def length_section(encoder, kind: str, path: str, rows: list[dict], cfg: DictCon
     return entry
 
 
+def template_warnings(plans: dict[str, dict[str, Any]], tokenizers: dict[str, Any]) -> list[str]:
+    """SFT settings under which SFT renders a prompt unlike the other stages (which use the template for
+    message lists only): allowed, but the policy is then trained on prompts unlike those PPO gives it."""
+    if "sft" not in plans or not tokenizers:
+        return []
+    mode = plans["sft"]["cfg"].sft.use_chat_template
+    has_template = bool(getattr(next(iter(tokenizers.values())), "chat_template", None))
+    if mode == "never" and has_template:
+        return [
+            "sft.use_chat_template=never renders conversations as plain text, while the reward model, PPO and eval "
+            "render message prompts with the tokenizer's chat template; use auto, or give every stage plain prompts"
+        ]
+    if mode == "always" and has_template:
+        return [
+            "sft.use_chat_template=always wraps plain prompt/completion rows in the chat template, while plain-"
+            "string prompts of the reward model, PPO and eval are encoded as plain text; give those as messages"
+        ]
+    return []
+
+
 def dtype_section(models: dict[str, str], cfg: DictConfig) -> dict[str, Any]:
     section = {}
     for path, roles in _by_path(models, models).items():
@@ -304,6 +324,7 @@ def build_report(plans: dict[str, dict[str, Any]], source: str) -> dict[str, Any
                 report["lengths"].append({"stage": stage, **length_section(encoder, kind, path, rows, plan["cfg"])})
     for stage, plan in plans.items():
         report["dtypes"][stage] = dtype_section(plan["models"], plan["cfg"])
+    report["warnings"] = template_warnings(plans, tokenizers)
     report["problems"] = problems
     return report
 
@@ -346,8 +367,9 @@ def render_text(report: dict[str, Any]) -> str:
     out: list[str] = []
     for section, content in report.items():
         out.append(f"== {section} ==")
-        if section == "problems":
-            out.extend([f"  ERROR {problem}" for problem in content] or ["  none"])
+        if section in ("problems", "warnings"):
+            label = "ERROR" if section == "problems" else "WARNING"
+            out.extend([f"  {label} {item}" for item in content] or ["  none"])
         else:
             _lines(content, 1, out)
         out.append("")
