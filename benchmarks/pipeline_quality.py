@@ -94,6 +94,7 @@ def read_row(task: str, seed: int, out: Path, judge_spec: str) -> dict[str, Any]
         "gold_score": {"sft": policies["sft"]["gold_score"], "ppo": policies["ppo"]["gold_score"]},
         "kl": policies["ppo"]["kl_to_reference"],
         "rm_heldout_accuracy": {"vs_reviewers": summary.get("rm/eval/accuracy")},
+        "rm_heldout_loss": summary.get("rm/eval/loss"),  # above ln 2 = 0.693: over-fitted (the RM stage warns)
         "seconds": seconds,
         "pipeline_seconds": round(sum(v for k, v in seconds.items() if k not in SETUP_STAGES and v), 1),
     }

@@ -122,3 +122,17 @@ def score_pairs(
     rejected_index = [index_of(pair["prompt"], pair["rejected"]) for pair in pairs]
     scores = score_texts(model, tokenizer, prompts, responses, batch_size, max_length)
     return scores[torch.tensor(chosen_index)], scores[torch.tensor(rejected_index)]
+
+
+CHANCE_LOSS = 0.6931471805599453  # ln 2: the pairwise loss of a model that gives every pair 50/50
+
+
+def chance_warning(held_out_loss: Optional[float]) -> Optional[str]:
+    """A warning when the held-out pairwise loss is above chance (ln 2): the reward model has learned its
+    training pairs at the cost of new ones, and PPO will exploit what it got wrong. None otherwise."""
+    if held_out_loss is None or not held_out_loss > CHANCE_LOSS:
+        return None
+    return (
+        f"held-out loss {held_out_loss:.3f} is above chance (ln 2 = {CHANCE_LOSS:.3f}): the reward model over-fits "
+        "its training pairs; try fewer epochs, a lower learning rate, rm.loss=kwise or more ranked prompts"
+    )

@@ -246,6 +246,12 @@ def train(cfg: RMStageConfig | DictConfig) -> dict[str, Any]:
             "wall_time_s": round(time.time() - started, 2),
         }
     )
+    from reward_model.scoring import chance_warning
+
+    warning = chance_warning(summary.get("eval/loss"))
+    summary["eval/loss_above_chance"] = warning is not None
+    if warning and main:
+        print(f"rlhf rm: warning: {warning}", flush=True)
     tracker.finish()
     write_summary(run_dir, summary)
     return summary

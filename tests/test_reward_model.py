@@ -185,6 +185,7 @@ def test_reward_model_learns_the_preference_and_writes_stats(rm_base, tmp_path, 
     cfg = rm_config(rm_base, tmp_path / "run", f"rm.loss={loss}")
     summary = train(cfg)
     assert summary["eval/accuracy"] >= 0.8, summary  # chance is 0.5
+    assert summary["eval/loss"] < 0.6931 and summary["eval/loss_above_chance"] is False  # below ln 2: no warning
     assert (
         summary["eval/num_groups"] == 32 and summary["eval/chosen_reward_mean"] > summary["eval/rejected_reward_mean"]
     )
@@ -320,3 +321,13 @@ def test_reward_model_trains_in_bf16_on_cpu(rm_base, tmp_path):
     assert summary["eval/accuracy"] >= 0.75, summary  # chance is 0.5
     losses = [row["loss"] for row in read_metrics(tmp_path / "run" / "metrics.jsonl") if "loss" in row]
     assert losses[-1] < losses[0]
+
+
+def test_chance_warning_above_ln2_only():
+    from reward_model.scoring import chance_warning
+
+    assert chance_warning(0.744) == (
+        "held-out loss 0.744 is above chance (ln 2 = 0.693): the reward model over-fits its training pairs; try "
+        "fewer epochs, a lower learning rate, rm.loss=kwise or more ranked prompts"
+    )
+    assert chance_warning(0.6931) is None and chance_warning(0.60) is None and chance_warning(None) is None
