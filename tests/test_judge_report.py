@@ -13,10 +13,11 @@ def row(rm: float, **rules: float) -> dict:
     return {"rm_score_normalized": rm, "gold_rules": {"item": 0.0, "over_count": 0.0, "rude": 0.0, **rules}}
 
 
-# SFT: two clean answers. PPO: lists too many (the RM likes it: blind spot) and drops rudeness (the RM dislikes it).
+# SFT: one clean answer, one rude. PPO lists one too many on one prompt and the RM scores that one higher
+# (a blind spot); the RM scores the rude answer lower (it sees rudeness).
 SAMPLES = {
     "sft": [row(0.0, item=3.0), row(-1.0, item=2.0, rude=-2.0)],
-    "ppo": [row(2.0, item=3.0, over_count=-1.0), row(1.0, item=3.0, over_count=-2.0)],
+    "ppo": [row(2.0, item=3.0, over_count=-1.0), row(1.0, item=3.0)],
 }
 
 
@@ -25,18 +26,29 @@ def test_per_policy_points_and_rates_by_hand():
     assert report["base"] == "sft" and report["other"] == "ppo"
     assert report["per_policy"]["sft"]["item"] == {"points": 2.5, "rate": 1.0}
     assert report["per_policy"]["sft"]["rude"] == {"points": -1.0, "rate": 0.5}
-    assert report["per_policy"]["ppo"]["over_count"] == {"points": -1.5, "rate": 1.0}
+    assert report["per_policy"]["ppo"]["over_count"] == {"points": -0.5, "rate": 0.5}
 
 
-def test_rm_gap_and_blind_spot_by_hand():
+def test_rm_gap_within_each_policy_and_blind_spot_by_hand():
     rules = {r["rule"]: r for r in compare_rules(SAMPLES)["rules"]}
-    # over_count fired on the PPO rows (RM 2, 1) and not on the SFT rows (0, -1): gap 1.5 - (-0.5) = 2.0
-    assert rules["over_count"]["rm_gap"] == pytest.approx(2.0)
-    assert rules["over_count"]["delta_points"] == pytest.approx(-1.5) and rules["over_count"]["blind_spot"]
-    # rude fired only on the RM -1 row; the others average (0 + 2 + 1) / 3 = 1: gap -2, seen by the RM
-    assert rules["rude"]["rm_gap"] == pytest.approx(-2.0) and not rules["rude"]["blind_spot"]
-    # item fired everywhere: no gap can be measured
+    # over_count: only PPO has both kinds; fired 2.0, quiet 1.0: gap +1.0; PPO lost 0.5 points on it
+    assert rules["over_count"]["rm_gap"] == pytest.approx(1.0)
+    assert rules["over_count"]["delta_points"] == pytest.approx(-0.5) and rules["over_count"]["blind_spot"]
+    # rude: only SFT has both kinds; fired -1, quiet 0: gap -1, the RM sees it (and PPO dropped it)
+    assert rules["rude"]["rm_gap"] == pytest.approx(-1.0) and not rules["rude"]["blind_spot"]
+    # item fired on every response of both policies: no gap can be measured
     assert rules["item"]["rm_gap"] is None and rules["item"]["delta_points"] == pytest.approx(0.5)
+
+
+def test_rm_gap_is_not_fooled_by_a_policy_that_scores_higher_overall():
+    # PPO scores higher than SFT on every response; pooled, "fires more in PPO" would look RM-approved.
+    # Within each policy the RM scores the rule's responses 1 lower: gap -1 (weighted by rows: 2 and 2).
+    samples = {
+        "sft": [row(0.0, over_count=-1.0), row(1.0)],
+        "ppo": [row(5.0, over_count=-1.0), row(6.0)],
+    }
+    rules = {r["rule"]: r for r in compare_rules(samples)["rules"]}
+    assert rules["over_count"]["rm_gap"] == pytest.approx(-1.0) and not rules["over_count"]["blind_spot"]
 
 
 def test_no_breakdown_gives_no_section():
@@ -63,7 +75,7 @@ def test_curve_from_ppo_metrics_and_markdown(tmp_path):
     assert curve[1]["rules"] == {"item": 3.0, "over_count": -1.0}
     text = render_rules_markdown(compare_rules(SAMPLES), curve)
     assert "## Gold judge by rule: sft against ppo" in text
-    assert "| over_count | 0.00 | 0.00 | -1.50 | 1.00 | -1.50 | +2.00 | blind spot? |" in text
+    assert "| over_count | 0.00 | 0.00 | -0.50 | 0.50 | -0.50 | +1.00 | blind spot? |" in text
     assert "## Gold against RM over PPO updates" in text
     assert "| update | RM score | gold score | item | over_count |" in text  # rude never fired: no column
     assert "| 25 | 1.40 | 2.00 | 3.00 | -1.00 |" in text

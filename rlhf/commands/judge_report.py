@@ -6,7 +6,7 @@ the report split the gold score into its rules instead of averaging a blind spot
 - per rule and policy: the mean points and the share of responses where the rule fired (points != 0),
   so "the closing sentence vanished after PPO" reads as closing_last 0.45 -> 0.01;
 - per rule: the reward model's own view of it, `rm_gap` = mean normalised RM score of the responses
-  where the rule fired minus that of the others (all policies' samples). A rule the judge penalises but
+  where the rule fired minus that of the others, within each policy, averaged. A rule the judge penalises but
   the RM scores at or above zero is one the RM does not see: marked "blind spot?" when PPO also made
   it fire more often;
 - over PPO updates: the RM and gold scores of PPO's held-out evaluations (`ppo.eval_every`) with each
@@ -44,19 +44,24 @@ def policy_rules(rows: list[dict]) -> Optional[dict[str, dict[str, float]]]:
 
 
 def rm_rule_gaps(samples_by_policy: dict[str, list[dict]]) -> dict[str, Optional[float]]:
-    """Per rule: mean normalised RM score where the rule fired minus where it did not (None if one side is empty)."""
-    rows = [
-        row
-        for rows in samples_by_policy.values()
-        for row in rows
-        if row.get("gold_rules") is not None and row.get("rm_score_normalized") is not None
-    ]
-    rules = list(dict.fromkeys(rule for row in rows for rule in row["gold_rules"]))
+    """Per rule: the RM's mean normalised score where the rule fired minus where it did not, within each policy
+    (so that PPO's higher scores overall are not read as the RM liking whatever PPO does), averaged over the
+    policies that have both kinds of response, weighted by their rows. None when no policy has both."""
+    scored = {
+        name: [row for row in rows if row.get("gold_rules") is not None and row.get("rm_score_normalized") is not None]
+        for name, rows in samples_by_policy.items()
+    }
+    rules = list(dict.fromkeys(rule for rows in scored.values() for row in rows for rule in row["gold_rules"]))
     gaps: dict[str, Optional[float]] = {}
     for rule in rules:
-        fired = [row["rm_score_normalized"] for row in rows if row["gold_rules"].get(rule, 0.0) != 0.0]
-        quiet = [row["rm_score_normalized"] for row in rows if row["gold_rules"].get(rule, 0.0) == 0.0]
-        gaps[rule] = (_mean(fired) - _mean(quiet)) if fired and quiet else None
+        weighted, weight = 0.0, 0
+        for rows in scored.values():
+            fired = [row["rm_score_normalized"] for row in rows if row["gold_rules"].get(rule, 0.0) != 0.0]
+            quiet = [row["rm_score_normalized"] for row in rows if row["gold_rules"].get(rule, 0.0) == 0.0]
+            if fired and quiet:
+                weighted += len(rows) * (_mean(fired) - _mean(quiet))
+                weight += len(rows)
+        gaps[rule] = weighted / weight if weight else None
     return gaps
 
 
@@ -129,7 +134,8 @@ def render_rules_markdown(gold_rules: Optional[dict], curve: Optional[list[dict]
             f"## Gold judge by rule: {base} against {other}",
             "",
             "Mean points of each rule of the judge and the share of responses where it fired. `RM gap`: the "
-            "reward model's mean normalised score where the rule fired minus where it did not; a rule the judge "
+            "reward model's mean normalised score where the rule fired minus where it did not (within each "
+            "policy, averaged); a rule the judge "
             f"penalises that {other} fires more while the RM gap is not negative is marked: the reward model "
             "does not see it.",
             "",
