@@ -167,6 +167,8 @@ class Scorer:
         if self._batch is None:
             return [self(prompt, response) for prompt, response in zip(prompts, responses)]
         values = self._batch(list(prompts), list(responses))
+        if hasattr(values, "tolist") and not isinstance(values, (list, tuple)):  # a tensor or an array
+            values = values.tolist()
         if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
             raise self._error(
                 f"the batched form returned {type(values).__name__}; expected a list of {len(prompts)} floats"

@@ -70,6 +70,13 @@ def returns_short_list(prompts: list[str], responses: list[str]) -> list[float]:
     return [1.0]
 
 
+@batched
+def returns_tensor(prompts, responses):
+    import torch
+
+    return torch.tensor([float(len(r)) for r in responses])
+
+
 def ends_with_period(prompt, response):
     """A verifiable rule-based reward: 1 when the response ends a sentence."""
     return 1.0 if response.rstrip().endswith(".") else 0.0
@@ -126,6 +133,7 @@ def test_batched_forms_are_detected_declared_or_attached_and_called_once(judge_f
     assert load_judge("user_judges:length").scores(prompts, responses) == [3.0, 4.0, 5.0]
     assert user_judges.CALLS == {"one": 3, "many": 0}
     assert load_judge("user_judges:words").breakdown(CATS, " a b c") == {"words": 3.0, "chars": 0.0}
+    assert load_judge("user_judges:returns_tensor").scores(prompts, responses) == [3.0, 4.0, 5.0]  # an LLM judge's
     assert load_judge("user_judges:length").breakdown(CATS, " a") is None
 
 
