@@ -92,10 +92,13 @@ def chat_turn_end(tokenizer) -> Optional[int]:
     if not getattr(tokenizer, "chat_template", None):
         return None
     prompt = [{"role": "user", "content": _PROBE_USER}]
-    head = _as_list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True))
-    full = _as_list(
-        tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": _PROBE_REPLY}], tokenize=True)
-    )
+    try:
+        head = _as_list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True))
+        full = _as_list(
+            tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": _PROBE_REPLY}], tokenize=True)
+        )
+    except Exception:  # noqa: BLE001 - a template that rejects the probe: fall back to the EOS
+        return int(tokenizer.eos_token_id)
     tail = full[_common_prefix(head, full) :]
     # The EOS ids first; then the declared special tokens; then any added special token (Llama 3's
     # original release declares <|eot_id|> nowhere but in its added tokens).

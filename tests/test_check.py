@@ -50,6 +50,8 @@ def test_ppo_check_reports_conventions_example_and_lengths(family_dirs, prompts_
     )
     assert report["dtypes"]["ppo"]["policy, reference, reward, value"]["loaded_as"] == "float32"
     assert report["problems"] == []
+    assert main(["--stage", "ppo", *overrides, f"data.max_prompt_length={limit - 1}"]) == 2  # every prompt too long
+    assert "every prompt is longer than data.max_prompt_length" in capsys.readouterr().out
 
 
 def test_a_tokenizer_mismatch_is_a_hard_error(family_dirs, prompts_file, capsys):

@@ -321,7 +321,13 @@ def build_report(plans: dict[str, dict[str, Any]], source: str) -> dict[str, Any
                     continue
                 if rows and not report["example"]:
                     report["example"] = example_section(encoder, kind, rows[0], stages_seeing)
-                report["lengths"].append({"stage": stage, **length_section(encoder, kind, path, rows, plan["cfg"])})
+                entry = length_section(encoder, kind, path, rows, plan["cfg"])
+                report["lengths"].append({"stage": stage, **entry})
+                if rows and entry.get("skipped_over_max_prompt_length") == len(rows):
+                    problems.append(
+                        f"{path}: every prompt is longer than data.max_prompt_length={entry['max_prompt_length']} "
+                        "tokens: PPO would stop"
+                    )
     for stage, plan in plans.items():
         report["dtypes"][stage] = dtype_section(plan["models"], plan["cfg"])
     report["warnings"] = template_warnings(plans, tokenizers)
