@@ -5,7 +5,8 @@ rollouts whichever process samples them, so the per-update metrics must agree. T
 round-off, not bitwise: padding widths and summation order differ between the two layouts. Tolerance:
 relative 1e-4 (absolute 1e-6) on every reproducible metric of updates 1 and 2; update 2 depends on the
 optimiser step of update 1, so it checks that the DDP gradient (token mean over the global mini-batch,
-clipped) equals the single-process one.
+clipped) equals the single-process one. The evaluations (before update 1 and after update 2) run 5 prompts,
+3 + 3 on two processes (ppo.data.even_shard: the repeat is dropped), and must agree too.
 """
 
 from __future__ import annotations
@@ -41,11 +42,19 @@ def test_two_processes_match_one_process(tiny_model_dir, tiny_reward_model_dir, 
         )
     )
 
+    eval_prompts = tmp_path / "eval.jsonl"  # 5 prompts: 3 + 3 on two processes, one repeat dropped from the metrics
+    eval_prompts.write_text(
+        "".join(json.dumps({"prompt": f"User: Describe item {i}.\nAssistant:"}) + "\n" for i in range(5))
+    )
+
     def overrides(out_dir, per_process_batch):
         return [
             f"model.name_or_path={tiny_model_dir}",
             f"ppo.reward_model_path={tiny_reward_model_dir}",
             f"data.train_file={prompts}",
+            f"data.eval_file={eval_prompts}",
+            "ppo.eval_every=2",
+            "ppo.eval_num_prompts=5",
             f"run.output_dir={out_dir}",
             "tracking.plots=false",
             "ppo.sample_every=0",
@@ -61,7 +70,8 @@ def test_two_processes_match_one_process(tiny_model_dir, tiny_reward_model_dir, 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        single = train(load_config(None, overrides(tmp_path / "one", 8)))["history"]
+        result = train(load_config(None, overrides(tmp_path / "one", 8)))
+        single = [result["eval_at_start"], *result["history"]]
     finally:
         torch.set_num_threads(threads)
 
@@ -96,7 +106,7 @@ def test_two_processes_match_one_process(tiny_model_dir, tiny_reward_model_dir, 
     assert done.returncode == 0, done.stderr[-3000:]
     double = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
 
-    assert len(double) == len(single) == 2
+    assert len(double) == len(single) == 3 and "eval/rm_score" in double[0] and "eval/rm_score" in double[2]
     for one, two in zip(single, double):
         for key, value in one.items():
             if key.startswith(NONDETERMINISTIC_PREFIXES):
