@@ -351,3 +351,37 @@ def test_a_users_task_dir_needs_its_files_not_a_task_json(tmp_path):
         pipeline.is_complete("task")
     (task_dir / "prompts_eval.jsonl").write_text("{}\n")
     assert pipeline.is_complete("task") and not (task_dir / "task.json").exists()
+
+
+@pytest.mark.slow
+def test_pipeline_runs_a_users_task_with_a_users_judge_without_a_rankings_file(judge_file, tiny_model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    task = tmp_path / "my_task"
+    task.mkdir()
+    rows = [{"prompt": f"User: Say something about item {i}.\nAssistant:", "completion": " Fine."} for i in range(16)]
+    for name in ("sft_train", "sft_eval"):
+        (task / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    for name in ("prompts_train", "prompts_eval"):
+        (task / f"{name}.jsonl").write_text("".join(json.dumps({"prompt": row["prompt"]}) + "\n" for row in rows))
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "rlhf", "pipeline", "--config", "configs/tiny/pipeline.yaml", "--until", "rank"]
+    command += [f"run.output_dir={out}", f"pipeline.task_dir={task}", "pipeline.make_task=false"]
+    command += [f"pipeline.judge={judge_file}:length", f"pipeline.base_model={tiny_model_dir}"]
+    command += [
+        "pipeline.candidate_prompts=6",
+        "generate.k=3",
+        "generate.max_new_tokens=6",
+        "tracking.report_to=[jsonl]",
+    ]
+    command += ["sft.train.max_steps=2", "sft.train.eval_steps=2"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=repo)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert not (task / "task.json").exists()  # no built-in task was written
+    rankings = [json.loads(line) for line in (out / "rankings.jsonl").read_text().splitlines()]
+    assert rankings  # simulated reviewers ranked by the user's judge: gold = characters of each response
+    for row in rankings:
+        texts = [response["text"] for response in row["responses"]]
+        assert row["meta"]["gold_scores"] == [float(len(text)) for text in texts]
