@@ -20,7 +20,8 @@ value, ptx, kl}_avg (kl: the `ppo.kl_loss_coef` term), policy/{approxkl, clipfra
 policy/grad_norm (before clipping), policy/skipped_fraction, val/{clipfrac_avg, ratio, ratio_var, values,
 advantages, returns, explained_variance (the rollout's values against the GAE returns: the critic's
 health), eos_rate, response_length}, lr/{policy, value}, time/{generation, scoring, training, update},
-perf/tokens_per_second (prompt + response tokens of the rollout per second of the update), and every
+perf/tokens_per_second (prompt + response tokens of the rollout per second of the update),
+perf/peak_memory_gib (the main process's peak so far: CUDA allocated, or RSS on a CPU), and every
 `ppo.eval_every` updates (and at update 0) eval/{rm_score, raw_score, kl, eos_rate, response_length,
 gold_score} and, when the gold judge has a breakdown, eval/gold/<rule> (mean points of each rule). With
 `ppo.reward_functions` (rule-based terms beside the reward model, added to its normalised score before the
@@ -86,6 +87,7 @@ from ppo.rollout import (
 from rlhf.config import require, typed
 from rlhf.distributed import accelerator_kwargs
 from rlhf.errors import ConfigError
+from rlhf.memory import estimate_or_none, measured_peak_gib, parallelism_of
 from rlhf.plugins import Scorer, load_judge, load_reward_function
 from rlhf.precision import resolve_train_precision
 from rlhf.runs import begin_run, check_resume, run_fingerprint
@@ -117,6 +119,13 @@ def train(cfg: PPOStageConfig | DictConfig) -> dict:
     fingerprint = run_fingerprint(cfg)
     checkpoint = _checkpoint_to_resume(cfg, run_dir, fingerprint)  # refuses another run's checkpoint
     seed_everything(cfg.run.seed + accelerator.process_index)  # sampling streams differ per process
+
+    estimate = estimate_or_none(cfg, "ppo", parallelism_of(accelerator))  # before loading: say what to expect
+    if estimate is not None:
+        accelerator.print(
+            f"ppo: estimated peak {estimate.peak / 2**30:.2f} GiB per process ({estimate.peak_phase}); "
+            "python -m rlhf.memory breaks it down, perf/peak_memory_gib logs what it was"
+        )
 
     # Models, data, optimisation: everything is loaded and validated before the run directory changes
     models = build_models(cfg)
@@ -495,6 +504,7 @@ class Loop:
                 "time/training": training_seconds,
                 "time/update": update_seconds,
                 "perf/tokens_per_second": rollout_tokens / update_seconds,
+                "perf/peak_memory_gib": measured_peak_gib(self.device),  # the main process's (GPU, else RSS)
             }
         )
         return metrics, rollout, scores

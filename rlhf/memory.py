@@ -150,6 +150,25 @@ class Parallelism:
         return cls(num_processes=processes)
 
 
+def parallelism_of(accelerator) -> Parallelism:
+    """The Parallelism of a live accelerate Accelerator (what a launched run actually got)."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    processes = int(accelerator.num_processes)
+    if plugin is not None:
+        zero = plugin.deepspeed_config.get("zero_optimization", {})
+        device = lambda key: str((zero.get(key) or {}).get("device", "none")).lower()  # noqa: E731
+        return Parallelism(
+            processes,
+            int(plugin.zero_stage),
+            True,
+            device("offload_optimizer") != "none",
+            device("offload_param") != "none",
+        )
+    if getattr(accelerator.state, "fsdp_plugin", None) is not None:
+        return Parallelism(processes, 3)
+    return Parallelism(processes)
+
+
 @dataclass(frozen=True)
 class Precision:
     weight_dtype: str = "float32"  # model.dtype
@@ -461,6 +480,27 @@ def estimate_from_config(
 def fits(budget: Budget, device_gib: float, reserve_gib: float = 2.0) -> bool:
     """Whether the peak fits a device of `device_gib` with `reserve_gib` left for the CUDA context/fragmentation."""
     return budget.peak <= (device_gib - reserve_gib) * GIB
+
+
+def estimate_or_none(cfg: Any, stage: str, parallel: Parallelism) -> Optional[Budget]:
+    """The estimate, or None when the model's shape cannot be read (an adapter directory, an unknown layout):
+    a launched run reports it and never stops for it."""
+    try:
+        return estimate_from_config(cfg, stage, parallel)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def measured_peak_gib(device) -> float:
+    """This process's peak so far: allocated CUDA memory on a GPU, else the process's peak RSS (which also
+    holds the interpreter and libraries, about 0.4 GiB)."""
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        return torch.cuda.max_memory_allocated(device) / GIB
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB  # Linux reports KiB
 
 
 def memory_section(

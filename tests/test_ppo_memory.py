@@ -327,3 +327,22 @@ def test_zero3_generation_gathers_the_policy_only(tiny_model_dir, tmp_path):
     assert result["during"] == {"policy": full_policy, "value_model": result["before"]["value_model"]}
     assert result["after"] == result["before"]
     assert len(result["tokens"][0]) == 4
+
+
+# --------------------------------------------------------------------------------------------------
+# The estimate at launch and the measured peak
+# --------------------------------------------------------------------------------------------------
+
+
+def test_ppo_prints_the_estimate_and_logs_the_measured_peak(tiny_model_dir, tiny_reward_model_dir, tmp_path, capsys):
+    import resource
+
+    from ppo.trainer import train
+    from rlhf.memory import estimate_from_config
+
+    cfg = _tiny_ppo_config(tiny_model_dir, tiny_reward_model_dir, tmp_path, "ppo.num_updates=1")
+    history = train(cfg)["history"]
+    estimate = estimate_from_config(cfg, "ppo")
+    assert f"ppo: estimated peak {estimate.peak / 2**30:.2f} GiB per process" in capsys.readouterr().out
+    peak = history[0]["perf/peak_memory_gib"]  # on a CPU the process's peak RSS so far
+    assert 0 < peak <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30
