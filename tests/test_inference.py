@@ -67,6 +67,7 @@ def test_eval_runs_every_model_in_the_requested_precision(tiny_model_dir, tiny_r
     assert main([*argv, "--precision", "bf16", "--device", "cpu"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["device"] == "cpu" and report["settings"]["dtype"] == "bfloat16"
+    assert "; bfloat16 on cpu." in (out / "report.md").read_text()
     a = report["policies"]["a"]
     assert a["kl_to_reference"] == pytest.approx(0.0, abs=1e-6) and a["rm_score"] == a["rm_score"]  # finite
 

@@ -277,7 +277,9 @@ def render_markdown(report: dict, extra_sections: Optional[list[str]] = None, nu
         + f"; temperature {settings['temperature']}, top_p "
         f"{settings['top_p']}, "
         f"max {settings['max_new_tokens']} new tokens, seed {settings['seed']}; KL reference: "
-        f"`{settings['reference']}`.",
+        f"`{settings['reference']}`"
+        + (f"; {settings['dtype']} on {settings['device']}" if settings.get("device") else "")
+        + ".",
         "",
     ]
     lines += [
