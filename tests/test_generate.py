@@ -42,6 +42,36 @@ def test_left_padding_gives_the_same_greedy_text_as_unbatched(policy):
     assert tokenizer.padding_side == "right"  # restored after generation
 
 
+def test_prompts_are_batched_by_length_and_returned_in_input_order(policy, monkeypatch):
+    import rlhf.sampling
+
+    model, tokenizer = policy
+    prompts = [PROMPTS[2], PROMPTS[1], PROMPTS[0], PROMPTS[2] + " Ok.", PROMPTS[1] + " Thanks!"]
+    widths = []
+    real = rlhf.sampling.generate_pinned
+
+    def recording(model, input_ids, attention_mask, config):
+        widths.append((input_ids.shape[0], input_ids.shape[1], int(attention_mask.sum())))
+        return real(model, input_ids, attention_mask, config)
+
+    monkeypatch.setattr(rlhf.sampling, "generate_pinned", recording)
+    kwargs = dict(temperature=0.0, max_new_tokens=6, batch_size=2)
+    by_length = sample(model, tokenizer, prompts, **kwargs)
+    sorted_widths, widths[:] = list(widths), []
+    in_order = sample(model, tokenizer, prompts, sort_by_length=False, **kwargs)
+    assert by_length == in_order  # same texts and prompt ids, in the input order
+    lengths = [len(item.prompt_ids) for item in in_order]
+    assert [item.prompt_ids for item in by_length] == [item.prompt_ids for item in in_order]
+    # longest first, each batch as wide as its longest prompt: fewer padded positions than in input order
+    descending = sorted(lengths, reverse=True)
+    assert [width for _, width, _ in sorted_widths] == descending[::2]
+    assert _padding(sorted_widths) < _padding(widths)
+
+
+def _padding(recorded: list[tuple[int, int, int]]) -> int:
+    return sum(rows * width - real_tokens for rows, width, real_tokens in recorded)
+
+
 def test_seed_makes_sampling_reproducible(policy):
     model, tokenizer = policy
     first = sample(model, tokenizer, PROMPTS, num_samples=2, seed=3, max_new_tokens=10)

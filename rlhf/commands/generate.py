@@ -91,11 +91,15 @@ def sample(
     batch_size: int = 32,
     seed: Optional[int] = None,
     progress: bool = False,
+    sort_by_length: bool = True,
 ) -> list[Sample]:
     """`num_samples` responses per prompt, prompt-major: result[i * num_samples + j] is sample j of prompt i.
 
     temperature 0 means greedy decoding. `batch_size` counts prompts per `generate` call. Every sampling knob
     is pinned (rlhf.sampling): the model's own generation_config.json cannot change the distribution.
+    With `sort_by_length` the prompts are batched by token length (longest first, so a batch too big for
+    memory fails at once) and the results put back in the input order: a batch pads to its own longest
+    prompt, so similar lengths waste less compute on padding.
     """
     from tqdm.auto import tqdm
 
@@ -118,21 +122,25 @@ def sample(
         top_p=top_p,
         num_return_sequences=num_samples,
     )
-    results: list[Sample] = []
+    all_prompt_ids = [encoder.prompt_ids(prompt) for prompt in prompts]
+    order = list(range(len(all_prompt_ids)))
+    if sort_by_length:  # stable: equal lengths keep their input order
+        order.sort(key=lambda index: -len(all_prompt_ids[index]))
+    by_prompt: list[list[Sample]] = [[] for _ in all_prompt_ids]
     try:
-        batches = list(_batches(list(prompts), batch_size))
+        batches = list(_batches(order, batch_size))
         for batch in tqdm(batches, desc="generate", unit="batch", disable=not progress):
-            prompt_ids = [encoder.prompt_ids(prompt) for prompt in batch]
+            prompt_ids = [all_prompt_ids[index] for index in batch]
             input_ids, attention_mask = left_pad(prompt_ids, tokenizer.pad_token_id, device)
             output = generate_pinned(model, input_ids, attention_mask, generation_config)
             new_tokens = output[:, input_ids.shape[1] :].tolist()
             for row, tokens in enumerate(new_tokens):
                 decoded = decode_response(tokenizer, tokens, eos_ids, tokenizer.pad_token_id)
                 decoded.prompt_ids = prompt_ids[row // num_samples]  # generate repeats each prompt num_samples times
-                results.append(decoded)
+                by_prompt[batch[row // num_samples]].append(decoded)
     finally:
         model.train(was_training)
-    return results
+    return [item for samples in by_prompt for item in samples]
 
 
 def sample_responses(model, tokenizer, prompts: Sequence[Any], **kwargs: Any) -> list[str]:
