@@ -509,11 +509,13 @@ def memory_section(
     accelerate_config: str | Path | None = None,
     device_gib: float = 80.0,
     shape: Optional[ModelShape] = None,
+    reward_shape: Optional[ModelShape] = None,
 ) -> dict[str, Any]:
     """The estimate as a report section (for `rlhf check`): per-process GiB by component and phase, and
-    whether the peak fits one `device_gib` accelerator under the accelerate config."""
+    whether the peak fits one `device_gib` accelerator under the accelerate config. `reward_shape`
+    (PPO's reward and value model) defaults to `shape` when that is given."""
     parallel = Parallelism.from_accelerate_config(accelerate_config)
-    budget = estimate_from_config(cfg, stage, parallel, shape, shape)
+    budget = estimate_from_config(cfg, stage, parallel, shape, reward_shape or shape)
     return {
         **budget.as_dict(),
         "processes": parallel.num_processes,

@@ -35,7 +35,7 @@ def test_ppo_check_reports_conventions_example_and_lengths(family_dirs, prompts_
     assert main(["--stage", "ppo", "--json", *overrides, f"data.max_prompt_length={limit}"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert list(report) == [
-        "config", "tokenizers", "identity", "example", "lengths", "dtypes", "warnings", "problems"
+        "config", "tokenizers", "identity", "example", "lengths", "dtypes", "memory", "warnings", "problems"
     ]  # fmt: skip
     assert report["tokenizers"]["policy, reference, reward, value"]["stop_tokens"] == "<|end_of_text|> <|eot_id|>"
     assert set(report["identity"].values()) == {"identical"}
@@ -114,3 +114,21 @@ def test_the_pipeline_checks_before_its_first_training_stage(family_dirs, tmp_pa
         Pipeline(cfg).run()
     assert not (tmp_path / "run" / "sft").exists()  # stopped before SFT started
     assert json.loads((tmp_path / "run" / "check.json").read_text())["problems"]
+
+
+def test_check_estimates_memory_under_the_accelerate_config(family_dirs, prompts_file, capsys):
+    from rlhf.memory import GIB, ModelShape
+
+    llama3 = str(family_dirs["llama3"])
+    overrides = [f"model.name_or_path={llama3}", f"ppo.reward_model_path={llama3}", f"data.train_file={prompts_file}"]
+    zero3 = str(REPO / "configs/accelerate/zero3.yaml")
+    assert main(["--stage", "ppo", "--json", "--accelerate", zero3, *overrides]) == 0
+    memory = json.loads(capsys.readouterr().out)["memory"]["ppo"]
+    shape = ModelShape.from_pretrained(llama3)
+    assert (memory["processes"], memory["zero_stage"], memory["fits"]) == (8, 3, True)
+    assert memory["resident_gib"]["policy weights"] == round(shape.causal_lm_parameters() * 4 / 8 / GIB, 3)
+    assert set(memory["phases_gib"]) == {"generation", "scoring", "training"}
+    # A device too small for the estimate is a warning (the run may still be launched elsewhere), not an error.
+    assert main(["--stage", "ppo", "--json", "--device-gib", "2", *overrides]) == 0
+    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    assert any("ppo: estimated peak" in w and "does not fit a 2 GiB accelerator" in w for w in warnings)

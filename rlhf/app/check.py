@@ -14,9 +14,12 @@ from), it reports:
   it, with the token a response ends on (where its score is read);
 - `lengths`: the data's token lengths against `data.max_length` / `data.max_prompt_length` and how many
   rows would be truncated or skipped;
-- `dtypes`: each model's checkpoint dtype, the dtype it is loaded in and the mixed-precision setting.
-`build_report` returns these sections as a dict (other sections, such as a memory estimate, slot in
-beside them); `render_text` prints it. Exit status 2 when `problems` is not empty (a hard mismatch).
+- `dtypes`: each model's checkpoint dtype, the dtype it is loaded in and the mixed-precision setting;
+- `memory`: each stage's estimated peak per process by component and phase (`rlhf.memory`: weights,
+  gradients, optimiser states, KV cache, activations) under `--accelerate` (processes, ZeRO stage,
+  offload; default one process), and whether it fits a `--device-gib` accelerator (a warning if not).
+`build_report` returns these sections as a dict; `render_text` prints it. Exit status 2 when `problems`
+is not empty (a hard mismatch).
 """
 
 from __future__ import annotations
@@ -291,7 +294,37 @@ def dtype_section(models: dict[str, str], cfg: DictConfig) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 
-def build_report(plans: dict[str, dict[str, Any]], source: str) -> dict[str, Any]:
+def memory_report(
+    plans: dict[str, dict[str, Any]], accelerate_config: Optional[str], device_gib: float, warnings: list[str]
+) -> dict[str, Any]:
+    """Each stage's memory estimate, from the shapes of the models the plan will load (a pipeline's stand-ins
+    included); a stage that does not fit, or whose shape cannot be read, adds a warning."""
+    from rlhf.memory import ModelShape, memory_section
+
+    section: dict[str, Any] = {}
+    for stage, plan in plans.items():
+        models = plan["models"]
+        try:
+            shape = ModelShape.from_pretrained(models.get("policy") or models["reward"])
+            reward = ModelShape.from_pretrained(models["reward"]) if stage == "ppo" else None
+            section[stage] = memory_section(plan["cfg"], stage, accelerate_config, device_gib, shape, reward)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            warnings.append(f"{stage}: no memory estimate ({str(exc).splitlines()[0] if str(exc) else exc!r})")
+            continue
+        if not section[stage]["fits"]:
+            warnings.append(
+                f"{stage}: estimated peak {section[stage]['peak_gib']} GiB per process "
+                f"({section[stage]['peak_phase']}) does not fit a {device_gib:g} GiB accelerator with 2 GiB spare"
+            )
+    return section
+
+
+def build_report(
+    plans: dict[str, dict[str, Any]],
+    source: str,
+    accelerate_config: Optional[str] = None,
+    device_gib: float = 80.0,
+) -> dict[str, Any]:
     """The pre-flight report of one or more stage plans: {section: content}; `problems` lists hard errors."""
     from rlhf.tokens import Encoder
 
@@ -330,22 +363,31 @@ def build_report(plans: dict[str, dict[str, Any]], source: str) -> dict[str, Any
                     )
     for stage, plan in plans.items():
         report["dtypes"][stage] = dtype_section(plan["models"], plan["cfg"])
-    report["warnings"] = template_warnings(plans, tokenizers)
+    warnings = template_warnings(plans, tokenizers)
+    report["memory"] = memory_report(plans, accelerate_config, device_gib, warnings)
+    report["warnings"] = warnings
     report["problems"] = problems
     return report
 
 
-def check_config(config_file: Optional[str], overrides: list[str], stage: Optional[str] = None) -> dict[str, Any]:
+def check_config(
+    config_file: Optional[str],
+    overrides: list[str],
+    stage: Optional[str] = None,
+    accelerate_config: Optional[str] = None,
+    device_gib: float = 80.0,
+) -> dict[str, Any]:
     """The report for a stage config (sft, rm, ppo) or a pipeline config."""
     from rlhf.app.schema import is_pipeline_config, load_config
 
     if is_pipeline_config(config_file):
         from rlhf.app.pipeline import load_pipeline_config
 
-        return build_report(pipeline_plans(load_pipeline_config(config_file, overrides)), str(config_file))
+        plans = pipeline_plans(load_pipeline_config(config_file, overrides))
+        return build_report(plans, str(config_file), accelerate_config, device_gib)
     cfg = load_config(config_file, overrides, require_complete=False)
     stage = stage or guess_stage(config_file, cfg)
-    return build_report({stage: stage_plan(stage, cfg)}, str(config_file))
+    return build_report({stage: stage_plan(stage, cfg)}, str(config_file), accelerate_config, device_gib)
 
 
 def _lines(value: Any, indent: int, out: list[str], key: str = "") -> None:
@@ -386,12 +428,17 @@ def main(argv: Optional[list[str]] = None, print_fn: Callable[[str], None] = pri
     from rlhf.config import add_config_arguments, split_wandb_style
 
     parser = argparse.ArgumentParser(
-        prog="rlhf check", description="Pre-flight report: tokenizers, one example as each stage sees it, lengths."
+        prog="rlhf check",
+        description="Pre-flight report: tokenizers, one example as each stage sees it, lengths, memory.",
     )
     add_config_arguments(parser)
     parser.add_argument("--stage", choices=STAGE_NAMES, help="which stage a stage config is for (default: guessed)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--accelerate", help="the accelerate config the run will be launched with (memory estimate; default: 1 process)"
+    )
+    parser.add_argument("--device-gib", type=float, default=80.0, help="memory of one accelerator, GiB (default 80)")
     args = parser.parse_args(split_wandb_style(list(argv or [])))
-    report = check_config(args.config, args.overrides, args.stage)
+    report = check_config(args.config, args.overrides, args.stage, args.accelerate, args.device_gib)
     print_fn(json.dumps(report, indent=2, ensure_ascii=False) if args.json else render_text(report))
     return 2 if report["problems"] else 0

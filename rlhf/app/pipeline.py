@@ -410,11 +410,12 @@ class Pipeline:
 
     def preflight(self) -> None:
         """`rlhf check` of the whole pipeline before its first training stage (the task and base model exist
-        by then): tokenizers, one example, data lengths; a hard mismatch stops here, not hours later."""
+        by then): tokenizers, one example, data lengths, memory under pipeline.accelerate_config; a hard
+        mismatch stops here, not hours later."""
         from rlhf.app.check import build_report, pipeline_plans, render_text
         from rlhf.files import write_json_atomic
 
-        report = build_report(pipeline_plans(self.cfg), "pipeline")
+        report = build_report(pipeline_plans(self.cfg), "pipeline", self.cfg.pipeline.accelerate_config)
         write_json_atomic(self.out / "check.json", report)
         print(f"[pipeline] check: {self.out / 'check.json'}", flush=True)
         if report["problems"]:
