@@ -62,7 +62,9 @@ def run_size(hidden: int, layers: int, updates: int, root: Path) -> dict:
     long = " ".join(f"topic number {j}, a fine topic." for j in range(8))
     rows = [{"prompt": f"User: Tell me about {long} {i}.\nAssistant:"} for i in range(64)]
     prompts.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    prompt_length = max(len(tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]) for row in rows)
+    from rlhf.tokens import Encoder
+
+    prompt_length = max(len(Encoder(tokenizer).prompt_ids(row["prompt"])) for row in rows)  # as PPO encodes them
     overrides = [
         f"model.name_or_path={model_dir}",
         f"ppo.reward_model_path={root / 'rm'}",
