@@ -21,6 +21,8 @@ and assumes (docs/memory.md has the worked 7B figures and a check against measur
   are counted separately (logits, fp32 log-softmax and its gradient), since with a 32k vocabulary they
   rival a layer stack.
 - KV cache: 2 x layers x kv heads x head dim x (prompt + new tokens) x generation batch.
+- ZeRO-3 gathers the layers it is running: up to stage3_max_live_parameters (DeepSpeed's default 1e9)
+  whole weights during scoring and training.
 Not counted: the CUDA context and allocator fragmentation (budget 1-3 GB per GPU), temporary buffers
 inside kernels, and DeepSpeed's communication buckets. Treat the figures as a lower bound with that margin.
 """
@@ -256,6 +258,17 @@ def kv_cache_bytes(shape: ModelShape, batch: int, length: int, act_bytes: int) -
     return 2 * shape.num_layers * shape.num_kv_heads * shape.head_dim * batch * length * act_bytes
 
 
+ZERO3_MAX_LIVE_PARAMETERS = 10**9  # DeepSpeed's stage3_max_live_parameters default
+
+
+def zero3_live_weights(parameters: int, parallel: Parallelism, precision: Precision) -> float:
+    """Under ZeRO-3 the layers a forward or backward is running are gathered whole; DeepSpeed keeps up to
+    stage3_max_live_parameters of them (default 1e9) alive at once."""
+    if parallel.zero_stage < 3 or parallel.num_processes <= 1:
+        return 0.0
+    return min(parameters, ZERO3_MAX_LIVE_PARAMETERS) * precision.weight_bytes(parallel.deepspeed)
+
+
 @dataclass(frozen=True)
 class TrainedModel:
     """One model as memory sees it: total parameters, trainable ones, frozen or not."""
@@ -368,6 +381,9 @@ def estimate_ppo(
         training["ptx activations + logits"] = activation_bytes(
             shape, micro_tokens, act, settings.gradient_checkpointing
         ) + logits_bytes(shape, micro_tokens, act, True)
+    live = zero3_live_weights(max(m.parameters for m in models), parallel, precision)
+    if live:
+        scoring["ZeRO-3 live gathered weights"] = training["ZeRO-3 live gathered weights"] = live
     budget.phases = {"generation": generation, "scoring": scoring, "training": training}
     return budget
 
@@ -401,6 +417,9 @@ def estimate_supervised(
         "gradients": gradients,
         "activations": activation_bytes(shape, tokens, act, gradient_checkpointing),
     }
+    live = zero3_live_weights(total, parallel, precision)
+    if live:
+        training["ZeRO-3 live gathered weights"] = live
     if stage == "sft":
         training["logits"] = logits_bytes(shape, tokens, act, True)
     budget.phases = {"training": training}

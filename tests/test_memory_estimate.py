@@ -60,6 +60,8 @@ def test_kv_cache_and_zero3_arithmetic_by_hand():
     assert zero3.resident["policy optimizer states"] == n * 12 / 8  # fp32 master + 2 moments, partitioned
     assert zero3.phases["generation"]["gathered policy weights"] == n * 2 * 7 / 8
     assert zero3.phases["generation"]["KV cache"] == 16 * GIB
+    assert zero3.phases["training"]["ZeRO-3 live gathered weights"] == 10**9 * 2  # stage3_max_live_parameters
+    assert "ZeRO-3 live gathered weights" not in one.phases["training"]
     halved = estimate_ppo(
         LLAMA2_7B,
         PPOSettings(rollout_batch_size=64, generation_batch_size=16, prompt_length=512, new_tokens=512),
