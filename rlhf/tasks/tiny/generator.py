@@ -194,7 +194,7 @@ def task_stats(
 README_TEMPLATE = """# The "tiny assistant" task (generated; do not edit)
 
 Written by `rlhf data make-task --out {out} --seed {seed}` from rlhf/tasks/tiny/task.json; the same seed gives
-the same bytes. See data/task.py (generator) and data/judge.py (gold judge).
+the same bytes. See rlhf/tasks/tiny/generator.py and judge.py (gold judge).
 
 ## Files
 
