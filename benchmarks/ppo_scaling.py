@@ -178,6 +178,25 @@ def run_one(size: str, precision: str, updates: int, warmup: int) -> dict:
     }
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The table of docs/performance.md."""
+    lines = [
+        "| size | precision | s/update | generation / scoring / training s | tokens/s | GFLOP/update | GFLOP/s "
+        "| matmul peak GFLOP/s | utilisation | peak RSS MB | TRL s | ours/TRL |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        phases = " / ".join(f"{r['seconds_by_phase'][k]:.3f}" for k in ("generation", "scoring", "training"))
+        ratio = f"{r['ratio_to_trl']:.2f}x" if r["ratio_to_trl"] else "-"
+        lines.append(
+            f"| {r['size']} | {r['precision']} | {r['seconds_per_update']:.3f} | {phases} "
+            f"| {r['tokens_per_second']:.0f} "
+            f"| {r['gflop_per_update']:.1f} | {r['achieved_gflops']:.1f} | {r['matmul_peak_gflops']:.0f} "
+            f"| {100 * r['utilisation']:.1f}% | {r['peak_rss_mb']:.0f} | {r['trl_compute_seconds'] or '-'} | {ratio} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -243,6 +262,7 @@ def main() -> None:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ppo_scaling.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "ppo_scaling.md").write_text(markdown_table(rows))
     plot(rows, out / "ppo_scaling.png")
     print(json.dumps(report, indent=2))
 
