@@ -249,6 +249,12 @@ def score_responses(
     response_length = response_ids.shape[1]
     mask = response_mask.float()
 
+    def own_width(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        # Each chunk drops the prompt columns that are padding in all its rows (one prompt column always
+        # stays: it predicts the first response token); every output is read relative to the end of the
+        # sequence, so its shape and values do not change.
+        return lambda ids, attn, *rest: fn(*trim_left_padding(ids, attn, keep=response_length + 1), *rest)
+
     def logprobs_of(model: nn.Module) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
         keep_slice = supports_logits_to_keep(model)
 
@@ -256,7 +262,7 @@ def score_responses(
             logits = response_logits(model, ids, attn, response_length, keep_slice)
             return logprobs_from_logits(logits, responses, temperature)
 
-        return run
+        return own_width(run)
 
     logprobs = chunked(logprobs_of(policy), forward_batch_size, input_ids, attention_mask, response_ids) * mask
     with reference_context():
@@ -266,7 +272,7 @@ def score_responses(
         )
     values = (
         chunked(
-            lambda i, a: response_values(value_model, i, a, response_length, value_shift, value_scale),
+            own_width(lambda i, a: response_values(value_model, i, a, response_length, value_shift, value_scale)),
             forward_batch_size,
             input_ids,
             attention_mask,
@@ -274,7 +280,7 @@ def score_responses(
         * mask
     )
     raw_scores = chunked(
-        lambda i, a, m: sequence_scores(reward_model, i, a, m),
+        own_width(lambda i, a, m: sequence_scores(reward_model, i, a, m)),
         forward_batch_size,
         input_ids,
         attention_mask,

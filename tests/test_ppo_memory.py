@@ -346,3 +346,30 @@ def test_ppo_prints_the_estimate_and_logs_the_measured_peak(tiny_model_dir, tiny
     assert f"ppo: estimated peak {estimate.peak / 2**30:.2f} GiB per process" in capsys.readouterr().out
     peak = history[0]["perf/peak_memory_gib"]  # on a CPU the process's peak RSS so far
     assert 0 < peak <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30
+
+
+def test_scoring_chunks_run_at_their_own_prompt_width(policy_and_value, tokenizer):
+    from ppo.rollout import score_responses
+
+    policy, value = policy_and_value
+    prompt_ids, prompt_mask = _varied_prompts(tokenizer)  # row 1 is the long prompt
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    torch.manual_seed(0)
+    raw = torch.randint(5, 200, (prompt_ids.shape[0], 5))
+    widths = []
+    hook = policy.register_forward_pre_hook(
+        lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
+    try:
+        chunked = score_responses(
+            prompt_ids, prompt_mask, raw, policy, value, value, eos, pad, 1.0, 2, reference=policy
+        )
+        whole = score_responses(prompt_ids, prompt_mask, raw, policy, value, value, eos, pad, 1.0, 6, reference=policy)
+    finally:
+        hook.remove()
+    full_width = prompt_ids.shape[1] + 5
+    lengths = prompt_mask.sum(1).tolist()
+    # 3 chunks x (policy, reference): the chunk with the long prompt at full width, the others at their own.
+    assert widths[:3] == [full_width, max(lengths[2:4]) + 5, max(lengths[4:]) + 5] and widths[1] < full_width
+    for name in ("logprobs", "ref_logprobs", "values", "raw_scores"):
+        torch.testing.assert_close(getattr(chunked, name), getattr(whole, name), atol=1e-6, rtol=0)
