@@ -188,6 +188,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise UserError(f"--port must be between 0 and 65535, got {args.port}")
     if args.max_body_kb < 1:
         raise UserError(f"--max-body-kb must be at least 1, got {args.max_body_kb}")
+    if args.overlap is not None and args.overlap < 1:  # before any task is read or imported
+        raise UserError(f"--overlap must be at least 1, got {args.overlap}")
     tasks = read_tasks(args.tasks) if args.tasks else None  # check the whole files before touching the db
     gold = read_tasks(args.gold, require_gold=True) if args.gold else None
     guidelines = None

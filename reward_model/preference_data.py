@@ -199,19 +199,21 @@ def kwise_dataset(pairs: list[dict], tokenizer, max_length: Optional[int]):
     """A datasets.Dataset of rankings for KwiseRewardTrainer; pairs with a response over max_length drop out."""
     import datasets
 
-    from reward_model.scoring import preference_input_ids
+    from reward_model.scoring import preference_input_ids, surely_longer_than
     from rlhf.tokens import Encoder
 
     tokenizer = Encoder.of(tokenizer)  # built once: its probes render the chat template
     rows = []
     dropped = 0
     for ranking in group_rankings(pairs):
-        ids = [preference_input_ids(tokenizer, ranking["prompt"], response) for response in ranking["responses"]]
-        keep = [
-            i
-            for i, (b, w) in enumerate(zip(ranking["better"], ranking["worse"]))
-            if not max_length or (len(ids[b]) <= max_length and len(ids[w]) <= max_length)
+        ids = [
+            None  # too long to be worth tokenising
+            if surely_longer_than(max_length, ranking["prompt"], response)
+            else preference_input_ids(tokenizer, ranking["prompt"], response)
+            for response in ranking["responses"]
         ]
+        fits = [sequence is not None and (not max_length or len(sequence) <= max_length) for sequence in ids]
+        keep = [i for i, (b, w) in enumerate(zip(ranking["better"], ranking["worse"])) if fits[b] and fits[w]]
         dropped += len(ranking["better"]) - len(keep)
         if keep:
             # Only the responses a kept pair uses enter the batch: the collator pads to the longest
@@ -242,11 +244,14 @@ def pairwise_dataset(pairs: list[dict], tokenizer, use_margin: bool, max_length:
     and counted (TRL would drop them silently)."""
     import datasets
 
+    from reward_model.scoring import surely_longer_than
     from rlhf.tokens import Encoder
 
     encoder = Encoder.of(tokenizer)
     rows = []
     for pair in pairs:
+        if surely_longer_than(max_length, pair["prompt"], pair["chosen"], pair["rejected"]):
+            continue  # dropped below anyway; not tokenised at all
         row = {
             "chosen_ids": encoder.sequence(pair["prompt"], pair["chosen"]),
             "rejected_ids": encoder.sequence(pair["prompt"], pair["rejected"]),

@@ -20,8 +20,33 @@ from rlhf.errors import DataError
 REWARD_STATS_FILE = "reward_stats.json"
 
 
+def _text_or_messages(value: Any) -> bool:
+    return isinstance(value, str) or (
+        isinstance(value, list) and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in value)
+    )
+
+
 def responses_of(row: dict, source: str, row_number: int) -> list[Any]:
-    """The responses a row carries, in a fixed order that `with_rewards` follows."""
+    """The responses a row carries, in a fixed order that `with_rewards` follows; each one (and the prompt)
+    must be text or a list of chat messages."""
+    responses = _responses_of(row, source, row_number)
+    names = (
+        ["response" if "response" in row else "completion"]
+        if "response" in row or "completion" in row
+        else [f"responses[{i}].text" for i in range(len(responses))]
+        if isinstance(row.get("responses"), list)
+        else ["chosen", "rejected"]
+    )
+    for name, value in [("prompt", row["prompt"]), *zip(names, responses)]:
+        if not _text_or_messages(value):
+            raise DataError(
+                f"{source}: row {row_number}: field '{name}': expected text or a list of chat messages, got "
+                f"{type(value).__name__}"
+            )
+    return responses
+
+
+def _responses_of(row: dict, source: str, row_number: int) -> list[Any]:
     if "prompt" not in row:
         raise DataError(f"{source}: row {row_number}: field 'prompt': missing field")
     if "response" in row:
@@ -83,10 +108,12 @@ def score_file(
     device: Optional[str] = "auto",
     precision: str = "fp32",
     dtype: Optional[str] = None,
+    max_length: Optional[int] = None,
 ) -> int:
     """Score every response of `data_path` with the reward model in `model_dir`; returns rows written.
     The model runs on `device` (auto: cuda when available) in `dtype`, else `precision` resolved for that
-    device (rlhf/inference.py)."""
+    device (rlhf/inference.py). Each input keeps its last `max_length` tokens (default: the model's
+    positions), so one unbounded row cannot take the memory of a batch."""
     from reward_model.scoring import score_texts
     from rlhf.files import write_jsonl_atomic
     from rlhf.inference import inference_device, inference_dtype, load_for_inference
@@ -95,6 +122,8 @@ def score_file(
     if not Path(model_dir).is_dir():
         raise DataError(f"--model {model_dir}: no such model directory")
     rows = read_prompt_responses(data_path)
+    if not rows:
+        raise DataError(f"{data_path}: no rows to score")
     tokenizer = load_tokenizer(model_dir)
     run_on = inference_device(device)
     model = load_for_inference(
@@ -102,7 +131,9 @@ def score_file(
     )
     prompts = [row["prompt"] for _, row, responses in rows for _ in responses]
     responses = [response for _, _, row_responses in rows for response in row_responses]
-    scores = score_texts(model, tokenizer, prompts, responses, batch_size).tolist()
+    if max_length is None:
+        max_length = getattr(model.config, "max_position_embeddings", None)
+    scores = score_texts(model, tokenizer, prompts, responses, batch_size, max_length=max_length).tolist()
     stats = load_reward_stats(model_dir)
     mean = stats["mean"] if stats else None
     scored_rows = []

@@ -54,6 +54,38 @@ def truncate_left(ids: list[int], max_length: Optional[int]) -> list[int]:
     return ids[-max_length:] if max_length and len(ids) > max_length else ids
 
 
+CHARS_PER_TOKEN_BOUND = 32  # no token of a real tokenizer spans more characters than this
+
+
+def text_tail(value: Any, max_length: Optional[int]) -> Any:
+    """Text (or each chat message's content) cut to its last max_length * 32 characters before tokenising:
+    the last max_length tokens lie within them, and a 10 MB row never reaches the tokenizer whole."""
+    if not max_length:
+        return value
+    limit = max_length * CHARS_PER_TOKEN_BOUND
+    if isinstance(value, str):
+        return value[-limit:]
+    if isinstance(value, list):
+        return [
+            {**m, "content": m["content"][-limit:]} if isinstance(m, dict) and isinstance(m.get("content"), str) else m
+            for m in value
+        ]
+    return value
+
+
+def surely_longer_than(max_length: Optional[int], *values: Any) -> bool:
+    """True when some text has more than max_length * 32 characters, so its tokens exceed max_length
+    whatever the tokenizer: such a row is dropped without tokenising it (a 10 MB row costs nothing)."""
+    if not max_length:
+        return False
+    limit = max_length * CHARS_PER_TOKEN_BOUND
+    for value in values:
+        texts = [value] if isinstance(value, str) else [m.get("content") for m in value if isinstance(m, dict)]
+        if any(isinstance(text, str) and len(text) > limit for text in texts):
+            return True
+    return False
+
+
 def score_texts(
     model,
     tokenizer,
@@ -66,7 +98,8 @@ def score_texts(
     tokens (the trained model's data.max_length: longer inputs cost memory and leave its training lengths)."""
     encoder = Encoder.of(tokenizer)
     sequences = [
-        truncate_left(encoder.sequence(prompt, response), max_length) for prompt, response in zip(prompts, responses)
+        truncate_left(encoder.sequence(text_tail(prompt, max_length), text_tail(response, max_length)), max_length)
+        for prompt, response in zip(prompts, responses)
     ]
     return score_sequences(model, sequences, tokenizer.pad_token_id, batch_size)
 

@@ -293,6 +293,30 @@ def load_config(
     return cfg
 
 
+COMMON_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+COMMON_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "sgd")
+
+
+def check_train_names(cfg: DictConfig) -> None:
+    """train.lr_scheduler and train.optimizer name something transformers has (checked here, not as a
+    traceback from TrainingArguments once the models are loaded). Common names skip the import."""
+    scheduler = OmegaConf.select(cfg, "train.lr_scheduler", default=None)
+    optimizer = OmegaConf.select(cfg, "train.optimizer", default=None)
+    if (scheduler is None or scheduler in COMMON_SCHEDULERS) and (optimizer is None or optimizer in COMMON_OPTIMIZERS):
+        return
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    for key, value, names in (
+        ("train.lr_scheduler", scheduler, [member.value for member in SchedulerType]),
+        ("train.optimizer", optimizer, [member.value for member in OptimizerNames]),
+    ):
+        if value is not None and value not in names:
+            close = difflib.get_close_matches(str(value), names, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"bad value for '{key}': {value!r}{hint}; expected one of {', '.join(names)}")
+
+
 def validate(cfg: DictConfig, require_complete: bool = True) -> None:
     """Choices, cross-field rules and (optionally) missing required values."""
     if require_complete:
@@ -308,6 +332,7 @@ def validate(cfg: DictConfig, require_complete: bool = True) -> None:
             value = OmegaConf.select(cfg, f"{section}.{name}", throw_on_missing=False)
             if value is not None and value not in choices:
                 raise ConfigError(f"bad value for '{section}.{name}': {value!r}; expected one of {', '.join(choices)}")
+    check_train_names(cfg)
     report_to = OmegaConf.select(cfg, "tracking.report_to")
     for backend in report_to or []:
         if backend not in REPORT_TO_CHOICES:

@@ -58,7 +58,9 @@ def load_tokenizer(name_or_path: str, revision: Optional[str] = None, trust_remo
 
     from rlhf.tokens import GENERATION_EOS_ATTR
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    tokenizer = _loaded(
+        AutoTokenizer.from_pretrained, name_or_path, "tokenizer", revision=revision, trust_remote_code=trust_remote_code
+    )
     setattr(tokenizer, GENERATION_EOS_ATTR, read_generation_eos_ids(name_or_path, revision, trust_remote_code))
     ensure_pad_token(tokenizer)
     return tokenizer
@@ -203,11 +205,43 @@ def load_causal_lm(
         kwargs["trust_remote_code"] = True
     if _field(model_cfg_or_path, "attn_implementation"):
         kwargs["attn_implementation"] = _field(model_cfg_or_path, "attn_implementation")
-    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    reject_scalar_model(str(path), revision)
+    model = _loaded(AutoModelForCausalLM.from_pretrained, str(path), "causal LM", **kwargs)
     _match_tokenizer(model, tokenizer, str(path))
     if disable_dropout_ if disable_dropout_ is not None else _field(model_cfg_or_path, "disable_dropout", True):
         disable_dropout(model)
     return model
+
+
+def _loaded(load, name_or_path: str, what: str, **kwargs: Any):
+    """`load(name_or_path, **kwargs)`; a path that is no model (or a hub id that cannot be fetched) is the
+    user's error: one line naming it, not transformers' OSError about repo ids."""
+    from rlhf.errors import ConfigError
+
+    path = Path(name_or_path)
+    looks_local = path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1
+    if looks_local and not path.exists():
+        raise ConfigError(f"{name_or_path}: no such model directory (needed for the {what})")
+    try:
+        return load(name_or_path, **kwargs)
+    except OSError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{name_or_path}: cannot load the {what} from it ({first_line})") from None
+
+
+def reject_scalar_model(name_or_path: str, revision: Optional[str] = None) -> None:
+    """A reward or value model directory is not a policy: its LM head would be random (transformers only warns)."""
+    from transformers import AutoConfig
+
+    from rlhf.errors import ConfigError
+
+    config = _loaded(AutoConfig.from_pretrained, name_or_path, "causal LM", revision=revision)
+    scalar = [name for name in (config.architectures or []) if name.endswith("ForSequenceClassification")]
+    if scalar:
+        raise ConfigError(
+            f"{name_or_path}: a scalar (reward or value) model ({scalar[0]}), not a causal LM; a policy needs an "
+            "SFT or PPO policy directory"
+        )
 
 
 def init_scalar_head(head: nn.Linear, hidden_size: int) -> None:
@@ -249,7 +283,13 @@ def load_scalar_model(
         kwargs["revision"] = _field(model_cfg_or_path, "revision")
     if _field(model_cfg_or_path, "trust_remote_code"):
         kwargs["trust_remote_code"] = True
-    model, info = AutoModelForSequenceClassification.from_pretrained(str(path), output_loading_info=True, **kwargs)
+    model, info = _loaded(
+        AutoModelForSequenceClassification.from_pretrained,
+        str(path),
+        "scalar model",
+        output_loading_info=True,
+        **kwargs,
+    )
     head = scalar_head(model)
     if any(
         key.endswith(("score.weight", "classifier.weight", "v_head.weight")) for key in info.get("missing_keys", [])

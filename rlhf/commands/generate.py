@@ -92,6 +92,7 @@ def sample(
     seed: Optional[int] = None,
     progress: bool = False,
     sort_by_length: bool = True,
+    max_prompt_length: Optional[int] = None,
 ) -> list[Sample]:
     """`num_samples` responses per prompt, prompt-major: result[i * num_samples + j] is sample j of prompt i.
 
@@ -99,7 +100,9 @@ def sample(
     is pinned (rlhf.sampling): the model's own generation_config.json cannot change the distribution.
     With `sort_by_length` the prompts are batched by token length (longest first, so a batch too big for
     memory fails at once) and the results put back in the input order: a batch pads to its own longest
-    prompt, so similar lengths waste less compute on padding.
+    prompt, so similar lengths waste less compute on padding. Prompts keep their last `max_prompt_length`
+    tokens (default: the model's positions less max_new_tokens), counted and reported, so one unbounded row
+    cannot take the memory of a whole batch.
     """
     from tqdm.auto import tqdm
 
@@ -122,7 +125,8 @@ def sample(
         top_p=top_p,
         num_return_sequences=num_samples,
     )
-    all_prompt_ids = [encoder.prompt_ids(prompt) for prompt in prompts]
+    limit = max_prompt_length or prompt_budget(model, max_new_tokens)
+    all_prompt_ids = [bounded_prompt_ids(encoder, prompt, limit) for prompt in prompts]
     order = list(range(len(all_prompt_ids)))
     if sort_by_length:  # stable: equal lengths keep their input order
         order.sort(key=lambda index: -len(all_prompt_ids[index]))
@@ -140,7 +144,45 @@ def sample(
                 by_prompt[batch[row // num_samples]].append(decoded)
     finally:
         model.train(was_training)
+    cut = sum(getattr(ids, "truncated", False) for ids in all_prompt_ids)
+    if cut:
+        print(f"generate: {cut} prompt(s) longer than {limit} tokens kept their last {limit} tokens")
     return [item for samples in by_prompt for item in samples]
+
+
+class _PromptIds(list):
+    truncated = False
+
+
+CHARS_PER_TOKEN_BOUND = 32  # a prompt's text is cut to limit * this many characters before tokenising
+
+
+def prompt_budget(model, max_new_tokens: int) -> Optional[int]:
+    """Prompt tokens that fit the model's positions with the response (None when the config has no limit)."""
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return max(1, int(positions) - max_new_tokens) if isinstance(positions, int) else None
+
+
+def bounded_prompt_ids(encoder, prompt: Any, limit: Optional[int]) -> list[int]:
+    """The prompt's token ids, keeping the last `limit`; an unbounded text is cut before it is tokenised."""
+    if limit is None:
+        return encoder.prompt_ids(prompt)
+    max_chars = limit * CHARS_PER_TOKEN_BOUND
+    texts = [prompt] if isinstance(prompt, str) else [m.get("content") for m in prompt if isinstance(m, dict)]
+    text_cut = any(isinstance(text, str) and len(text) > max_chars for text in texts)
+    if isinstance(prompt, str):
+        prompt = prompt[-max_chars:]
+    elif isinstance(prompt, list):
+        prompt = [
+            {**m, "content": m["content"][-max_chars:]}
+            if isinstance(m, dict) and isinstance(m.get("content"), str)
+            else m
+            for m in prompt
+        ]
+    ids = encoder.prompt_ids(prompt)
+    bounded = _PromptIds(ids[-limit:])
+    bounded.truncated = text_cut or len(ids) > limit
+    return bounded
 
 
 def sample_responses(model, tokenizer, prompts: Sequence[Any], **kwargs: Any) -> list[str]:
