@@ -183,7 +183,11 @@ def check_resume(checkpoint: str | os.PathLike, current: dict[str, Any], mismatc
 def move_history_aside(run_dir: str | os.PathLike, names: Iterable[str] = HISTORY) -> Optional[Path]:
     """Move an earlier run's history into previous/<time>/; returns that folder (None when nothing moved)."""
     run_dir = Path(run_dir)
-    present = [run_dir / name for name in names if (run_dir / name).exists()]
+    present = [  # an empty folder (the Trainer makes checkpoints/ when it is built) is no history
+        run_dir / name
+        for name in names
+        if (run_dir / name).is_file() or ((run_dir / name).is_dir() and any((run_dir / name).iterdir()))
+    ]
     if not any(path.name != "config.yaml" for path in present):
         return None  # a bare config.yaml is no history
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())

@@ -457,3 +457,34 @@ def test_adamw_is_the_fused_kernel_with_the_same_update(ppo_models, tmp_path):
         loop.step()
     for param, copy in zip((*policy.parameters(), *value.parameters()), reference):
         torch.testing.assert_close(param, copy, rtol=1e-6, atol=1e-7)
+
+
+def test_resume_refuses_a_checkpoint_of_another_run_naming_the_keys(ppo_models, tmp_path):
+    """Issue 18 case 1: a finished kl_coef 0.2 run, then the command with kl_coef 0.0 must not 'resume' it."""
+    run = tmp_path / "run"
+    train(ppo_config(ppo_models, run, "ppo.num_updates=2", "ppo.kl_coef=0.2"))
+    before = {name: (run / name).read_text() for name in ("metrics.jsonl", "summary.json")}
+    with pytest.raises(ConfigError, match=r"ppo.kl_coef: 0.2 -> 0.0.*run.resume_mismatch_ok=true"):
+        train(ppo_config(ppo_models, run, "ppo.num_updates=2", "ppo.kl_coef=0.0", "ppo.resume=true"))
+    assert {name: (run / name).read_text() for name in before} == before  # nothing in the run changed
+    accepted = train(ppo_config(ppo_models, run, "ppo.num_updates=2", "ppo.kl_coef=0.0", "run.resume_mismatch_ok=true"))
+    assert accepted["finished"] and accepted["updates_done"] == 2
+
+
+def test_rerun_without_a_flag_resumes_and_survives_a_torn_last_line(ppo_models, tmp_path):
+    """Issue 18 cases 3 and 9: the same command again continues (no second history), even when the crash
+    cut the last metrics line in half; ppo.resume=false starts over with the earlier history moved aside."""
+    run = tmp_path / "run"
+    common = ("ppo.num_updates=3", "ppo.save_every=1")
+    train(ppo_config(ppo_models, run, *common, "ppo.updates_per_job=2"))
+    with open(run / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 3, "objective/kl": 0.1')  # killed mid-write
+    result = train(ppo_config(ppo_models, run, *common))
+    assert result["finished"] and [m["objective/kl"] is not None for m in result["history"]] == [True]
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    train(ppo_config(ppo_models, run, *common, "ppo.resume=false"))
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    (previous,) = (run / "previous").iterdir()
+    assert [json.loads(line)["step"] for line in (previous / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]

@@ -228,3 +228,51 @@ def test_bad_sft_row_names_file_row_and_field(tiny_model_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "bad.jsonl" in err and "row 2" in err and "completion" in err
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_resume_latest_in_place_logs_each_step_once_and_keeps_counting_tokens(tiny_model_dir, tmp_path):
+    """Killed after logging steps 4-6 but before the step-6 checkpoint: `latest` resumes at 3, drops the rows
+    logged after it (they are logged again) and continues TRL's num_tokens from the checkpoint's count."""
+    from sft.trainer import train
+
+    common = ("train.max_steps=6", "train.save_steps=3", "data.eval_file=null", "data.eval_fraction=0")
+    train(sft_config(tiny_model_dir, tmp_path / "a", *common))
+    straight = {row["step"]: row for row in read_metrics(tmp_path / "a" / "run" / "metrics.jsonl") if "loss" in row}
+    run = tmp_path / "a" / "run"
+    shutil.rmtree(run / "checkpoints" / "checkpoint-6")
+    (run / "summary.json").unlink()
+    train(sft_config(tiny_model_dir, tmp_path / "a", *common, "train.resume_from_checkpoint=latest"))
+    rows = [row for row in read_metrics(run / "metrics.jsonl") if "loss" in row]
+    assert [row["step"] for row in rows] == [1, 2, 3, 4, 5, 6]
+    for row in rows:  # the same token counts as the uninterrupted run: no restart at 0 after the checkpoint
+        assert row["num_tokens"] == straight[row["step"]]["num_tokens"], row["step"]
+
+
+def test_resume_refuses_a_checkpoint_of_another_config_naming_the_key(tiny_model_dir, tmp_path):
+    from rlhf.errors import ConfigError
+    from sft.trainer import train
+
+    common = ("train.max_steps=3", "train.save_steps=3", "data.eval_file=null", "data.eval_fraction=0")
+    train(sft_config(tiny_model_dir, tmp_path / "a", *common))
+    before = (tmp_path / "a" / "run" / "metrics.jsonl").read_text()
+    resume = (*common, "train.resume_from_checkpoint=latest", "train.max_steps=6")
+    with pytest.raises(ConfigError, match=r"train.learning_rate: 0.003 -> 0.001"):
+        train(sft_config(tiny_model_dir, tmp_path / "a", *resume, "train.learning_rate=1e-3"))
+    assert (tmp_path / "a" / "run" / "metrics.jsonl").read_text() == before  # nothing in the run changed
+    summary = train(
+        sft_config(tiny_model_dir, tmp_path / "a", *resume, "train.learning_rate=1e-3", "run.resume_mismatch_ok=true")
+    )
+    assert summary["resumed_from"].endswith("checkpoint-3")
+
+
+def test_a_plain_rerun_starts_over_with_the_earlier_history_moved_aside(tiny_model_dir, tmp_path):
+    from sft.trainer import train
+
+    common = ("train.max_steps=2", "data.eval_file=null", "data.eval_fraction=0")
+    train(sft_config(tiny_model_dir, tmp_path / "a", *common))
+    run = tmp_path / "a" / "run"
+    first = (run / "metrics.jsonl").read_text()
+    train(sft_config(tiny_model_dir, tmp_path / "a", *common))
+    assert [row["step"] for row in read_metrics(run / "metrics.jsonl") if "loss" in row] == [1, 2]
+    (previous,) = (run / "previous").iterdir()
+    assert (previous / "metrics.jsonl").read_text() == first and (previous / "summary.json").is_file()

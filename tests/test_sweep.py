@@ -35,6 +35,7 @@ run_dir.mkdir(parents=True, exist_ok=True)
 with open(run_dir.parent.parent / "calls.txt", "a") as handle:
     handle.write(run_dir.name + "\\n")
 (run_dir / "argv.json").write_text(json.dumps(args))
+(run_dir / "pid").write_text(str(os.getpid()))
 time.sleep(float(os.environ.get("FAKE_STAGE_SLEEP", "0")))
 kl = float(overrides.get("ppo.kl_coef", 0))
 lr = float(overrides.get("train.learning_rate", 0))
@@ -585,3 +586,81 @@ def test_stages_take_wandb_agent_style_overrides(stage, config, capsys, monkeypa
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     assert rlhf_main([stage, "--config", config, "--run.seed=abc"]) == 2  # a bad value, so nothing runs
     assert "bad value for 'run.seed' in override 'run.seed=abc'" in capsys.readouterr().err
+
+
+def alive(pid_file: Path) -> bool:
+    if not pid_file.exists():
+        return False
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid_file.read_text()}/status")
+    return not (status.exists() and "zombie" in status.read_text())
+
+
+def test_a_stop_signal_while_a_trial_starts_never_leaves_it_running(sweep_files, monkeypatch):
+    """The flake of test_sigterm_stops_trials_and_marks_them_pending, made certain: SIGTERM lands right after
+    the state file says 'running' and before the runner has the trial in its table. The old handler raised
+    there, so the trial stayed 'running' on disk and its process lived on; now the signal is a request the
+    runner acts on at its next step."""
+    from rlhf.sweep.state import SweepState
+
+    write_sweep, sweep_dir = sweep_files
+    monkeypatch.setenv("FAKE_STAGE_SLEEP", "30")
+    path = write_sweep(parameters={"ppo.kl_coef": [0.01, 0.1]})
+    save = SweepState.save
+
+    def save_then_signal(self):
+        save(self)
+        if any(record.status == "running" for record in self.trials.values()):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(SweepState, "save", save_then_signal)
+    assert main(["--config", str(path)]) == 130
+    state = read_state(sweep_dir)
+    assert state["t000"]["status"] == "pending" and "interrupted" in state["t000"]["error"]
+    time.sleep(0.5)
+    assert not alive(sweep_dir / "trials" / "t000" / "pid")
+
+
+def test_a_trial_whose_directory_is_locked_is_never_started_twice(sweep_files):
+    """A trial left running by a killed sweep holds its directory's lock: the resumed sweep does not start a
+    second runner there; once the holder is gone, --retry-failed runs it."""
+    from rlhf.processes import lock_directory
+    from rlhf.sweep.launch import TRIAL_LOCK
+
+    write_sweep, sweep_dir = sweep_files
+    path = write_sweep(parameters={"ppo.kl_coef": [0.01, 0.1]})
+    holder = lock_directory(sweep_dir / "trials" / "t000", TRIAL_LOCK)  # as the orphan would
+    assert main(["--config", str(path)]) == 0
+    state = read_state(sweep_dir)
+    assert state["t000"]["status"] == "failed" and f"process {os.getpid()}" in state["t000"]["error"]
+    assert calls(sweep_dir) == ["t001"]
+    holder.close()
+    assert main(["--config", str(path), "--retry-failed"]) == 0
+    assert read_state(sweep_dir)["t000"]["status"] == "completed" and calls(sweep_dir) == ["t001", "t000"]
+
+
+def test_trials_run_in_their_own_process_group_with_a_parent_death_guard(sweep_files, monkeypatch):
+    """kill -9 of the sweep: the trial gets SIGTERM from the kernel (PR_SET_PDEATHSIG) and exits."""
+    write_sweep, sweep_dir = sweep_files
+    path = write_sweep(parameters={"ppo.kl_coef": [0.01]})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rlhf", "sweep", "--config", str(path)],
+        env={**os.environ, "FAKE_STAGE_SLEEP": "60"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    pid_file = sweep_dir / "trials" / "t000" / "pid"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not pid_file.exists():
+        time.sleep(0.05)
+    trial_pid = int(pid_file.read_text())
+    assert os.getpgid(trial_pid) == trial_pid != os.getpgid(process.pid)  # its own group
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and alive(pid_file):
+        time.sleep(0.05)
+    assert not alive(pid_file), "the trial outlived its sweep"

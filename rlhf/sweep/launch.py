@@ -246,16 +246,19 @@ class LocalRunner:
             while True:
                 self._check_stop()
                 free_slots = [slot for slot in range(self.sweep.max_parallel) if slot not in self.running]
+                exhausted = False
                 for slot in free_slots:
-                    record = source.next_trial()
-                    if record is None:
-                        break
-                    job = self._start(record, slot)
-                    if job is None:  # its directory is locked by a live process: recorded, nothing started
-                        source.on_finished(record)
-                        continue
-                    self.running[slot] = job
-                    self._check_stop()
+                    while not exhausted and slot not in self.running:
+                        record = source.next_trial()
+                        if record is None:
+                            exhausted = True
+                            break
+                        job = self._start(record, slot)
+                        if job is None:  # its directory is locked by a live process: recorded, nothing started
+                            source.on_finished(record)
+                            continue
+                        self.running[slot] = job
+                        self._check_stop()
                 if not self.running:
                     return
                 time.sleep(self.poll_s)
