@@ -21,6 +21,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
+from rlhf.tasks.rule_judge import rule_judge
+
 TASK_FILE = Path(__file__).with_name("task.json")
 ITEM_SEPARATOR = re.compile(r",|\band\b", re.IGNORECASE)
 EXCLUSION = re.compile(r"\bbut not ([a-z]+)\s*\.", re.IGNORECASE)
@@ -141,24 +143,5 @@ def judge_breakdown(prompt: str, response: str, rules: Optional[Rules] = None) -
     }
 
 
-def gold_score(prompt: str, response: str) -> float:
-    """The gold score of `response` to `prompt` under rlhf/tasks/lists/task.json's rules (higher is better)."""
-    return judge_breakdown(prompt, response)["score"]
-
-
-def gold_scores(prompts: list[str], responses: list[str]) -> list[float]:
-    """`gold_score` of aligned lists."""
-    if len(prompts) != len(responses):
-        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-    return [gold_score(prompt, response) for prompt, response in zip(prompts, responses)]
-
-
-def rule_points(prompt: str, response: str) -> dict[str, float]:
-    """The score split by rule (every rule of task.json's weights, 0.0 when it did not fire); sums to the score."""
-    contributions = judge_breakdown(prompt, response)["contributions"]
-    return {rule: float(contributions.get(rule, 0.0)) for rule in load_rules().weights}
-
-
-# What rlhf.plugins reads: the batched twin and the per-rule split for the report.
-gold_score.batch = gold_scores  # type: ignore[attr-defined]
-gold_score.breakdown = rule_points  # type: ignore[attr-defined]
+# The judge, its batched twin and its per-rule split (the forms rlhf.plugins reads).
+gold_score, gold_scores, rule_points = rule_judge(judge_breakdown, lambda: load_rules().weights)
