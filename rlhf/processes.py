@@ -50,12 +50,12 @@ def child_environment(env: Optional[dict] = None) -> dict:
 
 def start_parent_watchdog(poll_s: float = 1.0) -> None:
     """Where there is no PR_SET_PDEATHSIG: stop this process (SIGTERM) once its parent is gone."""
-    expected = os.environ.get(PARENT_PID_ENV)
-    if not expected or sys.platform.startswith("linux"):
+    if not os.environ.get(PARENT_PID_ENV) or sys.platform.startswith("linux"):
         return
+    parent = os.getppid()  # the launcher's pid may be a grandparent's (accelerate launch): watch our own parent
 
     def watch() -> None:
-        while os.getppid() == int(expected):
+        while os.getppid() == parent:  # a dead parent's children are adopted by another process
             time.sleep(poll_s)
         os.kill(os.getpid(), signal.SIGTERM)
 
