@@ -610,10 +610,12 @@ def test_a_stop_signal_while_a_trial_starts_never_leaves_it_running(sweep_files,
     monkeypatch.setenv("FAKE_STAGE_SLEEP", "30")
     path = write_sweep(parameters={"ppo.kl_coef": [0.01, 0.1]})
     save = SweepState.save
+    signalled = []
 
     def save_then_signal(self):
         save(self)
-        if any(record.status == "running" for record in self.trials.values()):
+        if not signalled and any(record.status == "running" for record in self.trials.values()):
+            signalled.append(True)
             os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(SweepState, "save", save_then_signal)
