@@ -214,7 +214,7 @@ def test_kill_9_of_sft_and_rm_then_the_same_command_gives_the_uninterrupted_mode
         return rlhf(
             stage, "--config", f"configs/tiny/{stage}.yaml", f"model.name_or_path={inputs['policy']}",
             f"data.train_file={data}", "data.eval_file=null", "data.eval_fraction=0", f"run.output_dir={out}",
-            "train.max_steps=12", "train.logging_steps=1", "train.per_device_train_batch_size=4",
+            "train.max_steps=40", "train.logging_steps=1", "train.per_device_train_batch_size=4",
             "tracking.report_to=[jsonl]", "tracking.plots=false",
             *(["rm.normalize_samples=8"] if stage == "rm" else []),
         )  # fmt: skip
@@ -222,8 +222,8 @@ def test_kill_9_of_sft_and_rm_then_the_same_command_gives_the_uninterrupted_mode
     reference = tmp_path / "reference"
     finish(command(reference), tmp_path / "ref.log")
     out = tmp_path / "run"
-    # at least 7 of the 12 steps remain after the kill point, so an idle machine cannot finish the run
-    # in kill_when's random delay (it did once with 6 steps, killing after step 5)
+    # at least 35 of the 40 steps remain after the kill point, so an idle machine cannot finish the run
+    # in kill_when's random delay (it did with 6 and with 12 steps: a tiny SFT step takes ~40 ms)
     kill_after = rng.randint(1, 5)
     kill_when(
         command(out), lambda: len(logged_steps(out / "metrics.jsonl", "loss")) >= kill_after, str(out), rng,
@@ -231,7 +231,7 @@ def test_kill_9_of_sft_and_rm_then_the_same_command_gives_the_uninterrupted_mode
     )  # fmt: skip
     assert not (out / "summary.json").exists()
     finish(command(out), tmp_path / "2.log")
-    assert logged_steps(out / "metrics.jsonl", "loss") == list(range(1, 13))  # one history: each step once
+    assert logged_steps(out / "metrics.jsonl", "loss") == list(range(1, 41))  # one history: each step once
     assert [p.name for p in (out / "previous").iterdir()]  # the killed run's history, moved aside
     assert_same_weights(out / "model", reference / "model")
     if stage == "rm":
