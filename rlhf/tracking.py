@@ -234,12 +234,18 @@ def plot_metrics(metrics_path: str | os.PathLike, out_dir: str | os.PathLike, ma
             axis.grid(alpha=0.3)
         axes[-1, 0].set_xlabel("step")
         fig.suptitle(group)
-        fig.tight_layout()
-        path = out / f"{group.replace('/', '_')}.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, out / f"{group.replace('/', '_')}.png"))
     return written
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write as a 90-dpi PNG and close a matplotlib figure (every plot of the project); returns the path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def trainer_callback(tracker: Tracker):

@@ -26,6 +26,7 @@ from typing import Any, Optional
 from rlhf.commands.judge_report import compare_rules, plot_rules, ppo_rule_curve, render_rules_markdown
 from rlhf.errors import ConfigError, UserError
 from rlhf.plugins import load_judge
+from rlhf.tracking import save_figure
 
 # --------------------------------------------------------------------------------------------------
 # Pure statistics
@@ -361,11 +362,7 @@ def plot_ppo_runs(run_dirs: list[str], out_dir: Path) -> list[Path]:
     for axis in (ax_reward, ax_kl):
         axis.grid(alpha=0.3)
     fig.suptitle("PPO: reward and KL over updates")
-    fig.tight_layout()
-    path = out_dir / "ppo_reward_kl.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    written.append(path)
+    written.append(save_figure(fig, out_dir / "ppo_reward_kl.png"))
 
     if any(any("val/explained_variance" in r for r in rows) for rows in runs.values()):
         fig, (ax_ev, ax_vloss) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
@@ -382,11 +379,7 @@ def plot_ppo_runs(run_dirs: list[str], out_dir: Path) -> list[Path]:
             if len(runs) > 1:
                 axis.legend(fontsize=7)
         fig.suptitle("PPO critic: explained variance of the returns, value loss")
-        fig.tight_layout()
-        path = out_dir / "ppo_critic.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, out_dir / "ppo_critic.png"))
 
     if any(any("eval/gold_score" in r for r in rows) for rows in runs.values()):
         fig, axis = plt.subplots(figsize=(7, 4))
@@ -402,11 +395,7 @@ def plot_ppo_runs(run_dirs: list[str], out_dir: Path) -> list[Path]:
         fig.suptitle(
             "Gold vs reward-model score on held-out prompts\n(a widening gap = over-optimisation)", fontsize=10
         )
-        fig.tight_layout()
-        path = out_dir / "gold_vs_rm.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, out_dir / "gold_vs_rm.png"))
 
     if len(runs) > 1:
         fig, axis = plt.subplots(figsize=(6, 4))
@@ -421,11 +410,7 @@ def plot_ppo_runs(run_dirs: list[str], out_dir: Path) -> list[Path]:
         axis.set_ylabel("reward at the end of training")
         axis.grid(alpha=0.3)
         fig.suptitle("Reward-KL frontier")
-        fig.tight_layout()
-        path = out_dir / "reward_kl_frontier.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, out_dir / "reward_kl_frontier.png"))
     return written
 
 
@@ -447,12 +432,8 @@ def plot_policy_scores(report: dict, out_dir: Path) -> Path:
     axis.set_ylabel("responses")
     axis.legend()
     fig.suptitle(f"{key.replace('_', ' ')} per policy on held-out prompts")
-    fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "score_distributions.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out_dir / "score_distributions.png")
 
 
 def write_report(

@@ -21,6 +21,8 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
+from rlhf.tracking import save_figure
+
 RULE_PREFIX = "eval/gold/"
 
 
@@ -201,11 +203,7 @@ def plot_rules(gold_rules: Optional[dict], curve: Optional[list[dict]], out_dir:
         axis.set_ylabel("mean gold points per response")
         axis.legend()
         fig.suptitle("Gold judge by rule")
-        fig.tight_layout()
-        path = out_dir / "gold_rules.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, out_dir / "gold_rules.png"))
     if curve and any(point["rules"] for point in curve):
         fig, axis = plt.subplots(figsize=(7, 4))
         updates = [point["update"] for point in curve]
@@ -220,9 +218,5 @@ def plot_rules(gold_rules: Optional[dict], curve: Optional[list[dict]], out_dir:
         axis.legend(fontsize=6, ncol=2)
         axis.grid(alpha=0.3)
         fig.suptitle("Gold rules against the RM score over PPO updates")
-        fig.tight_layout()
-        path = out_dir / "gold_rules_over_updates.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, out_dir / "gold_rules_over_updates.png"))
     return written
