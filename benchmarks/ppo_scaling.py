@@ -5,6 +5,7 @@
     python benchmarks/ppo_scaling.py --sizes 0.2M 4.5M --precisions fp32 --updates 5
     python benchmarks/ppo_scaling.py --sizes 26M --precisions fp32 bf16 --threads 2
     python benchmarks/ppo_scaling.py --sizes 350M --updates 2         # larger on request (h1536 L12)
+    python benchmarks/ppo_scaling.py --sizes 26M --precisions fp32 --rollout-logprobs forward  # the policy pass back
 
 The work is `benchmarks/ppo_update.py`'s (TRL 1.12's PPOTrainer measured on the same): 16 prompts x 24
 new tokens, 1 PPO epoch, 2 mini-batches, random-init Llama policy, value and reward models of one shape,
@@ -14,7 +15,8 @@ RSS is its own); the first `--warmup` updates are dropped and medians of the res
 FLOPs per update are counted from the model config (PaLM's convention: 2 FLOPs per parameter per token
 forward, 4 x layers x hidden x context for attention, backward = 2 x forward): generation (prompt then
 each new token against the KV cache), scoring (policy, reference and the LM head on the response only,
-value and reward backbones), training (policy + value forward and backward per epoch). Utilisation is
+value and reward backbones; no policy pass when its log-probs come from generation, `ppo.rollout_logprobs`:
+by default in fp32), training (policy + value forward and backward per epoch). Utilisation is
 the achieved FLOP/s over this machine's matmul peak for that dtype, measured here by timing a large
 matmul (on a GPU the same ratio is MFU). Prints one JSON table; writes it and a plot to `--out-dir`.
 """
@@ -58,7 +60,15 @@ def forward_flops_per_token(hidden: int, layers: int, ffn: int, context: float) 
     return 2 * weights + 4 * layers * hidden * context
 
 
-def update_flops(hidden: int, layers: int, ffn: int, vocab: int, prompt_len: float, response_len: float) -> dict:
+def update_flops(
+    hidden: int,
+    layers: int,
+    ffn: int,
+    vocab: int,
+    prompt_len: float,
+    response_len: float,
+    policy_scoring_pass: bool = True,
+) -> dict:
     """FLOPs of one PPO update by phase (see the module docstring for the convention)."""
     total = prompt_len + response_len
     head = 2 * hidden * vocab  # LM head per token it is computed on
@@ -67,8 +77,9 @@ def update_flops(hidden: int, layers: int, ffn: int, vocab: int, prompt_len: flo
     prompt_pass = prompt_len * forward_flops_per_token(hidden, layers, ffn, prompt_len) + head
     decode = response_len * (forward_flops_per_token(hidden, layers, ffn, prompt_len + response_len / 2) + head)
     generation = PROMPTS * (prompt_pass + decode)
-    # scoring: policy and reference (LM head on the response only), value and reward backbones
-    scoring = PROMPTS * (4 * total * body + 2 * (response_len + 1) * head)
+    # scoring: policy (unless from generation) and reference (LM head on the response only), value and reward
+    lm_passes = 2 if policy_scoring_pass else 1
+    scoring = PROMPTS * ((2 + lm_passes) * total * body + lm_passes * (response_len + 1) * head)
     # training: policy + value, forward and backward (3 x forward), per epoch
     training = EPOCHS * 3 * PROMPTS * (2 * total * body + (response_len + 1) * head)
     return {"generation": generation, "scoring": scoring, "training": training}
@@ -89,13 +100,14 @@ def matmul_peak_flops(dtype_name: str, size: int = 2048, seconds: float = 1.5) -
     return 2 * size**3 / best
 
 
-def run_one(size: str, precision: str, updates: int, warmup: int) -> dict:
+def run_one(size: str, precision: str, updates: int, warmup: int, rollout_logprobs: str = "auto") -> dict:
     """One (size, precision) in this process: the update's figures as a dict."""
     import torch
 
     os.environ.setdefault("WANDB_MODE", "disabled")
     from ppo_update import _prompts, _texts
 
+    from ppo.rollout import generation_logprobs
     from ppo.trainer import train
     from rlhf.app.schema import load_config
     from rlhf.modeling import init_tiny, load_scalar_model, load_tokenizer, save_model
@@ -134,6 +146,7 @@ def run_one(size: str, precision: str, updates: int, warmup: int) -> dict:
                 f"ppo.num_mini_batches={MINI_BATCHES}",
                 "train.gradient_accumulation_steps=1",
                 f"train.precision={precision}",
+                f"ppo.rollout_logprobs={rollout_logprobs}",
                 "ppo.sample_every=0",
                 "ppo.save_every=0",
                 "tracking.report_to=[jsonl]",
@@ -151,7 +164,8 @@ def run_one(size: str, precision: str, updates: int, warmup: int) -> dict:
     seconds = median("time/update")
     response_len = median("val/response_length")
     prompt_len = median("perf/tokens_per_second") * seconds / PROMPTS - response_len
-    flops = update_flops(hidden, layers, ffn, len(tokenizer), prompt_len, response_len)
+    from_generation = generation_logprobs(rollout_logprobs, precision, torch.float32)  # the weights: fp32
+    flops = update_flops(hidden, layers, ffn, len(tokenizer), prompt_len, response_len, not from_generation)
     total_flops = sum(flops.values())
     phases = {"generation": median("time/generation"), "scoring": median("time/scoring")}
     phases["training"] = median("time/training")
@@ -159,6 +173,7 @@ def run_one(size: str, precision: str, updates: int, warmup: int) -> dict:
     return {
         "size": size,
         "precision": precision,
+        "rollout_logprobs": f"{rollout_logprobs}: {'generation' if from_generation else 'forward'}",
         "hidden": hidden,
         "layers": layers,
         "params_per_model": params,
@@ -240,6 +255,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="updates run first and not measured")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in each run")
     parser.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results"), help="where the JSON and plot go")
+    parser.add_argument(
+        "--rollout-logprobs",
+        default="auto",
+        choices=["auto", "generation", "forward"],
+        help="ppo.rollout_logprobs: the policy's old log-probs from generation or a scoring forward (auto: "
+        "generation in fp32)",
+    )
     parser.add_argument("--one", nargs=2, metavar=("SIZE", "PRECISION"), help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()
     if args.one:
@@ -247,7 +269,7 @@ def main() -> None:
             import torch
 
             torch.set_num_threads(args.threads)
-        print(json.dumps(run_one(args.one[0], args.one[1], args.updates, args.warmup)))
+        print(json.dumps(run_one(args.one[0], args.one[1], args.updates, args.warmup, args.rollout_logprobs)))
         return
     rows = []
     load_before = os.getloadavg()[0]
@@ -257,6 +279,7 @@ def main() -> None:
                 continue
             command = [sys.executable, __file__, "--one", size, precision]
             command += ["--updates", str(args.updates), "--warmup", str(args.warmup)]
+            command += ["--rollout-logprobs", args.rollout_logprobs]
             command += ["--threads", str(args.threads)] if args.threads else []
             child = subprocess.run(command, capture_output=True, text=True)
             if child.returncode:

@@ -27,6 +27,7 @@ class PPOSection:
         "kl_estimator": ("k1", "k2", "k3"),
         "kl_loss_estimator": ("k1", "k2", "k3"),
         "value_init": ("reward_model", "policy"),
+        "rollout_logprobs": ("auto", "generation", "forward"),
     }
     # models
     reward_model_path: Optional[str] = None  # trained reward model directory (required)
@@ -40,6 +41,7 @@ class PPOSection:
     rollout_batch_size: int = 16  # prompts per rollout per process
     rollout_forward_batch_size: int = 16  # chunk size of the no-grad forward passes in a rollout
     generation_batch_size: Optional[int] = None  # rows generated at once (bounds the KV cache; None: the whole rollout)
+    rollout_logprobs: str = "auto"  # auto: from generation in fp32, else a scoring forward | generation | forward
     max_new_tokens: int = 24  # response length budget
     temperature: float = 0.7  # sampling temperature (also divides logits for policy and reference logprobs)
     top_k: int = 0  # top-k sampling (0: off; > 0 samples from a truncated softmax: rollouts are then off-policy)

@@ -10,6 +10,8 @@ no-grad passes (policy and reference logprobs from temperature-scaled logits, pe
 reward model's score at the last real token) run over `forward_batch_size` rows at a time to bound
 memory, with position ids derived from the attention mask so left padding does not shift positions.
 Only the response slice of the LM head is computed (`logits_to_keep`) where the model supports it.
+The policy's pass is skipped when its log-probs were recorded while generating (`ppo.rollout_logprobs`,
+see `generation_logprobs`): in float32 they equal the pass's to rounding (KV cache against full forward).
 """
 
 from __future__ import annotations
@@ -148,6 +150,17 @@ def chunked(fn: Callable[..., Tensor], batch_size: int, *tensors: Tensor) -> Ten
 # --------------------------------------------------------------------------------------------------
 
 
+def generation_logprobs(mode: str, precision: str, policy_dtype: torch.dtype) -> bool:
+    """Whether the rollout's policy log-probs come from generation (`ppo.rollout_logprobs`) rather than a
+    scoring forward. `auto`: only in float32 (`train.precision` fp32 and fp32 weights), where the two agree
+    to ~1e-6; under bf16/fp16 the KV-cache decode and the full forward round apart at that precision,
+    which would move the first PPO ratio visibly off 1. The generating module is the scoring one (the same
+    unwrapped policy, LoRA adapter included; under ZeRO-3 the same weights, gathered)."""
+    if mode == "auto":
+        return precision == "fp32" and policy_dtype == torch.float32
+    return mode == "generation"
+
+
 def build_generation_config(
     max_new_tokens: int,
     temperature: float,
@@ -186,25 +199,39 @@ def generate_responses(
     generation_config,
     synced_gpus: bool = False,
     batch_size: Optional[int] = None,
-) -> Tensor:
+    logprobs_temperature: Optional[float] = None,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Sampled response ids [B, R'] (R' <= max_new_tokens: generation stops when every row has ended).
 
     `batch_size` rows are generated at a time (None: all at once), each chunk at its own prompt width, so
     the KV cache is bounded by the chunk, not the rollout; shorter chunks are right-padded with the pad id
     as `generate` pads rows that ended early. `synced_gpus` keeps every process stepping until all are done
-    (ZeRO-3 without gathered weights)."""
-    from rlhf.sampling import generate_pinned
+    (ZeRO-3 without gathered weights). With `logprobs_temperature`, also the policy's log-probs of the
+    sampled tokens under softmax(logits / temperature), recorded while generating (rlhf.sampling.
+    generate_with_logprobs): (ids [B, R'], log-probs [B, R'] float32, 0 in a chunk's right padding)."""
+    from rlhf.sampling import generate_pinned, generate_with_logprobs
 
     rows = prompt_ids.shape[0]
     step = batch_size if batch_size else rows
     pad_token_id = generation_config.pad_token_id
-    chunks = []
+    chunks, logprob_chunks = [], []
     for start in range(0, rows, step):
         ids, mask = trim_left_padding(prompt_ids[start : start + step], prompt_mask[start : start + step])
-        output = generate_pinned(policy, ids, mask, generation_config, synced_gpus=synced_gpus)
+        if logprobs_temperature is None:
+            output = generate_pinned(policy, ids, mask, generation_config, synced_gpus=synced_gpus)
+        else:
+            output, logprobs = generate_with_logprobs(
+                policy, ids, mask, generation_config, logprobs_temperature, synced_gpus=synced_gpus
+            )
+            logprob_chunks.append(logprobs)
         chunks.append(output[:, ids.shape[1] :])
     width = max(chunk.shape[1] for chunk in chunks)
-    return torch.cat([nn.functional.pad(chunk, (0, width - chunk.shape[1]), value=pad_token_id) for chunk in chunks])
+    responses = torch.cat(
+        [nn.functional.pad(chunk, (0, width - chunk.shape[1]), value=pad_token_id) for chunk in chunks]
+    )
+    if logprobs_temperature is None:
+        return responses
+    return responses, torch.cat([nn.functional.pad(lp, (0, width - lp.shape[1])) for lp in logprob_chunks])
 
 
 def trim_micro_batch(batch: Rollout, *per_token: Tensor) -> tuple[Rollout, list[Tensor]]:
@@ -239,10 +266,12 @@ def score_responses(
     reference_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     value_shift: float = 0.0,
     value_scale: float = 1.0,
+    policy_logprobs: Optional[Tensor] = None,
 ) -> Rollout:
     """Truncate after the first stop id (`eos_token_id`: one id or all of them) and run the no-grad passes.
     The reference is `reference`, or the policy inside `reference_context()` (a LoRA policy with its adapter
-    disabled)."""
+    disabled). `policy_logprobs` [B, R'] (the policy's log-probs recorded while generating
+    `raw_response_ids`, see `generate_responses`) replace the policy's scoring pass."""
     response_ids, response_mask = truncate_after_eos(raw_response_ids, eos_token_id, pad_token_id)
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)
     attention_mask = torch.cat([prompt_mask, response_mask.to(prompt_mask.dtype)], dim=1)
@@ -264,7 +293,9 @@ def score_responses(
 
         return own_width(run)
 
-    logprobs = chunked(logprobs_of(policy), forward_batch_size, input_ids, attention_mask, response_ids) * mask
+    if policy_logprobs is None:
+        policy_logprobs = chunked(logprobs_of(policy), forward_batch_size, input_ids, attention_mask, response_ids)
+    logprobs = policy_logprobs * mask
     with reference_context():
         ref_model = reference if reference is not None else policy
         ref_logprobs = (

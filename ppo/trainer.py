@@ -80,6 +80,7 @@ from ppo.rollout import (
     Rollout,
     build_generation_config,
     generate_responses,
+    generation_logprobs,
     score_responses,
     trim_micro_batch,
     unwrapped_for_generation,
@@ -450,6 +451,9 @@ class Loop:
         self.unwrapped = self.accelerator.unwrap_model(
             self.model
         )  # the same module all run; unwrapping costs ms per call
+        self.logprobs_from_generation = generation_logprobs(
+            ppo.rollout_logprobs, self.cfg.train.precision, next(self.unwrapped.policy.parameters()).dtype
+        )  # the policy's scoring pass skipped: its log-probs recorded while sampling
         self.reward_functions = load_reward_functions(ppo)
 
     @property
@@ -521,14 +525,16 @@ class Loop:
             ) as unwrapped,
             accelerator.autocast(),
         ):
-            raw_responses = generate_responses(
+            generated_output = generate_responses(
                 unwrapped.policy,
                 prompt_ids,
                 prompt_mask,
                 self.generation_config,
                 synced_gpus=self.zero3_synced_generation,
                 batch_size=ppo.generation_batch_size,
+                logprobs_temperature=ppo.temperature if self.logprobs_from_generation else None,
             )
+        raw_responses, policy_logprobs = generated_output if self.logprobs_from_generation else (generated_output, None)
         _sync(self.device)
         generated = time.perf_counter()
         unwrapped = self.unwrapped
@@ -548,6 +554,7 @@ class Loop:
                 reference_context=self.models.reference_context(unwrapped.policy),
                 value_shift=self.models.value_shift,
                 value_scale=self.models.value_scale,
+                policy_logprobs=policy_logprobs,
             )
         _sync(self.device)
         return rollout, generated - start, time.perf_counter() - generated

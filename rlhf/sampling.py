@@ -11,6 +11,10 @@ So `sampling_config` sets every knob that changes the next-token distribution to
 and `generate_pinned` hides the model's own generation config while `generate()` runs, because some knobs
 (`min_p`, `top_h`, `bad_words_ids`, `suppress_tokens`, `sequence_bias`, ...) have no value other than
 `None` that means "off". The knob list is transformers 5.24's `GenerationMixin._get_logits_processor`.
+
+`generate_with_logprobs` also returns log p(each sampled token) under softmax(logits / temperature),
+recorded by `SampledTokenLogprobs`, a logits processor that changes no score: it saves a forward pass
+over the sampled sequences (PPO's old log-probs) without keeping the logits of every step.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator, Optional, Sequence
 
+import torch
 from torch import Tensor, nn
+
+from rlhf.scoring import token_logprobs
 
 # Every GenerationConfig field that adds a logits processor/warper, with the value that adds none.
 OFF_VALUES: dict[str, Any] = {
@@ -131,7 +138,8 @@ def generate_pinned(
     synced_gpus: bool = False,
     **kwargs: Any,
 ) -> Tensor:
-    """`model.generate` with `config` and nothing else: returns prompt + new ids like generate()."""
+    """`model.generate` with `config` and nothing else (`kwargs` may add a logits processor that leaves the
+    scores as they are, such as `SampledTokenLogprobs`): returns prompt + new ids like generate()."""
     with pinned_generation_config(model, config):
         return model.generate(
             input_ids=input_ids,
@@ -146,3 +154,69 @@ def resolved_generation_config(model: nn.Module, config: Optional[Any] = None):
     """The config generate() would run with (after filling from the model's own config and the defaults)."""
     resolved, _ = _transformers_model(model)._prepare_generation_config(config)
     return resolved
+
+
+class SampledTokenLogprobs:
+    """Records log softmax(logits / temperature)[sampled token] at each step of `generate()`; changes nothing.
+
+    A transformers logits processor (a callable (input_ids, scores) -> scores in a `LogitsProcessorList`;
+    not a `LogitsProcessor` subclass only so that importing this module does not import transformers).
+
+    At step t generate() hands the processors `input_ids` (prompt + tokens 0..t-1) and that step's logits,
+    so the token drawn from step t-1's distribution is the last column: it is gathered from step t-1's
+    logits, then those are dropped. Only one step's logits [B, V] are held (never all steps' [B, R, V]);
+    `finish` gathers the last token. transformers 5.24 (`GenerationMixin._get_logits_processor`) puts a
+    user's processors after its own processors (the pinned config turns them all off) and before every
+    warper (temperature, top-k, top-p, ...), and `_sample` hands them a fresh float32 copy of the model's
+    last-position logits: `scores` here are the raw logits. The warpers return new tensors, so a kept
+    reference to `scores` keeps the raw values.
+    """
+
+    def __init__(self, temperature: float):
+        self.temperature = float(temperature)
+        self.previous: Optional[Tensor] = None  # the last step's logits [B, V]
+        self.steps: list[Tensor] = []  # [B] float32 per generated token, in order
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        if self.previous is not None:
+            self.steps.append(token_logprobs(self.previous, input_ids[:, -1], self.temperature))
+        self.previous = scores
+        return scores
+
+    def finish(self, sequences: Tensor, new_tokens: int) -> Tensor:
+        """Log-probs of the last `new_tokens` columns of generate()'s output: [B, new_tokens] float32."""
+        if len(self.steps) < new_tokens and self.previous is not None:  # the last token: its step's logits
+            self.steps.append(token_logprobs(self.previous, sequences[:, -1], self.temperature))
+        # generate() may run one step more than it returns (a deferred stop check, undone): keep the returned
+        steps = self.steps[:new_tokens]
+        self.previous, self.steps = None, []
+        if len(steps) != new_tokens:
+            raise RuntimeError(f"recorded {len(steps)} generation steps for {new_tokens} new tokens")
+        if not steps:
+            return torch.zeros(sequences.shape[0], 0, dtype=torch.float32, device=sequences.device)
+        return torch.stack(steps, dim=1)
+
+
+def generate_with_logprobs(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    config,
+    temperature: float,
+    synced_gpus: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """`generate_pinned`, and log p(each new token) under softmax(logits / `temperature`) of the logits
+    the model produced while generating: (prompt + new ids [B, P+R], log-probs [B, R] float32). Rows that
+    ended early hold the pad id after their stop id, and log-probs of no meaning there."""
+    from transformers import LogitsProcessorList
+
+    recorder = SampledTokenLogprobs(temperature)
+    sequences = generate_pinned(
+        model,
+        input_ids,
+        attention_mask,
+        config,
+        synced_gpus=synced_gpus,
+        logits_processor=LogitsProcessorList([recorder]),
+    )
+    return sequences, recorder.finish(sequences, sequences.shape[1] - input_ids.shape[1])

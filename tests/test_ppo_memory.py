@@ -263,7 +263,8 @@ def test_lora_ppo_trains_only_the_value_adapter_and_head(tiny_model_dir, tiny_re
     assert changed == trainable  # every adapter and head parameter moved, and nothing else
     # The reference is still the adapter-disabled policy: zero KL before the first step, moving after.
     first, second = result["history"]
-    assert models.reference is None and first["objective/kl"] == 0.0 and second["objective/kl"] != 0.0
+    assert models.reference is None and first["objective/kl"] == pytest.approx(0.0, abs=1e-5)
+    assert abs(second["objective/kl"]) > 1e-3
     assert (tmp_path / "run" / "value" / "adapter_config.json").is_file()  # merge_on_save=false keeps the adapter
 
 

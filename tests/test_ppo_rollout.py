@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ppo.rollout import build_generation_config, generate_responses, score_responses
+from ppo.rollout import build_generation_config, generate_responses, generation_logprobs, score_responses
 from rlhf.tokens import Encoder, left_pad
 
 TEMPERATURE = 0.7
@@ -97,3 +97,47 @@ def test_generate_responses_samples_with_the_global_rng(models):
     torch.manual_seed(0)
     again = generate_responses(policy, prompt_ids, prompt_mask, config)
     assert torch.equal(first, again) and first.shape[0] == 2 and first.shape[1] <= 5
+
+
+@pytest.mark.parametrize("generation_batch_size", [None, 3])
+def test_generation_logprobs_equal_the_scoring_pass(models, generation_batch_size):
+    """The policy's log-probs recorded while sampling replace its scoring pass (ppo.rollout_logprobs): on
+    every real response token they equal that pass's to 1e-5 in float32 (KV-cache decode against a full
+    forward), with left-padded prompts and in generation chunks that end at different widths."""
+    tokenizer, policy, reward = models
+    pad = tokenizer.pad_token_id
+    stop_ids = list(range(100, 160))  # a fifth of the tiny vocabulary: rows end early, at different lengths
+    prompt_ids, prompt_mask = left_pad([[10, 11, 12, 13, 14], [15], [16, 17], [18, 19, 20, 21], [22, 23]], pad)
+    config = build_generation_config(10, TEMPERATURE, 0, 1.0, True, stop_ids, pad)
+    torch.manual_seed(5)
+    raw, logprobs = generate_responses(
+        policy, prompt_ids, prompt_mask, config, batch_size=generation_batch_size, logprobs_temperature=TEMPERATURE
+    )
+    assert logprobs.shape == raw.shape and logprobs.dtype == torch.float32
+
+    def score(policy_logprobs=None):
+        return score_responses(
+            prompt_ids, prompt_mask, raw, policy, reward, reward, stop_ids, pad, TEMPERATURE, 2,
+            reference=policy, policy_logprobs=policy_logprobs,
+        )  # fmt: skip
+
+    scored, recorded = score(), score(logprobs)
+    mask = scored.response_mask
+    lengths = mask.sum(1).tolist()
+    assert scored.has_eos.any() and len(set(lengths)) > 1, lengths  # the test means something
+    torch.testing.assert_close(recorded.logprobs, scored.logprobs, rtol=0, atol=1e-5)
+    assert torch.count_nonzero(recorded.logprobs[~mask]) == 0  # off the mask, as the scoring pass leaves them
+    torch.testing.assert_close(recorded.ref_logprobs, scored.ref_logprobs, rtol=0, atol=0)  # still a forward
+    if generation_batch_size:  # a chunk whose rows all ended early is right-padded: ids with the pad id, log-probs 0
+        widths = [int(mask[start : start + 3].sum(1).max()) for start in range(0, 5, 3)]
+        assert min(widths) < raw.shape[1], widths
+        short = next(start for start in range(0, 5, 3) if widths[start // 3] < raw.shape[1])
+        assert torch.count_nonzero(logprobs[short : short + 3, -1]) == 0
+
+
+def test_logprobs_from_generation_in_fp32_only_unless_asked():
+    assert generation_logprobs("auto", "fp32", torch.float32)
+    assert not generation_logprobs("auto", "bf16", torch.float32)  # autocast: decode and forward round apart
+    assert not generation_logprobs("auto", "fp32", torch.bfloat16)  # bf16 weights (model.dtype)
+    assert generation_logprobs("generation", "bf16", torch.bfloat16)
+    assert not generation_logprobs("forward", "fp32", torch.float32)

@@ -185,3 +185,50 @@ def test_a_lora_policy_is_pinned_too(instruct_model_dir):
     with ProcessorSpy(base) as spy:
         generate_pinned(policy, ids, torch.ones_like(ids), config)
     assert spy.built == [["TemperatureLogitsWarper"]] and base.generation_config.top_k == 20
+
+
+def test_generation_logprobs_are_of_the_raw_logits_before_every_warper(loaded):
+    """PPO's old log-probs recorded while sampling (ppo.rollout_logprobs): log softmax(logits / T) of the
+    sampled tokens, as a forward over the finished sequences gives. transformers puts a user's logits
+    processor before its TemperatureLogitsWarper; were it after, the recorder would see logits / T and
+    return log softmax(logits / T^2)."""
+    from rlhf.sampling import generate_with_logprobs, sampling_config
+    from rlhf.tokens import left_pad, position_ids_from_mask
+
+    tokenizer, model = loaded
+    config = sampling_config(5, TEMPERATURE, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    ids, mask = left_pad([[5, 6, 9, 11], [12], [13, 14]], tokenizer.pad_token_id)  # different prompt lengths
+    torch.manual_seed(0)
+    with ProcessorSpy(model) as spy:
+        sequences, logprobs = generate_with_logprobs(model, ids, mask, config, TEMPERATURE)
+    assert spy.built == [["SampledTokenLogprobs", "TemperatureLogitsWarper"]]  # the recorder runs first
+    new = sequences.shape[1] - ids.shape[1]
+    assert new == 5 and logprobs.shape == (3, 5) and logprobs.dtype == torch.float32
+
+    full_mask = torch.cat([mask, torch.ones(3, new, dtype=mask.dtype)], dim=1)  # as generate() attends
+    with torch.no_grad():
+        logits = model(sequences, attention_mask=full_mask, position_ids=position_ids_from_mask(full_mask)).logits
+    logits, tokens = logits[:, -new - 1 : -1], sequences[:, -new:, None]
+    expected = torch.log_softmax(logits / TEMPERATURE, -1).gather(-1, tokens).squeeze(-1)
+    torch.testing.assert_close(logprobs, expected, rtol=0, atol=1e-5)
+    scaled_twice = torch.log_softmax(logits / TEMPERATURE**2, -1).gather(-1, tokens).squeeze(-1)
+    assert (scaled_twice - expected).abs().max() > 0.1  # the test tells raw from temperature-scaled scores
+
+
+def test_logprob_recorder_keeps_the_steps_generate_returns():
+    """Each call gathers the previous step's token (the last input column); `finish` adds the last token,
+    or drops a step generate() ran but undid (its deferred stop check)."""
+    from rlhf.sampling import SampledTokenLogprobs
+
+    torch.manual_seed(0)
+    step_logits = [torch.randn(2, 7) for _ in range(3)]
+    sequences = torch.tensor([[1, 4, 0, 6], [1, 2, 5, 3]])  # one prompt column, then three sampled tokens
+    expected = torch.stack(
+        [torch.log_softmax(step_logits[t] / 0.5, -1)[torch.arange(2), sequences[:, t + 1]] for t in range(3)], dim=1
+    )
+    for returned in (3, 2):
+        recorder = SampledTokenLogprobs(0.5)
+        for t in range(3):
+            assert recorder(sequences[:, : t + 1], step_logits[t]) is step_logits[t]  # the scores go on unchanged
+        got = recorder.finish(sequences[:, : 1 + returned], returned)
+        torch.testing.assert_close(got, expected[:, :returned], rtol=0, atol=1e-6)
