@@ -100,7 +100,9 @@ def matmul_peak_flops(dtype_name: str, size: int = 2048, seconds: float = 1.5) -
     return 2 * size**3 / best
 
 
-def run_one(size: str, precision: str, updates: int, warmup: int, rollout_logprobs: str = "auto") -> dict:
+def run_one(
+    size: str, precision: str, updates: int, warmup: int, rollout_logprobs: str = "auto", extra: tuple = ()
+) -> dict:
     """One (size, precision) in this process: the update's figures as a dict."""
     import torch
 
@@ -152,6 +154,7 @@ def run_one(size: str, precision: str, updates: int, warmup: int, rollout_logpro
                 "tracking.report_to=[jsonl]",
                 "tracking.plots=false",
                 "train.logging_steps=1000000",
+                *extra,
             ],
         )
         with contextlib.redirect_stdout(sys.stderr):
@@ -174,6 +177,7 @@ def run_one(size: str, precision: str, updates: int, warmup: int, rollout_logpro
         "size": size,
         "precision": precision,
         "rollout_logprobs": f"{rollout_logprobs}: {'generation' if from_generation else 'forward'}",
+        "overrides": list(extra),
         "hidden": hidden,
         "layers": layers,
         "params_per_model": params,
@@ -262,6 +266,13 @@ def main() -> None:
         help="ppo.rollout_logprobs: the policy's old log-probs from generation or a scoring forward (auto: "
         "generation in fp32)",
     )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more PPO config overrides for every run, e.g. train.max_grad_norm=0 (TRL's PPOTrainer does not clip)",
+    )
     parser.add_argument("--one", nargs=2, metavar=("SIZE", "PRECISION"), help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()
     if args.one:
@@ -269,7 +280,7 @@ def main() -> None:
             import torch
 
             torch.set_num_threads(args.threads)
-        print(json.dumps(run_one(args.one[0], args.one[1], args.updates, args.warmup, args.rollout_logprobs)))
+        print(json.dumps(run_one(*args.one, args.updates, args.warmup, args.rollout_logprobs, tuple(args.set))))
         return
     rows = []
     load_before = os.getloadavg()[0]
@@ -280,6 +291,7 @@ def main() -> None:
             command = [sys.executable, __file__, "--one", size, precision]
             command += ["--updates", str(args.updates), "--warmup", str(args.warmup)]
             command += ["--rollout-logprobs", args.rollout_logprobs]
+            command += ["--set", *args.set] if args.set else []
             command += ["--threads", str(args.threads)] if args.threads else []
             child = subprocess.run(command, capture_output=True, text=True)
             if child.returncode:

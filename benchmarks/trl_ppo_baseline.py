@@ -20,6 +20,7 @@ import contextlib
 import gc
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -95,6 +96,8 @@ def run_one(size: str, updates: int, warmup: int, keep_gc: bool) -> dict:
         "seconds_per_update": round(statistics.median(gaps), 4),
         "measured_updates": len(gaps),
         "torch_threads": torch.get_num_threads(),
+        # the process's peak so far: the size's own peak when each size runs in its own process (--sizes X)
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
 
