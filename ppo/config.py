@@ -76,6 +76,7 @@ class PPOSection:
     ppo_epochs: int = 1  # passes over each rollout
     num_mini_batches: int = 2  # mini-batches per epoch (gradient accumulation splits them further)
     value_learning_rate: Optional[float] = None  # value model LR (default: train.learning_rate)
+    critic_warmup_updates: int = 0  # the first N of num_updates train only the value model (policy unchanged)
     ptx_coef: float = 0.0  # PPO-ptx: weight of the LM loss on SFT data (0: off)
     ptx_file: Optional[str] = None  # SFT data for PPO-ptx
     # bookkeeping

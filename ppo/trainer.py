@@ -244,6 +244,11 @@ def check_config(cfg: PPOStageConfig) -> None:
             f"bad value for 'ppo.generation_batch_size': {ppo.generation_batch_size}; expected a positive number "
             "or null (the whole rollout at once)"
         )
+    if not 0 <= ppo.critic_warmup_updates < ppo.num_updates:
+        raise ConfigError(
+            f"bad value for 'ppo.critic_warmup_updates': {ppo.critic_warmup_updates}; expected 0 <= N < "
+            f"ppo.num_updates ({ppo.num_updates}): the warm-up updates are part of the budget"
+        )
     if ppo.ptx_coef > 0 and not ppo.ptx_file:
         raise ConfigError("ppo.ptx_coef > 0 needs ppo.ptx_file (SFT rows for the language-modelling loss)")
     load_judge(ppo.gold_judge, "ppo.gold_judge")  # a bad spec stops here, before any model loads
@@ -445,6 +450,11 @@ class Loop:
             ppo.max_new_tokens, ppo.temperature, ppo.top_k, ppo.top_p, ppo.do_sample, self.stop_ids, self.pad_id
         )
         plugin = _deepspeed_plugin(self.accelerator)
+        if plugin is not None and ppo.critic_warmup_updates:
+            raise ConfigError(
+                "ppo.critic_warmup_updates is not supported under DeepSpeed (its engine steps every parameter it "
+                "holds); set it to 0 or run without DeepSpeed"
+            )
         self.zero3_synced_generation = (
             plugin is not None and plugin.zero_stage == 3 and not ppo.zero3_gather_for_generation
         )
@@ -487,14 +497,17 @@ class Loop:
             group["lr"] for group in self.optimizer.param_groups
         ]  # in effect for this update's first step
         scores, advantages, returns = self.shape_and_advantages(rollout, stats, reward_terms)
-        self.optimise(rollout, advantages, returns, stats)
+        critic_only = progress.update < ppo.critic_warmup_updates
+        self.optimise(rollout, advantages, returns, stats, critic_only)
         _sync(self.device)
         training_seconds = time.perf_counter() - train_start
 
         metrics = stats.means(accelerator)
         metrics["val/ratio_var"] = metrics.pop("val/ratio_sq") - metrics["val/ratio"] ** 2
         metrics["objective/kl_coef"] = self.kl_controller.value  # the coefficient this rollout was shaped with
-        self.kl_controller.update(metrics["objective/kl"], ppo.rollout_batch_size * world)
+        metrics["policy/critic_warmup"] = float(critic_only)
+        if not critic_only:  # a policy that did not move says nothing about the KL the controller steers
+            self.kl_controller.update(metrics["objective/kl"], ppo.rollout_batch_size * world)
         update_seconds = time.perf_counter() - start
         rollout_tokens = metrics.pop("perf/rollout_tokens_per_sequence") * ppo.rollout_batch_size * world
         metrics.update(
@@ -630,8 +643,11 @@ class Loop:
         stats.add("perf/rollout_tokens_per_sequence", rollout.prompt_mask.sum() + mask.sum(), rows)
         return scores, advantages, returns
 
-    def optimise(self, rollout: Rollout, advantages: Tensor, returns: Tensor, stats: MetricSums) -> None:
-        """PPO epochs x mini-batches x micro-batches, with token means over each whole mini-batch."""
+    def optimise(
+        self, rollout: Rollout, advantages: Tensor, returns: Tensor, stats: MetricSums, critic_only: bool = False
+    ) -> None:
+        """PPO epochs x mini-batches x micro-batches, with token means over each whole mini-batch.
+        critic_only (ppo.critic_warmup_updates): only the value model learns; the policy is left unchanged."""
         ppo, train, accelerator, model = self.cfg.ppo, self.cfg.train, self.accelerator, self.model
         batch_size = rollout.response_ids.shape[0]
         mini_batch = batch_size // ppo.num_mini_batches
@@ -652,7 +668,13 @@ class Loop:
                         rollout.select(indices), advantages[indices], returns[indices]
                     )
                     self._micro_step(
-                        batch, batch_advantages, batch_returns, normalizer, batch.response_ids.shape[1], stats
+                        batch,
+                        batch_advantages,
+                        batch_returns,
+                        normalizer,
+                        batch.response_ids.shape[1],
+                        stats,
+                        critic_only,
                     )
 
     def _micro_step(
@@ -663,6 +685,7 @@ class Loop:
         normalizer: Tensor,
         response_length: int,
         stats: MetricSums,
+        critic_only: bool = False,
     ) -> None:
         ppo, accelerator, model = self.cfg.ppo, self.accelerator, self.model
         mask = batch.response_mask
@@ -690,7 +713,12 @@ class Loop:
             skipped = ppo.ratio_threshold is not None and bool(pg.ratio_mean > ppo.ratio_threshold)
             if skipped:  # keep the backward (DDP needs it on every process) but drop the contribution
                 loss = loss * 0.0
+            if critic_only:  # the policy terms stay in the graph at weight 0: DDP expects every parameter's grad
+                loss = ppo.vf_coef * vf.loss + 0.0 * (loss - ppo.vf_coef * vf.loss)
             accelerator.backward(loss)
+            if critic_only:  # no gradient, so AdamW skips the policy: no step, no weight decay, no moment update
+                for parameter in self.optimizer.param_groups[0]["params"]:
+                    parameter.grad = None
             if accelerator.sync_gradients:
                 if self.cfg.train.max_grad_norm > 0:
                     grad_norm = accelerator.clip_grad_norm_(model.parameters(), self.cfg.train.max_grad_norm)

@@ -142,6 +142,20 @@ def test_every_trainable_parameter_changes(ppo_models, tmp_path):
     assert [name for name, tensor in before_value.items() if torch.equal(tensor, after_value[name])] == []
 
 
+def test_critic_warmup_trains_the_value_model_and_leaves_the_policy(ppo_models, tmp_path):
+    """Update 1 is critic-only: update 2's rollout comes from the unchanged policy (KL to the reference 0)."""
+    common = ("ppo.num_updates=2", "train.learning_rate=1e-3")
+    warm = train(ppo_config(ppo_models, tmp_path / "warm", *common, "ppo.critic_warmup_updates=1"))
+    cold = train(ppo_config(ppo_models, tmp_path / "cold", *common))
+    assert [row["policy/critic_warmup"] for row in warm["history"]] == [1.0, 0.0]
+    assert abs(warm["history"][1]["objective/kl"]) < 1e-5  # sampled from the policy update 1 left alone
+    assert abs(cold["history"][1]["objective/kl"]) > 1e-3  # without warm-up update 1 moved the policy
+    before_value, warm_value = load_weights(ppo_models["rm"]), load_weights(warm["value_dir"])
+    assert [name for name, tensor in before_value.items() if torch.equal(tensor, warm_value[name])] == []
+    with pytest.raises(ConfigError, match="'ppo.critic_warmup_updates': 2; expected 0 <= N < ppo.num_updates"):
+        train(ppo_config(ppo_models, tmp_path / "bad", *common, "ppo.critic_warmup_updates=2"))
+
+
 def test_tiny_ppo_raises_reward_with_bounded_kl(ppo_models, tmp_path):
     cfg = ppo_config(
         ppo_models,
