@@ -1,0 +1,23 @@
+"""Task-agnostic rule-based reward terms for `ppo.reward_functions`.
+
+    rlhf ppo --config configs/tiny/ppo.yaml 'ppo.reward_functions=[{spec: rlhf.rewards:repeated_words, weight: -1.0}]'
+
+Each is a plug-in of the shape `rlhf/plugins.py` describes, `fn(prompt, response) -> float`, and knows no
+task: they encode what holds for any assistant reply, not what a particular judge rewards.
+"""
+
+from __future__ import annotations
+
+import re
+
+WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")  # letters (any script), with one inner apostrophe: "don't"
+
+
+def repeated_words(prompt: str, response: str) -> float:
+    """The fraction of the response's words that repeat an earlier word of it (case-folded): 1 - distinct-1
+    (Li et al., 2016). 0 for a reply with no word repeated or no words; a duplicated list item or a phrase
+    said twice raises it. Use with a negative weight."""
+    words = [word.casefold() for word in WORD.findall(response)]
+    if not words:
+        return 0.0
+    return 1.0 - len(set(words)) / len(words)

@@ -1,0 +1,26 @@
+"""The shipped task-agnostic reward terms (rlhf/rewards.py), checked by hand and through the plug-in loader."""
+
+import pytest
+
+from rlhf.plugins import load_reward_function
+from rlhf.rewards import repeated_words
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        (" Three sports: rugby, hockey and tennis.", 0.0),
+        (" Three sports: rugby, Rugby and tennis.", 1 / 6),  # case-folded: the second rugby repeats
+        (" Hello! I like tea. I like tea.", 3 / 7),  # i, like, tea said twice: 3 of 7 words repeat
+        (" Don't, don't stop.", 1 / 3),  # an apostrophe keeps the word whole
+        ("", 0.0),
+        (" 1, 2, 3.", 0.0),  # no words at all
+    ],
+)
+def test_repeated_words_is_the_fraction_of_words_seen_before(response, expected):
+    assert repeated_words("User: any prompt\nAssistant:", response) == pytest.approx(expected)
+
+
+def test_repeated_words_loads_as_a_reward_function_spec():
+    function = load_reward_function("rlhf.rewards:repeated_words")
+    assert function.scores(["p", "p"], [" a b a b", " a b c"]) == pytest.approx([0.5, 0.0])
