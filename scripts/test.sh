@@ -13,4 +13,4 @@ fi
 export WANDB_MODE=${WANDB_MODE:-offline} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 # Lint and format first: a style slip fails in seconds, not after the suite.
 ruff check . && ruff format --check .
-python -m pytest -q "$@"
+python -m pytest -q --durations=20 "$@"  # the slowest tests listed: CI must stay under 30 minutes
