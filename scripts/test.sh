@@ -13,4 +13,7 @@ fi
 export WANDB_MODE=${WANDB_MODE:-offline} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 # Lint and format first: a style slip fails in seconds, not after the suite.
 ruff check . && ruff format --check .
-python -m pytest -q --durations=20 "$@"  # the slowest tests listed: CI must stay under 30 minutes
+# Two pytest workers, one thread each, a test file per worker (most tests wait on subprocesses: one worker
+# used ~1.1 cores); on the 2-core EPYC VM the suite took 24.0 min in one process and 17.7 min this way.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+python -m pytest -q -n "${PYTEST_WORKERS:-2}" --dist loadfile --durations=20 "$@"  # slowest listed: CI < 30 min
