@@ -714,7 +714,7 @@ class Loop:
             if skipped:  # keep the backward (DDP needs it on every process) but drop the contribution
                 loss = loss * 0.0
             if critic_only:  # the policy terms stay in the graph at weight 0: DDP expects every parameter's grad
-                loss = ppo.vf_coef * vf.loss + 0.0 * (loss - ppo.vf_coef * vf.loss)
+                loss = loss * 0.0 + ppo.vf_coef * vf.loss
             accelerator.backward(loss)
             if critic_only:  # no gradient, so AdamW skips the policy: no step, no weight decay, no moment update
                 for parameter in self.optimizer.param_groups[0]["params"]:
