@@ -283,6 +283,32 @@ def compute_gae(
     return advantages, returns
 
 
+ADVANTAGE_ESTIMATORS = ("gae", "rloo", "grpo")
+
+
+def group_advantages(sequence_rewards: Tensor, group_size: int, estimator: str, eps: float = 1e-6) -> Tensor:
+    """Critic-free advantages from several responses to one prompt: [B] -> [B], B = prompts x group_size,
+    each prompt's responses in consecutive rows.
+
+    rloo (Ahmadian et al. 2024, REINFORCE leave-one-out): A_i = R_i - mean of the *other* responses' R in
+    the group, an unbiased baseline. grpo (Shao et al. 2024): A_i = (R_i - group mean) / (group std + eps),
+    the std unbiased, as DeepSeekMath and TRL's GRPOTrainer take it. A group whose rewards are all equal
+    gets advantage 0 under both: there is nothing to learn from it.
+    """
+    if group_size < 2:
+        raise ValueError(f"{estimator} needs at least two responses per prompt, got {group_size}")
+    if sequence_rewards.shape[0] % group_size:
+        raise ValueError(f"{sequence_rewards.shape[0]} rewards do not split into groups of {group_size}")
+    grouped = sequence_rewards.reshape(-1, group_size)
+    if estimator == "rloo":
+        others_mean = (grouped.sum(1, keepdim=True) - grouped) / (group_size - 1)
+        return (grouped - others_mean).reshape(-1)
+    if estimator == "grpo":
+        centred = grouped - grouped.mean(1, keepdim=True)
+        return (centred / (grouped.std(1, keepdim=True) + eps)).reshape(-1)
+    raise ValueError(f"unknown group estimator {estimator!r}; expected rloo or grpo")
+
+
 # --------------------------------------------------------------------------------------------------
 # Losses
 # --------------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ class PPOSection:
         "kl_loss_estimator": ("k1", "k2", "k3"),
         "value_init": ("reward_model", "policy"),
         "rollout_logprobs": ("auto", "generation", "forward"),
+        "advantage_estimator": ("gae", "rloo", "grpo"),
     }
     # models
     reward_model_path: Optional[str] = None  # trained reward model directory (required)
@@ -39,6 +40,7 @@ class PPOSection:
     # rollout
     num_updates: int = 100  # PPO updates (one rollout + optimisation each)
     rollout_batch_size: int = 16  # prompts per rollout per process
+    samples_per_prompt: int = 1  # responses sampled per prompt (a rollout holds rollout_batch_size x this many)
     rollout_forward_batch_size: int = 16  # chunk size of the no-grad forward passes in a rollout
     generation_batch_size: Optional[int] = None  # rows generated at once (bounds the KV cache; None: the whole rollout)
     rollout_logprobs: str = "auto"  # auto: from generation in fp32, else a scoring forward | generation | forward
@@ -64,6 +66,8 @@ class PPOSection:
     )  # rule-based terms added to the normalised RM score: [{spec, weight, name}], each logged as reward_fn/<name>
     whiten_rewards: bool = False  # whiten the shaped per-token rewards
     # advantages and losses
+    advantage_estimator: str = "gae"  # gae (critic) | rloo | grpo: per-prompt baselines, no value model
+    # (both need samples_per_prompt >= 2; the KL penalty is then summed into each response's reward)
     gamma: float = 1.0  # discount
     lam: float = 0.95  # GAE lambda
     whiten_advantages: bool = True  # whiten advantages over each rollout

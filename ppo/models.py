@@ -36,7 +36,13 @@ REWARD_STATS_FILE = "reward_stats.json"
 class PolicyAndValue(nn.Module):
     """policy logits over the response, per-token values and (PPO-ptx) an LM loss, in one forward."""
 
-    def __init__(self, policy: nn.Module, value_model: nn.Module, value_shift: float = 0.0, value_scale: float = 1.0):
+    def __init__(
+        self,
+        policy: nn.Module,
+        value_model: Optional[nn.Module],
+        value_shift: float = 0.0,
+        value_scale: float = 1.0,
+    ):
         super().__init__()
         self.policy = policy
         self.value_model = value_model
@@ -51,10 +57,14 @@ class PolicyAndValue(nn.Module):
         ptx_input_ids: Optional[Tensor] = None,
         ptx_attention_mask: Optional[Tensor] = None,
         ptx_labels: Optional[Tensor] = None,
-    ) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    ) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
         logits = response_logits(self.policy, input_ids, attention_mask, response_length, self._keep_slice)
-        values = response_values(
-            self.value_model, input_ids, attention_mask, response_length, self.value_shift, self.value_scale
+        values = (
+            response_values(
+                self.value_model, input_ids, attention_mask, response_length, self.value_shift, self.value_scale
+            )
+            if self.value_model is not None
+            else None  # a critic-free estimator (ppo.advantage_estimator rloo/grpo)
         )
         ptx_loss = None
         if ptx_input_ids is not None:
@@ -73,7 +83,7 @@ class PolicyAndValue(nn.Module):
 class PPOModels:
     tokenizer: Any
     policy: nn.Module
-    value_model: nn.Module
+    value_model: Optional[nn.Module]  # None under a critic-free estimator (ppo.advantage_estimator rloo/grpo)
     reward_model: nn.Module
     reference: Optional[nn.Module]  # None: the policy with its (new) LoRA adapter disabled
     reward_mean: Optional[float]
@@ -154,19 +164,28 @@ def critic_normalisation(
     return shift, scale
 
 
+def uses_critic(cfg: PPOStageConfig) -> bool:
+    """Whether PPO trains a value model: only GAE needs one (rloo/grpo baseline on the other responses)."""
+    return cfg.ppo.advantage_estimator == "gae"
+
+
 def model_paths(cfg: PPOStageConfig) -> dict[str, str]:
-    """role -> directory of every model PPO loads (the tokenizer's first): policy, reference, reward, value."""
+    """role -> directory of every model PPO loads (the tokenizer's first): policy, reference, reward, and
+    value when there is a critic."""
     policy_path = cfg.model.name_or_path
     if cfg.ppo.value_init == "reward_model":
         value_path = cfg.ppo.value_model_path or cfg.ppo.reward_model_path
     else:  # the policy's backbone with a fresh scalar head
         value_path = cfg.ppo.value_model_path or policy_path
-    return {
+    paths = {
         "policy": cfg.model.tokenizer or policy_path,
         "reference": cfg.ppo.ref_model_path or policy_path,
         "reward": cfg.ppo.reward_model_path,
         "value": value_path,
     }
+    if not uses_critic(cfg):
+        del paths["value"]
+    return paths
 
 
 def build_models(cfg: PPOStageConfig) -> PPOModels:
@@ -193,13 +212,16 @@ def build_models(cfg: PPOStageConfig) -> PPOModels:
     reward_path = cfg.ppo.reward_model_path
     reward_model = _freeze(load_scalar_model(reward_path, tokenizer, dtype=cfg.model.dtype))
     reward_mean, reward_std = read_reward_stats(reward_path)
-    value_model = load_scalar_model(paths["value"], tokenizer, dtype=cfg.model.dtype)
-    if value_uses_lora(cfg):
-        value_model = apply_lora(value_model, cfg.model.lora, task_type="SEQ_CLS")  # peft trains the head in full
+    value_model: Optional[nn.Module] = None
+    if uses_critic(cfg):
+        value_model = load_scalar_model(paths["value"], tokenizer, dtype=cfg.model.dtype)
+        if value_uses_lora(cfg):
+            value_model = apply_lora(value_model, cfg.model.lora, task_type="SEQ_CLS")  # peft trains the head in full
 
     if cfg.train.gradient_checkpointing:
         for model in (policy, value_model):
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if model is not None:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     value_shift, value_scale = critic_normalisation(cfg, reward_mean, reward_std)
     return PPOModels(
         tokenizer, policy, value_model, reward_model, reference, reward_mean, reward_std, value_shift, value_scale
@@ -244,14 +266,16 @@ def fused_adamw_supported(groups: list[dict]) -> Optional[bool]:
     return True if params and ok else None
 
 
-def build_optimizer(cfg: PPOStageConfig, policy: nn.Module, value_model: nn.Module) -> torch.optim.Optimizer:
-    """One optimiser, two parameter groups: the policy at train.learning_rate, the value model at its own LR."""
+def build_optimizer(cfg: PPOStageConfig, policy: nn.Module, value_model: Optional[nn.Module]) -> torch.optim.Optimizer:
+    """One optimiser, two parameter groups: the policy at train.learning_rate, the value model at its own LR
+    (one group when there is no critic)."""
     train = cfg.train
     value_lr = cfg.ppo.value_learning_rate if cfg.ppo.value_learning_rate is not None else train.learning_rate
     groups = [
         {"params": [p for p in policy.parameters() if p.requires_grad], "lr": train.learning_rate},
-        {"params": [p for p in value_model.parameters() if p.requires_grad], "lr": value_lr},
     ]
+    if value_model is not None:
+        groups.append({"params": [p for p in value_model.parameters() if p.requires_grad], "lr": value_lr})
     if train.optimizer in ("adamw_torch", "adamw_torch_fused"):
         return torch.optim.AdamW(
             groups,

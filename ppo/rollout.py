@@ -42,7 +42,7 @@ class Rollout:
     response_mask: Tensor  # [B, R] bool: tokens up to and including the first EOS
     logprobs: Tensor  # [B, R] policy logprobs at sampling time (0 off the mask)
     ref_logprobs: Tensor  # [B, R] reference logprobs (0 off the mask)
-    values: Tensor  # [B, R] value estimates before each response token (0 off the mask)
+    values: Tensor  # [B, R] value estimates before each response token (0 off the mask; 0 without a critic)
     raw_scores: Tensor  # [B] reward model score at the last real token
     has_eos: Tensor  # [B] bool
 
@@ -256,7 +256,7 @@ def score_responses(
     prompt_mask: Tensor,
     raw_response_ids: Tensor,
     policy: nn.Module,
-    value_model: nn.Module,
+    value_model: Optional[nn.Module],
     reward_model: nn.Module,
     eos_token_id: int | Sequence[int],
     pad_token_id: int,
@@ -271,7 +271,8 @@ def score_responses(
     """Truncate after the first stop id (`eos_token_id`: one id or all of them) and run the no-grad passes.
     The reference is `reference`, or the policy inside `reference_context()` (a LoRA policy with its adapter
     disabled). `policy_logprobs` [B, R'] (the policy's log-probs recorded while generating
-    `raw_response_ids`, see `generate_responses`) replace the policy's scoring pass."""
+    `raw_response_ids`, see `generate_responses`) replace the policy's scoring pass. Without a value model
+    (a critic-free estimator) the values are zeros."""
     response_ids, response_mask = truncate_after_eos(raw_response_ids, eos_token_id, pad_token_id)
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)
     attention_mask = torch.cat([prompt_mask, response_mask.to(prompt_mask.dtype)], dim=1)
@@ -309,6 +310,8 @@ def score_responses(
             attention_mask,
         )
         * mask
+        if value_model is not None
+        else torch.zeros_like(mask)
     )
     raw_scores = chunked(
         own_width(lambda i, a, m: sequence_scores(reward_model, i, a, m)),

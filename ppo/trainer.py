@@ -3,9 +3,11 @@
     rlhf ppo --config configs/tiny/ppo.yaml
     accelerate launch --config_file configs/accelerate/ddp.yaml -m rlhf ppo --config configs/tiny/ppo.yaml
 
-Each update: sample a response per prompt, score it (policy/reference logprobs, values, reward model),
-fold a per-token KL penalty into the reward with the score on the last real token, compute GAE
-advantages (whitened with statistics pooled over all processes), then run `ppo_epochs` passes of
+Each update: sample `ppo.samples_per_prompt` responses per prompt, score them (policy/reference logprobs,
+values, reward model), fold a per-token KL penalty into the reward with the score on the last real token,
+compute GAE advantages (or, with `ppo.advantage_estimator` rloo/grpo, each response's return against its
+prompt's other samples, with no value model at all; whitened with statistics pooled over all processes),
+then run `ppo_epochs` passes of
 `num_mini_batches` optimiser steps, each split into `train.gradient_accumulation_steps` micro-batches.
 Policy and value losses are token means over the whole mini-batch (not means of per-micro-batch means),
 so the gradient does not depend on how a mini-batch is split over micro-batches and processes. Gradient
@@ -48,6 +50,7 @@ from ppo.algorithm import (
     compute_gae,
     entropy_from_logits,
     explained_variance,
+    group_advantages,
     kl_loss,
     kl_penalty,
     logprobs_from_logits,
@@ -216,16 +219,32 @@ def check_config(cfg: PPOStageConfig) -> None:
     """Stage-specific rules, each naming its config key."""
     require(cfg, "model.name_or_path", "ppo.reward_model_path", "data.train_file")
     ppo = cfg.ppo
-    per_mini_batch, remainder = divmod(ppo.rollout_batch_size, ppo.num_mini_batches)
+    if ppo.samples_per_prompt < 1:
+        raise ConfigError(
+            f"bad value for 'ppo.samples_per_prompt': {ppo.samples_per_prompt!r}; expected a positive number"
+        )
+    if ppo.advantage_estimator != "gae" and ppo.samples_per_prompt < 2:
+        raise ConfigError(
+            f"ppo.advantage_estimator={ppo.advantage_estimator} compares the responses to one prompt: set "
+            f"ppo.samples_per_prompt >= 2 (it is {ppo.samples_per_prompt})"
+        )
+    if ppo.advantage_estimator != "gae" and ppo.critic_warmup_updates:
+        raise ConfigError(
+            f"ppo.critic_warmup_updates needs a critic; ppo.advantage_estimator={ppo.advantage_estimator} has none"
+        )
+    responses = ppo.rollout_batch_size * ppo.samples_per_prompt
+    per_mini_batch, remainder = divmod(responses, ppo.num_mini_batches)
     if ppo.num_mini_batches < 1 or remainder:
         raise ConfigError(
-            f"ppo.rollout_batch_size ({ppo.rollout_batch_size}) must be a multiple of ppo.num_mini_batches "
+            f"the {responses} responses of a rollout (ppo.rollout_batch_size {ppo.rollout_batch_size} x "
+            f"ppo.samples_per_prompt {ppo.samples_per_prompt}) must be a multiple of ppo.num_mini_batches "
             f"({ppo.num_mini_batches})"
         )
     accumulation = cfg.train.gradient_accumulation_steps
     if accumulation < 1 or per_mini_batch % accumulation:
         raise ConfigError(
-            f"a mini-batch of {per_mini_batch} rollouts (ppo.rollout_batch_size / ppo.num_mini_batches) must be a "
+            f"a mini-batch of {per_mini_batch} responses (ppo.rollout_batch_size x ppo.samples_per_prompt / "
+            "ppo.num_mini_batches) must be a "
             "multiple of "
             f"train.gradient_accumulation_steps ({accumulation})"
         )
@@ -344,7 +363,7 @@ def _configure_deepspeed(accelerator, cfg: PPOStageConfig) -> None:
     plugin.deepspeed_config["gradient_clipping"] = float(cfg.train.max_grad_norm)
     plugin.deepspeed_config["gradient_accumulation_steps"] = accumulation
     plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
-        cfg.ppo.rollout_batch_size // cfg.ppo.num_mini_batches // accumulation
+        cfg.ppo.rollout_batch_size * cfg.ppo.samples_per_prompt // cfg.ppo.num_mini_batches // accumulation
     )
 
 
@@ -389,7 +408,8 @@ def _progress_line(update: int, total: int, metrics: dict) -> str:
     return (
         f"ppo update {update}/{total}: score {metrics['objective/scores']:.3f} kl {metrics['objective/kl']:.3f} "
         f"kl_coef {metrics['objective/kl_coef']:.4f} policy_loss {metrics['loss/policy_avg']:.4f} "
-        f"value_loss {metrics['loss/value_avg']:.4f} ({metrics['time/update']:.2f}s)"
+        + (f"value_loss {metrics['loss/value_avg']:.4f} " if "loss/value_avg" in metrics else "")
+        + f"({metrics['time/update']:.2f}s)"
     )
 
 
@@ -482,8 +502,11 @@ class Loop:
         world, rank = accelerator.num_processes, accelerator.process_index
         start = time.perf_counter()
         global_indices = progress.stream.take(ppo.rollout_batch_size * world)  # every process advances the same stream
-        local_indices = global_indices[rank * ppo.rollout_batch_size : (rank + 1) * ppo.rollout_batch_size]
+        local_prompts = global_indices[rank * ppo.rollout_batch_size : (rank + 1) * ppo.rollout_batch_size]
+        # each prompt's samples in consecutive rows: the groups rloo/grpo compare
+        local_indices = [index for index in local_prompts for _ in range(ppo.samples_per_prompt)]
         self.last_prompt_indices = local_indices
+        responses_per_rollout = len(local_indices) * world
 
         prompt_ids, prompt_mask = left_pad([prompts.ids[i] for i in local_indices], self.pad_id, self.device)
         rollout, generation_seconds, scoring_seconds = self.collect_rollout(prompt_ids, prompt_mask)
@@ -507,14 +530,15 @@ class Loop:
         metrics["objective/kl_coef"] = self.kl_controller.value  # the coefficient this rollout was shaped with
         metrics["policy/critic_warmup"] = float(critic_only)
         if not critic_only:  # a policy that did not move says nothing about the KL the controller steers
-            self.kl_controller.update(metrics["objective/kl"], ppo.rollout_batch_size * world)
+            self.kl_controller.update(metrics["objective/kl"], responses_per_rollout)
         update_seconds = time.perf_counter() - start
-        rollout_tokens = metrics.pop("perf/rollout_tokens_per_sequence") * ppo.rollout_batch_size * world
+        rollout_tokens = metrics.pop("perf/rollout_tokens_per_sequence") * responses_per_rollout
+        if len(learning_rates) > 1:
+            metrics["lr/value"] = learning_rates[1]
         metrics.update(
             {
                 "lr/policy": learning_rates[0],
-                "lr/value": learning_rates[1],
-                "episodes": float((progress.update + 1) * ppo.rollout_batch_size * world),
+                "episodes": float((progress.update + 1) * responses_per_rollout),
                 "epoch": progress.stream.epoch,
                 "time/generation": generation_seconds,
                 "time/scoring": scoring_seconds,
@@ -614,11 +638,19 @@ class Loop:
         normalised, scores = self.final_scores(rollout.raw_scores, rollout.has_eos, reward_terms)
         kl = kl_penalty(rollout.logprobs, rollout.ref_logprobs, ppo.kl_estimator) * mask
         rewards, non_score = shape_rewards(scores, kl, self.kl_controller.value, mask)
-        if ppo.whiten_rewards:
-            rewards = masked_whiten(rewards, mask, shift_mean=False, all_reduce_sum=self._all_reduce_sum)
-        advantages, returns = compute_gae(rewards, rollout.values, mask, ppo.gamma, ppo.lam)
+        critic = ppo.advantage_estimator == "gae"
+        if critic:
+            if ppo.whiten_rewards:
+                rewards = masked_whiten(rewards, mask, shift_mean=False, all_reduce_sum=self._all_reduce_sum)
+            advantages, returns = compute_gae(rewards, rollout.values, mask, ppo.gamma, ppo.lam)
+        else:  # each response's return (score + its summed KL penalty) against the other samples of its prompt
+            per_response = group_advantages(rewards.sum(1), ppo.samples_per_prompt, ppo.advantage_estimator)
+            advantages = per_response.unsqueeze(1) * mask.to(rewards.dtype)
+            returns = advantages  # no value model learns from it
         if ppo.whiten_advantages:
-            advantages = masked_whiten(advantages, mask, all_reduce_sum=self._all_reduce_sum)
+            # Group advantages are already centred per prompt; only their scale is set (shifting them by the
+            # token-weighted mean would favour long or short responses).
+            advantages = masked_whiten(advantages, mask, shift_mean=critic, all_reduce_sum=self._all_reduce_sum)
 
         rows = float(mask.shape[0])
         k1_per_sequence = masked_sum(rollout.logprobs - rollout.ref_logprobs, mask, dim=1)
@@ -635,11 +667,12 @@ class Loop:
         stats.add("objective/scores", scores.sum(), rows)
         stats.add("val/eos_rate", rollout.has_eos.sum(), rows)
         stats.add("val/response_length", response_lengths.sum(), rows)
-        stats.add("val/values", masked_sum(rollout.values, mask), mask.sum())
         stats.add("val/advantages", masked_sum(advantages, mask), mask.sum())
-        stats.add("val/returns", masked_sum(returns, mask), mask.sum())
-        # the same pooled value on every process, so its mean over processes is itself
-        stats.add("val/explained_variance", explained_variance(rollout.values, returns, mask, self._all_reduce_sum))
+        if critic:
+            stats.add("val/values", masked_sum(rollout.values, mask), mask.sum())
+            stats.add("val/returns", masked_sum(returns, mask), mask.sum())
+            # the same pooled value on every process, so its mean over processes is itself
+            stats.add("val/explained_variance", explained_variance(rollout.values, returns, mask, self._all_reduce_sum))
         stats.add("perf/rollout_tokens_per_sequence", rollout.prompt_mask.sum() + mask.sum(), rows)
         return scores, advantages, returns
 
@@ -699,10 +732,14 @@ class Loop:
             # Temperature, float cast and softmax happen block by block inside: no full-vocabulary copies.
             logprobs = logprobs_from_logits(logits, batch.response_ids, ppo.temperature)
             pg = policy_loss(logprobs, batch.logprobs, advantages, mask, ppo.cliprange, normalizer)
-            vf = value_loss(values, batch.values, returns, mask, ppo.cliprange_value, normalizer)
+            vf = (
+                value_loss(values, batch.values, returns, mask, ppo.cliprange_value, normalizer)
+                if values is not None
+                else None  # no critic (ppo.advantage_estimator rloo/grpo)
+            )
             with contextlib.nullcontext() if ppo.entropy_coef else torch.no_grad():  # logged: no graph unless used
                 entropy = entropy_from_logits(logits, ppo.temperature)
-            loss = pg.loss + ppo.vf_coef * vf.loss
+            loss = pg.loss + ppo.vf_coef * vf.loss if vf is not None else pg.loss
             if ppo.kl_loss_coef:
                 kl_term = kl_loss(logprobs, batch.ref_logprobs, mask, ppo.kl_loss_estimator, normalizer)
                 loss = loss + ppo.kl_loss_coef * kl_term
@@ -733,7 +770,8 @@ class Loop:
             # Per micro-batch the contributions are sum/normalizer: their plain average over all
             # micro-batches and processes is the average of the mini-batch token means.
             stats.add("loss/policy_avg", pg.loss)
-            stats.add("loss/value_avg", vf.loss)
+            if vf is not None:
+                stats.add("loss/value_avg", vf.loss)
             if ptx_loss is not None:
                 stats.add("loss/ptx_avg", ptx_loss)
             if ppo.kl_loss_coef:
@@ -742,7 +780,8 @@ class Loop:
             stats.add("policy/clipfrac_avg", masked_sum(pg.clipped.float(), mask), tokens)
             stats.add("policy/approxkl_avg", masked_sum(0.5 * pg.log_ratio.square(), mask), tokens)
             stats.add("policy/entropy_avg", masked_sum(entropy, mask), tokens)
-            stats.add("val/clipfrac_avg", masked_sum(vf.clipped.float(), mask), tokens)
+            if vf is not None:
+                stats.add("val/clipfrac_avg", masked_sum(vf.clipped.float(), mask), tokens)
             stats.add("val/ratio", masked_sum(pg.ratio, mask), tokens)
             stats.add("val/ratio_sq", masked_sum(pg.ratio.square(), mask), tokens)
             stats.add("policy/skipped_fraction", float(skipped))  # micro-batches dropped by ppo.ratio_threshold
@@ -830,7 +869,8 @@ class Loop:
 
 
 def _save_final_models(cfg: PPOStageConfig, accelerator, model, tokenizer, run_dir: Path) -> dict[str, str]:
-    """run_dir/policy (HF directory + tokenizer, LoRA merged when model.lora.merge_on_save) and run_dir/value."""
+    """run_dir/policy (HF directory + tokenizer, LoRA merged when model.lora.merge_on_save) and run_dir/value
+    (when there is a critic)."""
     from rlhf.modeling import save_model
 
     accelerator.wait_for_everyone()
@@ -840,18 +880,21 @@ def _save_final_models(cfg: PPOStageConfig, accelerator, model, tokenizer, run_d
         accelerator.state, "fsdp_plugin", None
     ) is not None
     unwrapped = accelerator.unwrap_model(model)
+    saved = [("policy", unwrapped.policy, policy_dir)]
+    if unwrapped.value_model is not None:
+        saved.append(("value_model", unwrapped.value_model, value_dir))
     if sharded:  # gather full weights on every process, write from the main one
         state = accelerator.get_state_dict(model)
         if accelerator.is_main_process:
-            for name, module, out in (
-                ("policy.", unwrapped.policy, policy_dir),
-                ("value_model.", unwrapped.value_model, value_dir),
-            ):
-                sub_state = {k[len(name) :]: v for k, v in state.items() if k.startswith(name)}
+            for name, module, out in saved:
+                sub_state = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
                 module.save_pretrained(out, state_dict=sub_state, safe_serialization=True)
                 tokenizer.save_pretrained(out)
     elif accelerator.is_main_process:
-        save_model(unwrapped.policy, tokenizer, policy_dir, merge=cfg.model.lora.merge_on_save)
-        save_model(unwrapped.value_model, tokenizer, value_dir, merge=cfg.model.lora.merge_on_save)
+        for _, module, out in saved:
+            save_model(module, tokenizer, out, merge=cfg.model.lora.merge_on_save)
     accelerator.wait_for_everyone()
-    return {"policy_dir": str(policy_dir), "value_dir": str(value_dir)}
+    paths = {"policy_dir": str(policy_dir)}
+    if unwrapped.value_model is not None:
+        paths["value_dir"] = str(value_dir)
+    return paths

@@ -308,7 +308,7 @@ def _place(budget: Budget, models: list[TrainedModel], parallel: Parallelism, pr
 class PPOSettings:
     """The PPO settings memory depends on (from ppo.*, data.*, train.*, model.lora.*)."""
 
-    rollout_batch_size: int = 16
+    rollout_batch_size: int = 16  # responses per rollout (ppo.rollout_batch_size x ppo.samples_per_prompt)
     generation_batch_size: Optional[int] = None
     forward_batch_size: int = 16
     micro_batch_size: int = 8  # rollout_batch_size / num_mini_batches / gradient_accumulation_steps
@@ -322,6 +322,7 @@ class PPOSettings:
     gradient_checkpointing: bool = False
     gather_for_generation: bool = True  # ppo.zero3_gather_for_generation
     ptx: bool = False
+    critic: bool = True  # ppo.advantage_estimator gae trains a value model; rloo/grpo have none
 
 
 def estimate_ppo(
@@ -345,9 +346,10 @@ def estimate_ppo(
     )
     models = [
         TrainedModel("policy", policy_total + (policy_trainable if settings.lora else 0), policy_trainable),
-        TrainedModel("value", value_total + (value_trainable if value_lora else 0), value_trainable),
         TrainedModel("reward", reward_shape.scalar_model_parameters(), 0),
     ]
+    if settings.critic:
+        models.insert(1, TrainedModel("value", value_total + (value_trainable if value_lora else 0), value_trainable))
     if settings.separate_reference or not settings.lora:  # LoRA: the adapter-disabled policy is the reference
         models.append(TrainedModel("reference", policy_total, 0))
     budget = Budget("ppo")
@@ -374,9 +376,12 @@ def estimate_ppo(
     training = {
         "gradients": gradients,
         "policy activations": activation_bytes(shape, micro_tokens, act, settings.gradient_checkpointing),
-        "value activations": activation_bytes(reward_shape, micro_tokens, act, settings.gradient_checkpointing),
         "policy logits": logits_bytes(shape, settings.micro_batch_size * (settings.new_tokens + 1), act, True),
     }
+    if settings.critic:
+        training["value activations"] = activation_bytes(
+            reward_shape, micro_tokens, act, settings.gradient_checkpointing
+        )
     if settings.ptx:
         training["ptx activations + logits"] = activation_bytes(
             shape, micro_tokens, act, settings.gradient_checkpointing
@@ -472,7 +477,7 @@ def estimate_from_config(
     if reward_shape is None and _get(cfg, "ppo.reward_model_path"):
         reward_dir = Path(_get(cfg, "ppo.reward_model_path"))
         reward_shape = ModelShape.from_pretrained(reward_dir) if (reward_dir / "config.json").is_file() else None
-    rollout = int(_get(cfg, "ppo.rollout_batch_size", 16))
+    rollout = int(_get(cfg, "ppo.rollout_batch_size", 16)) * int(_get(cfg, "ppo.samples_per_prompt", 1) or 1)
     micro = max(
         rollout // int(_get(cfg, "ppo.num_mini_batches", 1)) // int(_get(cfg, "train.gradient_accumulation_steps", 1)),
         1,
@@ -492,6 +497,7 @@ def estimate_from_config(
         gradient_checkpointing=checkpointing,
         gather_for_generation=bool(_get(cfg, "ppo.zero3_gather_for_generation", True)),
         ptx=float(_get(cfg, "ppo.ptx_coef", 0.0) or 0.0) > 0,
+        critic=str(_get(cfg, "ppo.advantage_estimator", "gae") or "gae") == "gae",
     )
     return estimate_ppo(shape, settings, parallel, precision, reward_shape)
 

@@ -88,6 +88,29 @@ def test_lora_drops_the_optimiser_states_and_the_reference():
     assert full_critic.peak - lora.peak > 50 * GIB  # the full fp32 critic's AdamW states and gradients
 
 
+def test_a_critic_free_estimator_drops_the_value_model():
+    settings = PPOSettings(prompt_length=512, new_tokens=512)
+    critic = estimate_ppo(LLAMA2_7B, settings)
+    no_critic = estimate_ppo(LLAMA2_7B, PPOSettings(prompt_length=512, new_tokens=512, critic=False))
+    assert "value weights" in critic.resident and not any(key.startswith("value") for key in no_critic.resident)
+    assert "value activations" not in no_critic.phases["training"]
+    value = LLAMA2_7B.scalar_model_parameters()
+    # fp32 weights (4) + gradients (4) + AdamW moments (8) of the critic: 16 bytes a parameter
+    assert critic.peak - no_critic.peak >= value * 16
+
+
+def test_the_config_reader_counts_responses_and_the_critic(tmp_path):
+    from rlhf.memory import estimate_from_config
+
+    base = {"model": {"name_or_path": "x"}, "data": {"max_prompt_length": 64}}
+    one = estimate_from_config(base, "ppo", shape=LLAMA2_7B)
+    grouped = estimate_from_config(
+        {**base, "ppo": {"samples_per_prompt": 4, "advantage_estimator": "rloo"}}, "ppo", shape=LLAMA2_7B
+    )
+    assert grouped.phases["scoring"]["rollout tensors"] == 4 * one.phases["scoring"]["rollout tensors"]
+    assert "value weights" in one.resident and "value weights" not in grouped.resident
+
+
 def test_the_7b_verdicts_on_8_x_80_gb():
     settings = PPOSettings(
         rollout_batch_size=64,

@@ -483,3 +483,22 @@ def test_overflowing_log_ratio_cannot_nan_a_skipped_micro_batch(advantage):
     (out.loss * 0.0).backward()
     assert torch.isfinite(out.loss) and torch.isfinite(out.ratio_mean)
     assert torch.equal(logprobs.grad, torch.zeros(1, 2))
+
+
+def test_group_advantages_rloo_and_grpo_by_hand():
+    from ppo.algorithm import group_advantages
+
+    rewards = torch.tensor([1.0, 2.0, 3.0, 5.0, 5.0, 5.0])  # two prompts, three responses each
+    # rloo: each response against the mean of the other two; a group of equal rewards teaches nothing
+    rloo = group_advantages(rewards, 3, "rloo")
+    assert torch.allclose(rloo, torch.tensor([1 - 2.5, 2 - 2.0, 3 - 1.5, 0.0, 0.0, 0.0]))
+    # grpo: (R - mean) / (unbiased std + eps): group 1 has mean 2, std 1
+    grpo = group_advantages(rewards, 3, "grpo", eps=1e-6)
+    assert torch.allclose(grpo, torch.tensor([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0]) / (1.0 + 1e-6))
+    # rloo is the centred reward scaled by n / (n - 1)
+    centred = rewards.reshape(2, 3) - rewards.reshape(2, 3).mean(1, keepdim=True)
+    assert torch.allclose(rloo, (centred * 3 / 2).reshape(-1))
+    with pytest.raises(ValueError, match="at least two responses per prompt"):
+        group_advantages(rewards, 1, "rloo")
+    with pytest.raises(ValueError, match="do not split into groups of 4"):
+        group_advantages(rewards, 4, "grpo")

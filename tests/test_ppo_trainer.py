@@ -180,6 +180,68 @@ def test_tiny_ppo_raises_reward_with_bounded_kl(ppo_models, tmp_path):
     assert max(m["objective/kl"] for m in history) < 20.0  # nats per 8-token response, with kl_coef 0.05
 
 
+@pytest.mark.parametrize("estimator", ["rloo", "grpo"])
+def test_critic_free_estimators_raise_reward_without_a_value_model(ppo_models, tmp_path, estimator):
+    """rloo/grpo: 4 prompts x 4 samples a rollout, each response against its prompt's other samples."""
+    cfg = ppo_config(
+        ppo_models,
+        tmp_path / "run",
+        "ppo.num_updates=30",
+        "ppo.rollout_batch_size=4",
+        f"ppo.advantage_estimator={estimator}",
+        "ppo.samples_per_prompt=4",
+        "ppo.max_new_tokens=8",
+        "train.learning_rate=1e-2",
+        "ppo.missing_eos_penalty=null",
+        "ppo.ppo_epochs=2",
+        "train.lr_scheduler=constant",
+        "ppo.temperature=1.0",
+    )
+    result = train(cfg)
+    history = result["history"]
+    first = sum(m["objective/raw_scores"] for m in history[:5]) / 5
+    last = sum(m["objective/raw_scores"] for m in history[-5:]) / 5
+    assert last > first + 0.4, (first, last)
+    assert history[1]["episodes"] == 2 * 16  # responses, not prompts
+    assert "loss/value_avg" not in history[0] and "val/explained_variance" not in history[0]
+    assert "value_dir" not in result and not (tmp_path / "run" / "value").exists()  # no critic was built
+    before_policy, after_policy = load_weights(ppo_models["policy"]), load_weights(result["policy_dir"])
+    assert [name for name, tensor in before_policy.items() if torch.equal(tensor, after_policy[name])] == []
+
+
+def test_samples_per_prompt_repeats_each_prompt_in_consecutive_rows(ppo_models, tmp_path):
+    cfg = ppo_config(
+        ppo_models,
+        tmp_path / "run",
+        "ppo.num_updates=1",
+        "ppo.rollout_batch_size=2",
+        "ppo.samples_per_prompt=3",
+        "ppo.num_mini_batches=3",
+        "ppo.sample_every=1",
+    )
+    train(cfg)
+    rows = (tmp_path / "run" / "samples.jsonl").read_text().splitlines()
+    prompts = [json.loads(row)["prompt"] for row in rows]
+    assert len(prompts) == 6 and prompts[0] == prompts[1] == prompts[2] != prompts[3] == prompts[4] == prompts[5]
+
+
+def test_critic_free_estimator_config_errors_name_the_key(ppo_models, tmp_path):
+    with pytest.raises(ConfigError, match="ppo.samples_per_prompt >= 2"):
+        train(ppo_config(ppo_models, tmp_path / "a", "ppo.advantage_estimator=rloo"))
+    with pytest.raises(ConfigError, match="ppo.critic_warmup_updates needs a critic"):
+        train(
+            ppo_config(
+                ppo_models,
+                tmp_path / "b",
+                "ppo.advantage_estimator=grpo",
+                "ppo.samples_per_prompt=2",
+                "ppo.critic_warmup_updates=1",
+            )
+        )
+    with pytest.raises(ConfigError, match=r"the 24 responses of a rollout .* multiple of ppo.num_mini_batches \(5\)"):
+        train(ppo_config(ppo_models, tmp_path / "c", "ppo.samples_per_prompt=3", "ppo.num_mini_batches=5"))
+
+
 def test_gradient_clipping_is_applied(ppo_models, tmp_path):
     """With plain SGD (lr 1) and one optimiser step, the parameters move by exactly the clip norm."""
     max_norm = 1e-3
