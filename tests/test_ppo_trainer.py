@@ -268,6 +268,26 @@ def test_gradient_clipping_is_applied(ppo_models, tmp_path):
     assert math.sqrt(squared) == pytest.approx(max_norm, rel=1e-3)
 
 
+@pytest.mark.parametrize("max_norm", [0.5, 1e6])
+def test_clip_gradients_matches_torch_bit_for_bit(max_norm):
+    """The CPU clip that skips its scaling pass under the threshold leaves the same gradients as torch's."""
+    from accelerate import Accelerator
+
+    from ppo.trainer import clip_gradients
+
+    torch.manual_seed(0)
+    ours, theirs = torch.nn.Linear(16, 8), torch.nn.Linear(16, 8)
+    theirs.load_state_dict(ours.state_dict())
+    inputs = torch.randn(4, 16)
+    for model in (ours, theirs):
+        model(inputs).square().sum().backward()
+    expected_norm = torch.nn.utils.clip_grad_norm_(theirs.parameters(), max_norm)
+    norm = clip_gradients(Accelerator(cpu=True), ours, max_norm)
+    assert float(norm) == float(expected_norm) and 0.5 < float(norm) < 1e6  # one case clips, one does not
+    for mine, reference in zip(ours.parameters(), theirs.parameters()):
+        assert torch.equal(mine.grad, reference.grad)
+
+
 def test_adaptive_kl_coefficient_falls_while_kl_is_below_target(ppo_models, tmp_path):
     history = train(
         ppo_config(
