@@ -11,6 +11,9 @@ from __future__ import annotations
 import re
 
 WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")  # letters (any script), with one inner apostrophe: "don't"
+# Clause boundaries: sentence and list punctuation, line breaks, and a standalone "and"/"or" (a list's last
+# item: "tea, milk and tea").
+CLAUSE_BREAK = re.compile(r"[.,;:!?\n]+|\s(?:and|or)\s", re.IGNORECASE)
 
 
 def repeated_words(prompt: str, response: str) -> float:
@@ -21,3 +24,16 @@ def repeated_words(prompt: str, response: str) -> float:
     if not words:
         return 0.0
     return 1.0 - len(set(words)) / len(words)
+
+
+def repeated_clauses(prompt: str, response: str) -> float:
+    """The fraction of the response's clauses that repeat an earlier clause of it: a sentence said twice,
+    a list item given twice. Clauses are what lies between sentence or list punctuation, line breaks and a
+    standalone "and"/"or", case-folded with whitespace collapsed. Unlike `repeated_words` it does not tax
+    distinct sentences that share words ("Bees make honey. Bees live in hives." repeats nothing). 0 for a
+    reply with no clause repeated or no clauses. Use with a negative weight."""
+    clauses = [" ".join(part.casefold().split()) for part in CLAUSE_BREAK.split(response)]
+    clauses = [clause for clause in clauses if clause]
+    if not clauses:
+        return 0.0
+    return 1.0 - len(set(clauses)) / len(clauses)
