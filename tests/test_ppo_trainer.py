@@ -226,6 +226,8 @@ def test_samples_per_prompt_repeats_each_prompt_in_consecutive_rows(ppo_models, 
 
 
 def test_critic_free_estimator_config_errors_name_the_key(ppo_models, tmp_path):
+    with pytest.raises(ConfigError, match="'ppo.advantage_estimator': 'ppo'; expected one of gae, rloo, grpo"):
+        ppo_config(ppo_models, tmp_path / "z", "ppo.advantage_estimator=ppo")
     with pytest.raises(ConfigError, match="ppo.samples_per_prompt >= 2"):
         train(ppo_config(ppo_models, tmp_path / "a", "ppo.advantage_estimator=rloo"))
     with pytest.raises(ConfigError, match="ppo.critic_warmup_updates needs a critic"):
