@@ -58,13 +58,11 @@ def _import_file(path: Path, spec: str, field: str) -> Any:
 
 def load_callable(spec: str, field: str = "judge") -> Callable[..., Any]:
     """`package.module:function` or `path/to/file.py:function` -> the callable; ConfigError otherwise."""
-    spec = BUILTIN_JUDGES.get(spec, spec) if field.endswith("judge") else spec
+    takes_builtin_names = field.endswith("judge")  # a judge field; reward functions resolve them themselves
+    spec = BUILTIN_JUDGES.get(spec, spec) if takes_builtin_names else spec
     if not isinstance(spec, str) or ":" not in spec:
-        known = ", ".join(sorted(BUILTIN_JUDGES))
-        raise ConfigError(
-            f"bad {field} {spec!r}: expected a built-in name ({known}), package.module:function or "
-            "path/to/file.py:function"
-        )
+        known = f"a built-in name ({', '.join(sorted(BUILTIN_JUDGES))}), " if takes_builtin_names else ""
+        raise ConfigError(f"bad {field} {spec!r}: expected {known}package.module:function or path/to/file.py:function")
     target, _, attribute = spec.rpartition(":")
     if not target or not attribute:
         raise ConfigError(f"bad {field} '{spec}': expected package.module:function or path/to/file.py:function")

@@ -153,6 +153,14 @@ def test_bad_specs_name_the_spec(judge_file, spec, message):
     assert f"'{spec}'" in str(error.value) or repr(spec) in str(error.value)
 
 
+def test_a_field_that_takes_no_built_in_names_does_not_offer_them():
+    from rlhf.plugins import load_callable
+
+    with pytest.raises(ConfigError, match=r"^bad --task 'tiny': expected package.module:function or path") as error:
+        load_callable("tiny", "--task")
+    assert "built-in" not in str(error.value)
+
+
 @pytest.mark.parametrize(
     ("name", "message"),
     [
