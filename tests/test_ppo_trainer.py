@@ -307,13 +307,17 @@ def test_adaptive_kl_coefficient_falls_while_kl_is_below_target(ppo_models, tmp_
     assert coefs[1] == pytest.approx(0.05 * 0.984) and coefs[2] == pytest.approx(0.05 * 0.984**2)
 
 
-def test_resumed_run_reproduces_uninterrupted_run_bitwise(ppo_models, tmp_path):
+@pytest.mark.parametrize(
+    "estimator", [(), ("ppo.advantage_estimator=rloo", "ppo.samples_per_prompt=2", "ppo.rollout_batch_size=4")]
+)
+def test_resumed_run_reproduces_uninterrupted_run_bitwise(ppo_models, tmp_path, estimator):
     common = (
         "ppo.num_updates=4",
         "ppo.save_every=2",
         "ppo.adaptive_kl=true",
         "ppo.kl_horizon=100",
         "ppo.sample_every=0",
+        *estimator,  # gae (the critic in the checkpoint), or rloo (a checkpoint without one)
     )
     straight = train(ppo_config(ppo_models, tmp_path / "straight", *common))
     first_job = train(ppo_config(ppo_models, tmp_path / "resumed", *common, "ppo.updates_per_job=2"))
