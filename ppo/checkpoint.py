@@ -70,9 +70,17 @@ class Progress:
         self.update = 0
         self.stream = stream
         self.ptx_stream = ptx_stream
+        self.seconds = 0.0  # wall time of the updates done, over every job (ppo.max_minutes)
+        self.last_kl: Optional[float] = None  # the last update's rollout KL (ppo.stop_at_kl)
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"update": self.update, "position": self.stream.position, "num_prompts": self.stream.num_prompts}
+        state = {
+            "update": self.update,
+            "position": self.stream.position,
+            "num_prompts": self.stream.num_prompts,
+            "seconds": self.seconds,
+            "last_kl": self.last_kl,
+        }
         if self.ptx_stream is not None:
             state["ptx_position"] = self.ptx_stream.position
         return state
@@ -88,6 +96,8 @@ class Progress:
             )
         self.update = int(state["update"])
         self.stream.position = int(state["position"])
+        self.seconds = float(state.get("seconds", 0.0))  # checkpoints written before the budgets have neither
+        self.last_kl = None if state.get("last_kl") is None else float(state["last_kl"])
         if self.ptx_stream is not None:
             self.ptx_stream.position = int(state.get("ptx_position", 0))
 

@@ -38,7 +38,9 @@ class PPOSection:
     value_lora: Optional[bool] = None  # LoRA (model.lora's settings) on the value model's backbone, head trained
     # in full (None: follow model.lora.enabled, so a LoRA run has no full-size critic and its AdamW states)
     # rollout
-    num_updates: int = 100  # PPO updates (one rollout + optimisation each)
+    num_updates: int = 100  # PPO updates (one rollout + optimisation each): the most the run does
+    stop_at_kl: Optional[float] = None  # end the run after the first update whose rollout KL (nats) exceeds this
+    max_minutes: Optional[float] = None  # end the run once its updates have taken this long (summed over resumed jobs)
     rollout_batch_size: int = 16  # prompts per rollout per process
     samples_per_prompt: int = 1  # responses sampled per prompt (a rollout holds rollout_batch_size x this many)
     rollout_forward_batch_size: int = 16  # chunk size of the no-grad forward passes in a rollout

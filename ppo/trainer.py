@@ -159,13 +159,14 @@ def train(cfg: PPOStageConfig | DictConfig) -> dict:
     if checkpoint is not None:
         load_checkpoint(accelerator, checkpoint)
         accelerator.print(f"ppo: resumed from {checkpoint} (update {progress.update})")
+    stop_reason = budget_spent(cfg.ppo, progress)  # a resumed run whose KL or time budget is already spent
     if accelerator.is_main_process:
         begin_run(
             cfg,
             run_dir,
             progress.update if checkpoint is not None else None,
             "ppo",
-            keep_summary=progress.update >= cfg.ppo.num_updates,  # a finished run stays complete
+            keep_summary=progress.update >= cfg.ppo.num_updates or stop_reason is not None,  # finished stays complete
         )
     accelerator.wait_for_everyone()
 
@@ -173,7 +174,7 @@ def train(cfg: PPOStageConfig | DictConfig) -> dict:
     tracker = Tracker(cfg, run_dir, accelerator.is_main_process)
     history: list[dict[str, float]] = []
     first_update = progress.update + 1
-    last_update = cfg.ppo.num_updates
+    last_update = cfg.ppo.num_updates if stop_reason is None else progress.update
     if cfg.ppo.updates_per_job:
         last_update = min(last_update, progress.update + cfg.ppo.updates_per_job)
 
@@ -184,26 +185,37 @@ def train(cfg: PPOStageConfig | DictConfig) -> dict:
     for update in range(first_update, last_update + 1):
         metrics, rollout, scores = loop.run_update(train_prompts, progress)
         progress.update = update
-        if eval_prompts is not None and update % cfg.ppo.eval_every == 0:
-            metrics.update(loop.evaluate(eval_prompts))
+        progress.seconds += loop.mean_over_processes(metrics["time/update"])  # the same on every process
+        progress.last_kl = metrics["objective/kl"]
+        stop_reason = budget_spent(cfg.ppo, progress)
+        if eval_prompts is not None and (update % cfg.ppo.eval_every == 0 or stop_reason is not None):
+            metrics.update(loop.evaluate(eval_prompts))  # the curves end at the policy that is saved
         tracker.log(metrics, step=update)
         history.append(metrics)
         if cfg.ppo.sample_every > 0 and (update % cfg.ppo.sample_every == 0 or update == 1):
             tracker.log_samples(loop.sample_rows(rollout, scores, train_prompts, update), step=update)
         if update == first_update or update % max(cfg.train.logging_steps, 1) == 0:
             accelerator.print(_progress_line(update, cfg.ppo.num_updates, metrics))
-        if (cfg.ppo.save_every > 0 and update % cfg.ppo.save_every == 0) or update == last_update:
+        if (
+            (cfg.ppo.save_every > 0 and update % cfg.ppo.save_every == 0)
+            or update == last_update
+            or stop_reason is not None
+        ):
             save_checkpoint(accelerator, run_dir, update, keep=cfg.train.save_total_limit, fingerprint=fingerprint)
+        if stop_reason is not None:
+            accelerator.print(f"ppo: stopping after update {update}: {stop_reason}")
+            break
 
-    finished = progress.update >= cfg.ppo.num_updates
+    finished = progress.update >= cfg.ppo.num_updates or stop_reason is not None
     paths = _save_final_models(cfg, accelerator, model, tokenizer, run_dir) if finished else {}
     tracker.finish()
-    if finished:
-        _write_summary(accelerator, run_dir, paths, history, progress.update)
+    if finished and (history or not (run_dir / SUMMARY_FILE).exists()):  # a rerun of a finished run keeps its summary
+        _write_summary(accelerator, run_dir, paths, history, progress.update, stop_reason)
     return {
         "run_dir": str(run_dir),
         "updates_done": progress.update,
         "finished": finished,
+        "stopped_early": stop_reason,
         "history": history,
         "eval_at_start": eval_at_start,
         **paths,
@@ -273,6 +285,9 @@ def check_config(cfg: PPOStageConfig) -> None:
     load_judge(ppo.gold_judge, "ppo.gold_judge")  # a bad spec stops here, before any model loads
     load_reward_functions(ppo)
     resume_mode(cfg)
+    for key, value in (("ppo.stop_at_kl", ppo.stop_at_kl), ("ppo.max_minutes", ppo.max_minutes)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"bad value for '{key}': {value!r}; expected a positive number or null (no budget)")
     if ppo.updates_per_job is not None and ppo.updates_per_job < 1:
         raise ConfigError(
             f"bad value for 'ppo.updates_per_job': {ppo.updates_per_job}; expected a positive number or null"
@@ -295,6 +310,17 @@ def load_reward_functions(ppo) -> list[tuple[str, float, Scorer]]:
             )
         loaded.append((name, float(entry.weight), scorer))
     return loaded
+
+
+def budget_spent(ppo, progress: Progress) -> Optional[str]:
+    """Why the run ends before ppo.num_updates (None: it does not): the last update's rollout KL over
+    ppo.stop_at_kl (a KL budget), or the updates' wall time over ppo.max_minutes (a time budget). Read from
+    the checkpointed progress, so a rerun of a stopped run stops again, and one with a larger budget goes on."""
+    if ppo.stop_at_kl is not None and progress.last_kl is not None and progress.last_kl > ppo.stop_at_kl:
+        return f"the rollout KL {progress.last_kl:.4f} is over ppo.stop_at_kl={ppo.stop_at_kl}"
+    if ppo.max_minutes is not None and progress.seconds >= 60.0 * ppo.max_minutes:
+        return f"{progress.seconds / 60:.2f} minutes of updates reached ppo.max_minutes={ppo.max_minutes}"
+    return None
 
 
 def reject_fsdp() -> None:
@@ -389,13 +415,15 @@ def _prepare_frozen(model: torch.nn.Module, accelerator) -> torch.nn.Module:
     return engine.module.eval()
 
 
-def _write_summary(accelerator, run_dir: Path, paths: dict, history: list[dict], updates: int) -> None:
+def _write_summary(
+    accelerator, run_dir: Path, paths: dict, history: list[dict], updates: int, stopped_early: Optional[str] = None
+) -> None:
     """Headline numbers of the last update (and the last evaluation), written last and atomically."""
     from rlhf.files import write_json_atomic
 
     if not accelerator.is_main_process:
         return
-    summary: dict[str, Any] = {"stage": "ppo", "updates": updates, **paths}
+    summary: dict[str, Any] = {"stage": "ppo", "updates": updates, "stopped_early": stopped_early, **paths}
     if history:
         summary.update({k: v for k, v in history[-1].items() if not k.startswith("eval/")})
         evaluated = [row for row in history if any(k.startswith("eval/") for k in row)]
@@ -509,6 +537,13 @@ class Loop:
     @property
     def device(self) -> torch.device:
         return self.accelerator.device
+
+    def mean_over_processes(self, value: float) -> float:
+        """The processes' mean of `value` (itself on one process): a figure every process then agrees on."""
+        if self.accelerator.num_processes == 1:
+            return float(value)
+        total = self._all_reduce_sum(torch.tensor(float(value), dtype=torch.float64, device=self.device))
+        return float(total) / self.accelerator.num_processes
 
     def _all_reduce_sum(self, tensor: Tensor) -> Tensor:
         if self.accelerator.num_processes == 1:

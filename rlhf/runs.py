@@ -55,6 +55,8 @@ IGNORED_KEYS = {
     "train.per_device_eval_batch_size",
     "ppo.resume",
     "ppo.updates_per_job",
+    "ppo.stop_at_kl",
+    "ppo.max_minutes",
     "ppo.save_every",
     "ppo.eval_every",
     "ppo.eval_num_prompts",

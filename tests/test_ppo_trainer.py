@@ -335,6 +335,38 @@ def test_resumed_run_reproduces_uninterrupted_run_bitwise(ppo_models, tmp_path, 
     assert logged == [1, 2, 3, 4]
 
 
+def test_kl_budget_ends_the_run_and_a_rerun_keeps_it_ended(ppo_models, tmp_path):
+    """ppo.stop_at_kl: the run ends after the first update whose rollout KL is over the budget, saves the
+    policy and a summary that says why; the same command again does no update; a larger budget goes on."""
+    common = ("ppo.num_updates=8", "train.learning_rate=1e-3", "ppo.stop_at_kl=0.05")
+    result = train(ppo_config(ppo_models, tmp_path / "run", *common))
+    kls = [row["objective/kl"] for row in result["history"]]
+    assert result["finished"] and 1 < len(kls) < 8, kls  # update 1's KL is ~0: it cannot stop there
+    assert kls[-1] > 0.05 and all(kl <= 0.05 for kl in kls[:-1])
+    assert "ppo.stop_at_kl=0.05" in result["stopped_early"] and Path(result["policy_dir"]).is_dir()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["updates"] == len(kls) and "ppo.stop_at_kl" in summary["stopped_early"]
+    assert summary["objective/kl"] == kls[-1]
+
+    again = train(ppo_config(ppo_models, tmp_path / "run", *common))
+    assert again["history"] == [] and again["finished"] and again["updates_done"] == len(kls)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text()) == summary  # kept, not rewritten empty
+
+    larger = train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=8", "train.learning_rate=1e-3"))
+    assert larger["updates_done"] == 8 and larger["stopped_early"] is None
+    assert [row["step"] for row in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())] == [
+        *range(1, 9)
+    ]
+
+
+def test_time_budget_ends_the_run_and_bad_budgets_name_the_key(ppo_models, tmp_path):
+    result = train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=5", "ppo.max_minutes=1e-6"))
+    assert result["updates_done"] == 1 and result["finished"] and "ppo.max_minutes=1e-06" in result["stopped_early"]
+    for key in ("ppo.stop_at_kl", "ppo.max_minutes"):
+        with pytest.raises(ConfigError, match=f"'{key}': -1.0; expected a positive number or null"):
+            train(ppo_config(ppo_models, tmp_path / "bad", f"{key}=-1"))
+
+
 def test_resume_forgets_rows_logged_after_the_checkpoint(ppo_models, tmp_path):
     """A job killed after logging update 3 but before its next checkpoint logs update 3 again on resume."""
     common = ("ppo.num_updates=3", "ppo.save_every=2", "ppo.sample_every=1")
