@@ -40,8 +40,10 @@ def without_repeated_items(response: str) -> str:
     header, listed = split_reply(response)
     ended = listed.endswith(".")
     items: list[str] = []
+    seen: set[str] = set()
     for item in filter(None, (piece.strip() for piece in ITEM_SEPARATOR.split(listed[:-1] if ended else listed))):
-        if item.lower() not in {kept.lower() for kept in items}:
+        if item.lower() not in seen:  # the judge compares items lower-cased
+            seen.add(item.lower())
             items.append(item)
     body = items[0] if len(items) == 1 else ", ".join(items[:-1]) + (f" and {items[-1]}" if items else "")
     return f" {header + ': ' if header else ''}{body}{'.' if ended else ''}"

@@ -283,9 +283,6 @@ def compute_gae(
     return advantages, returns
 
 
-ADVANTAGE_ESTIMATORS = ("gae", "rloo", "grpo")
-
-
 def group_advantages(sequence_rewards: Tensor, group_size: int, estimator: str, eps: float = 1e-6) -> Tensor:
     """Critic-free advantages from several responses to one prompt: [B] -> [B], B = prompts x group_size,
     each prompt's responses in consecutive rows.

@@ -78,6 +78,7 @@ from ppo.models import (
     build_optimizer,
     cast_parameters,
     frozen_model_dtypes,
+    uses_critic,
 )
 from ppo.rollout import (
     Rollout,
@@ -235,12 +236,12 @@ def check_config(cfg: PPOStageConfig) -> None:
         raise ConfigError(
             f"bad value for 'ppo.samples_per_prompt': {ppo.samples_per_prompt!r}; expected a positive number"
         )
-    if ppo.advantage_estimator != "gae" and ppo.samples_per_prompt < 2:
+    if not uses_critic(cfg) and ppo.samples_per_prompt < 2:
         raise ConfigError(
             f"ppo.advantage_estimator={ppo.advantage_estimator} compares the responses to one prompt: set "
             f"ppo.samples_per_prompt >= 2 (it is {ppo.samples_per_prompt})"
         )
-    if ppo.advantage_estimator != "gae" and ppo.critic_warmup_updates:
+    if not uses_critic(cfg) and ppo.critic_warmup_updates:
         raise ConfigError(
             f"ppo.critic_warmup_updates needs a critic; ppo.advantage_estimator={ppo.advantage_estimator} has none"
         )
@@ -693,7 +694,7 @@ class Loop:
         normalised, scores = self.final_scores(rollout.raw_scores, rollout.has_eos, reward_terms)
         kl = kl_penalty(rollout.logprobs, rollout.ref_logprobs, ppo.kl_estimator) * mask
         rewards, non_score = shape_rewards(scores, kl, self.kl_controller.value, mask)
-        critic = ppo.advantage_estimator == "gae"
+        critic = uses_critic(self.cfg)
         if critic:
             if ppo.whiten_rewards:
                 rewards = masked_whiten(rewards, mask, shift_mean=False, all_reduce_sum=self._all_reduce_sum)

@@ -477,7 +477,7 @@ def estimate_from_config(
     if reward_shape is None and _get(cfg, "ppo.reward_model_path"):
         reward_dir = Path(_get(cfg, "ppo.reward_model_path"))
         reward_shape = ModelShape.from_pretrained(reward_dir) if (reward_dir / "config.json").is_file() else None
-    rollout = int(_get(cfg, "ppo.rollout_batch_size", 16)) * int(_get(cfg, "ppo.samples_per_prompt", 1) or 1)
+    rollout = int(_get(cfg, "ppo.rollout_batch_size", 16)) * int(_get(cfg, "ppo.samples_per_prompt", 1))
     micro = max(
         rollout // int(_get(cfg, "ppo.num_mini_batches", 1)) // int(_get(cfg, "train.gradient_accumulation_steps", 1)),
         1,
@@ -497,7 +497,7 @@ def estimate_from_config(
         gradient_checkpointing=checkpointing,
         gather_for_generation=bool(_get(cfg, "ppo.zero3_gather_for_generation", True)),
         ptx=float(_get(cfg, "ppo.ptx_coef", 0.0) or 0.0) > 0,
-        critic=str(_get(cfg, "ppo.advantage_estimator", "gae") or "gae") == "gae",
+        critic=_get(cfg, "ppo.advantage_estimator", "gae") == "gae",
     )
     return estimate_ppo(shape, settings, parallel, precision, reward_shape)
 

@@ -20,10 +20,7 @@ def repeated_words(prompt: str, response: str) -> float:
     """The fraction of the response's words that repeat an earlier word of it (case-folded): 1 - distinct-1
     (Li et al., 2016). 0 for a reply with no word repeated or no words; a duplicated list item or a phrase
     said twice raises it. Use with a negative weight."""
-    words = [word.casefold() for word in WORD.findall(response)]
-    if not words:
-        return 0.0
-    return 1.0 - len(set(words)) / len(words)
+    return _repeated_fraction([word.casefold() for word in WORD.findall(response)])
 
 
 def repeated_clauses(prompt: str, response: str) -> float:
@@ -33,7 +30,9 @@ def repeated_clauses(prompt: str, response: str) -> float:
     distinct sentences that share words ("Bees make honey. Bees live in hives." repeats nothing). 0 for a
     reply with no clause repeated or no clauses. Use with a negative weight."""
     clauses = [" ".join(part.casefold().split()) for part in CLAUSE_BREAK.split(response)]
-    clauses = [clause for clause in clauses if clause]
-    if not clauses:
-        return 0.0
-    return 1.0 - len(set(clauses)) / len(clauses)
+    return _repeated_fraction([clause for clause in clauses if clause])
+
+
+def _repeated_fraction(units: list[str]) -> float:
+    """The share of `units` equal to an earlier one (0 for none)."""
+    return 1.0 - len(set(units)) / len(units) if units else 0.0

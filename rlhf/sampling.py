@@ -25,6 +25,8 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from rlhf.scoring import token_logprobs
+
 # Every GenerationConfig field that adds a logits processor/warper, with the value that adds none.
 OFF_VALUES: dict[str, Any] = {
     "num_beams": 1,
@@ -177,21 +179,14 @@ class SampledTokenLogprobs:
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         if self.previous is not None:
-            self.steps.append(self._logprobs(self.previous, input_ids[:, -1]))
+            self.steps.append(token_logprobs(self.previous, input_ids[:, -1], self.temperature))
         self.previous = scores
         return scores
-
-    def _logprobs(self, logits: Tensor, tokens: Tensor) -> Tensor:
-        """log softmax(logits / T)[token] for one step's [B, V]: the arithmetic of `token_logprobs`
-        (float32, divide, logsumexp, gather; equal to it bit for bit) without its autograd and blocking
-        machinery, which at a tiny model's step cost as much as the arithmetic."""
-        scaled = logits.float() if self.temperature == 1.0 else logits.float() / self.temperature
-        return scaled.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(scaled, dim=-1)
 
     def finish(self, sequences: Tensor, new_tokens: int) -> Tensor:
         """Log-probs of the last `new_tokens` columns of generate()'s output: [B, new_tokens] float32."""
         if len(self.steps) < new_tokens and self.previous is not None:  # the last token: its step's logits
-            self.steps.append(self._logprobs(self.previous, sequences[:, -1]))
+            self.steps.append(token_logprobs(self.previous, sequences[:, -1], self.temperature))
         # generate() may run one step more than it returns (a deferred stop check, undone): keep the returned
         steps = self.steps[:new_tokens]
         self.previous, self.steps = None, []

@@ -232,17 +232,3 @@ def test_logprob_recorder_keeps_the_steps_generate_returns():
             assert recorder(sequences[:, : t + 1], step_logits[t]) is step_logits[t]  # the scores go on unchanged
         got = recorder.finish(sequences[:, : 1 + returned], returned)
         torch.testing.assert_close(got, expected[:, :returned], rtol=0, atol=1e-6)
-
-
-@pytest.mark.parametrize("temperature", [0.7, 1.0])
-def test_logprob_recorder_step_equals_token_logprobs_bit_for_bit(temperature):
-    """The recorder's direct per-step arithmetic is `token_logprobs`'s (what the scoring forward uses), so the
-    first PPO ratio is as close to 1 as the KV-cache decode allows, not further."""
-    from rlhf.sampling import SampledTokenLogprobs
-    from rlhf.scoring import token_logprobs
-
-    torch.manual_seed(0)
-    logits = torch.randn(4, 50_000) * 5  # a real vocabulary's width
-    tokens = torch.randint(0, 50_000, (4,))
-    recorded = SampledTokenLogprobs(temperature)._logprobs(logits, tokens)
-    assert torch.equal(recorded, token_logprobs(logits, tokens, temperature))
