@@ -7,7 +7,8 @@ Reads the evaluation report's 256 per-prompt responses and re-judges PPO's with 
 (tiny: a phrase said earlier in the reply) or repeated list item (lists) dropped, everything else as it
 was; prints one JSON object: the PPO-over-SFT gold win rate as evaluated and after the edit, with Wilson
 intervals, and the mean gold scores. It is an upper bound on what curing repetition alone could give, the
-other rules held, not a policy anyone trained.
+other rules held, not a policy anyone trained. `both_repeats_removed` edits the SFT responses too: the win
+rate left if the repeats were cured upstream of PPO (in the SFT model both policies start from).
 """
 
 from __future__ import annotations
@@ -64,11 +65,14 @@ def main() -> int:
     judge = load_judge(args.task, "--judge")
     report = json.loads((Path(args.run_dir) / "report.json").read_text(encoding="utf-8"))
     prompts = [item["prompt"] for item in report["samples"]]
-    sft = judge.scores(prompts, [item["responses"]["sft"]["response"] for item in report["samples"]])
+    sft_responses = [item["responses"]["sft"]["response"] for item in report["samples"]]
+    sft = judge.scores(prompts, sft_responses)
     ppo_responses = [item["responses"]["ppo"]["response"] for item in report["samples"]]
     ppo = judge.scores(prompts, ppo_responses)
     edited = judge.scores(prompts, [EDITS[args.task](response) for response in ppo_responses])
+    sft_edited = judge.scores(prompts, [EDITS[args.task](response) for response in sft_responses])
     as_evaluated, repeats_removed = win_rate(ppo, sft), win_rate(edited, sft)
+    both_removed = win_rate(edited, sft_edited)
     print(
         json.dumps(
             {
@@ -79,9 +83,18 @@ def main() -> int:
                     "sft": statistics.mean(sft),
                     "ppo": statistics.mean(ppo),
                     "ppo_repeats_removed": statistics.mean(edited),
+                    "sft_repeats_removed": statistics.mean(sft_edited),
                 },
-                "win_rate": {"ppo": as_evaluated["win_rate"], "ppo_repeats_removed": repeats_removed["win_rate"]},
-                "ci95": {"ppo": as_evaluated["ci95"], "ppo_repeats_removed": repeats_removed["ci95"]},
+                "win_rate": {
+                    "ppo": as_evaluated["win_rate"],
+                    "ppo_repeats_removed": repeats_removed["win_rate"],
+                    "both_repeats_removed": both_removed["win_rate"],
+                },
+                "ci95": {
+                    "ppo": as_evaluated["ci95"],
+                    "ppo_repeats_removed": repeats_removed["ci95"],
+                    "both_repeats_removed": both_removed["ci95"],
+                },
             }
         )
     )

@@ -375,6 +375,16 @@ def policy_loss(
         )
 
 
+def unlikelihood_loss(logprobs: Tensor, targets: Tensor, normalizer: Optional[float | Tensor] = None) -> Tensor:
+    """Token-level unlikelihood (Welleck et al. 2019): the sum of -log(1 - p) over the `targets` tokens
+    (bool [B, R]), p = exp(logprobs), divided by `normalizer` (default: the number of targets). It pushes p of
+    those tokens down, harder the likelier they are; 1 - p is floored at 1e-6 so p = 1 stays finite."""
+    one_minus_p = (-torch.expm1(logprobs)).clamp_min(1e-6)
+    per_token = -torch.log(one_minus_p)
+    targets = targets.to(per_token.dtype)
+    return (per_token * targets).sum() / (normalizer if normalizer is not None else targets.sum().clamp_min(1.0))
+
+
 def value_loss(
     values: Tensor,
     old_values: Tensor,

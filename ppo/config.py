@@ -66,6 +66,10 @@ class PPOSection:
     reward_functions: list[RewardFunctionConfig] = field(
         default_factory=list
     )  # rule-based terms added to the normalised RM score: [{spec, weight, name}], each logged as reward_fn/<name>
+    repeated_clause_penalty: float = 0.0  # subtracted from the reward of every token of a clause that repeats an
+    # earlier clause of its response (rlhf.rewards.repeated_clause_tokens): the credit lands on the repeat (0: off)
+    repeat_unlikelihood_coef: float = 0.0  # weight of an unlikelihood loss, -log(1 - p), on the policy's own
+    # repeated-clause tokens (Welleck et al. 2019's sequence-level unlikelihood, beside PPO's loss; 0: off)
     whiten_rewards: bool = False  # whiten the shaped per-token rewards
     # advantages and losses
     advantage_estimator: str = "gae"  # gae (critic) | rloo | grpo: per-prompt baselines, no value model

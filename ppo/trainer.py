@@ -59,6 +59,7 @@ from ppo.algorithm import (
     normalize_scores,
     policy_loss,
     shape_rewards,
+    unlikelihood_loss,
     value_loss,
 )
 from ppo.checkpoint import (
@@ -95,6 +96,7 @@ from rlhf.errors import ConfigError
 from rlhf.memory import estimate_or_none, measured_peak_gib, parallelism_of
 from rlhf.plugins import Scorer, load_judge, load_reward_function
 from rlhf.precision import resolve_train_precision
+from rlhf.rewards import clause_break_ids, repeated_clause_tokens
 from rlhf.runs import begin_run, check_resume, run_fingerprint
 from rlhf.tokens import Encoder, left_pad
 
@@ -534,6 +536,11 @@ class Loop:
             ppo.rollout_logprobs, self.cfg.train.precision, next(self.unwrapped.policy.parameters()).dtype
         )  # the policy's scoring pass skipped: its log-probs recorded while sampling
         self.reward_functions = load_reward_functions(ppo)
+        self.clause_breaks = (  # a stop token ends the last clause too: "Cats purr<eos>" repeats "Cats purr."
+            clause_break_ids(self.models.tokenizer) | frozenset(self.stop_ids)
+            if ppo.repeated_clause_penalty or ppo.repeat_unlikelihood_coef
+            else None
+        )
 
     @property
     def device(self) -> torch.device:
@@ -575,9 +582,10 @@ class Loop:
         learning_rates = [
             group["lr"] for group in self.optimizer.param_groups
         ]  # in effect for this update's first step
-        scores, advantages, returns = self.shape_and_advantages(rollout, stats, reward_terms)
+        repeats = self.repeated_clause_mask(rollout) if self.clause_breaks is not None else None
+        scores, advantages, returns = self.shape_and_advantages(rollout, stats, reward_terms, repeats)
         critic_only = progress.update < ppo.critic_warmup_updates
-        self.optimise(rollout, advantages, returns, stats, critic_only)
+        self.optimise(rollout, advantages, returns, stats, critic_only, repeats)
         _sync(self.device)
         training_seconds = time.perf_counter() - train_start
 
@@ -660,6 +668,16 @@ class Loop:
             for row in range(mask.shape[0])
         ]
 
+    def repeated_clause_mask(self, rollout: Rollout) -> Tensor:
+        """[B, T] bool: the response tokens of clauses that repeat an earlier clause of their response."""
+        mask = rollout.response_mask
+        flags = torch.zeros_like(mask, dtype=torch.bool)
+        for row in range(mask.shape[0]):
+            length = int(mask[row].sum())
+            ids = rollout.response_ids[row, :length].tolist()
+            flags[row, :length] = torch.tensor(repeated_clause_tokens(ids, self.clause_breaks), dtype=torch.bool)
+        return flags & mask.bool()
+
     def reward_terms(self, prompt_texts: list, rollout: Rollout, stats: MetricSums) -> Optional[Tensor]:
         """Sum of weight * fn(prompt, response) over `ppo.reward_functions` per response (None without any);
         each function's unweighted mean is logged as reward_fn/<name>."""
@@ -686,14 +704,22 @@ class Loop:
         return normalised, apply_missing_eos_penalty(combined, has_eos, ppo.missing_eos_penalty)
 
     def shape_and_advantages(
-        self, rollout: Rollout, stats: MetricSums, reward_terms: Optional[Tensor] = None
+        self,
+        rollout: Rollout,
+        stats: MetricSums,
+        reward_terms: Optional[Tensor] = None,
+        repeats: Optional[Tensor] = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Scores (+ rule-based reward terms) -> per-token rewards -> GAE; logs the rollout's objective metrics."""
+        """Scores (+ rule-based reward terms) -> per-token rewards (- ppo.repeated_clause_penalty on `repeats`,
+        the repeated-clause tokens) -> GAE; logs the rollout's objective metrics."""
         ppo = self.cfg.ppo
         mask = rollout.response_mask
         normalised, scores = self.final_scores(rollout.raw_scores, rollout.has_eos, reward_terms)
         kl = kl_penalty(rollout.logprobs, rollout.ref_logprobs, ppo.kl_estimator) * mask
         rewards, non_score = shape_rewards(scores, kl, self.kl_controller.value, mask)
+        if repeats is not None:
+            rewards = rewards - ppo.repeated_clause_penalty * repeats.to(rewards.dtype)
+            stats.add("objective/repeated_clause_tokens", repeats.sum(), float(mask.shape[0]))
         critic = uses_critic(self.cfg)
         if critic:
             if ppo.whiten_rewards:
@@ -733,7 +759,13 @@ class Loop:
         return scores, advantages, returns
 
     def optimise(
-        self, rollout: Rollout, advantages: Tensor, returns: Tensor, stats: MetricSums, critic_only: bool = False
+        self,
+        rollout: Rollout,
+        advantages: Tensor,
+        returns: Tensor,
+        stats: MetricSums,
+        critic_only: bool = False,
+        repeats: Optional[Tensor] = None,
     ) -> None:
         """PPO epochs x mini-batches x micro-batches, with token means over each whole mini-batch.
         critic_only (ppo.critic_warmup_updates): only the value model learns; the policy is left unchanged."""
@@ -753,17 +785,17 @@ class Loop:
                 normalizer = tokens / (accelerator.num_processes * accumulation)
                 for micro_start in range(0, mini_batch, micro_batch):
                     indices = mb_indices[micro_start : micro_start + micro_batch]
-                    batch, (batch_advantages, batch_returns) = trim_micro_batch(
-                        rollout.select(indices), advantages[indices], returns[indices]
-                    )
+                    per_token = (advantages, returns) if repeats is None else (advantages, returns, repeats)
+                    batch, trimmed = trim_micro_batch(rollout.select(indices), *(t[indices] for t in per_token))
                     self._micro_step(
                         batch,
-                        batch_advantages,
-                        batch_returns,
+                        trimmed[0],
+                        trimmed[1],
                         normalizer,
                         batch.response_ids.shape[1],
                         stats,
                         critic_only,
+                        trimmed[2] if repeats is not None else None,
                     )
 
     def _micro_step(
@@ -775,6 +807,7 @@ class Loop:
         response_length: int,
         stats: MetricSums,
         critic_only: bool = False,
+        repeats: Optional[Tensor] = None,
     ) -> None:
         ppo, accelerator, model = self.cfg.ppo, self.accelerator, self.model
         mask = batch.response_mask
@@ -803,6 +836,9 @@ class Loop:
                 loss = loss - ppo.entropy_coef * masked_sum(entropy, mask) / normalizer
             if ptx_loss is not None:
                 loss = loss + ppo.ptx_coef * ptx_loss
+            if ppo.repeat_unlikelihood_coef:
+                unlikelihood = unlikelihood_loss(logprobs, repeats & mask, normalizer)
+                loss = loss + ppo.repeat_unlikelihood_coef * unlikelihood
             skipped = ppo.ratio_threshold is not None and bool(pg.ratio_mean > ppo.ratio_threshold)
             if skipped:  # keep the backward (DDP needs it on every process) but drop the contribution
                 loss = loss * 0.0
@@ -832,6 +868,8 @@ class Loop:
                 stats.add("loss/ptx_avg", ptx_loss)
             if ppo.kl_loss_coef:
                 stats.add("loss/kl_avg", kl_term)
+            if ppo.repeat_unlikelihood_coef:
+                stats.add("loss/unlikelihood_avg", unlikelihood)
             tokens = mask.sum()
             stats.add("policy/clipfrac_avg", masked_sum(pg.clipped.float(), mask), tokens)
             stats.add("policy/approxkl_avg", masked_sum(0.5 * pg.log_ratio.square(), mask), tokens)

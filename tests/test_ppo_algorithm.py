@@ -26,6 +26,7 @@ from ppo.algorithm import (
     response_mask_from_eos,
     shape_rewards,
     truncate_after_eos,
+    unlikelihood_loss,
     value_loss,
 )
 from ppo.kl_control import AdaptiveKLController, FixedKLController
@@ -502,3 +503,18 @@ def test_group_advantages_rloo_and_grpo_by_hand():
         group_advantages(rewards, 1, "rloo")
     with pytest.raises(ValueError, match="do not split into groups of 4"):
         group_advantages(rewards, 4, "grpo")
+
+
+def test_unlikelihood_loss_is_minus_log_one_minus_p_on_the_targets():
+    logprobs = torch.log(torch.tensor([[0.5, 0.2, 0.9], [0.1, 0.99, 0.3]], dtype=torch.float64))
+    targets = torch.tensor([[True, False, True], [False, False, True]])
+    by_hand = -(math.log(1 - 0.5) + math.log(1 - 0.9) + math.log(1 - 0.3))
+    assert float(unlikelihood_loss(logprobs, targets)) == pytest.approx(by_hand / 3)  # mean over the targets
+    assert float(unlikelihood_loss(logprobs, targets, normalizer=6.0)) == pytest.approx(by_hand / 6)
+    assert float(unlikelihood_loss(logprobs, torch.zeros_like(targets))) == 0.0
+    # p = 1 stays finite, and the gradient lowers every target's log-prob and no other
+    certain = torch.zeros(1, 2, dtype=torch.float64)
+    assert math.isfinite(float(unlikelihood_loss(certain, torch.ones(1, 2, dtype=torch.bool))))
+    logprobs.requires_grad_(True)
+    unlikelihood_loss(logprobs, targets).backward()
+    assert (logprobs.grad[targets] > 0).all() and (logprobs.grad[~targets] == 0).all()

@@ -658,3 +658,26 @@ def test_rerun_without_a_flag_resumes_and_survives_a_torn_last_line(ppo_models, 
     assert steps == [1, 2, 3]
     (previous,) = (run / "previous").iterdir()
     assert [json.loads(line)["step"] for line in (previous / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+def test_repeated_clause_penalty_and_unlikelihood_act_on_the_flagged_tokens(ppo_models, tmp_path, monkeypatch):
+    # A random 6-token reply seldom repeats a clause, so every token is made a flagged one: the penalty then
+    # lowers every token's reward and the unlikelihood term pushes every sampled token down.
+    monkeypatch.setattr("ppo.trainer.repeated_clause_tokens", lambda ids, breaks: [True] * len(ids))
+    common = ("ppo.num_updates=1", "train.learning_rate=1e-3")
+    flagged = train(
+        ppo_config(
+            ppo_models, tmp_path / "a", *common, "ppo.repeated_clause_penalty=0.5", "ppo.repeat_unlikelihood_coef=1.0"
+        )
+    )
+    plain = train(ppo_config(ppo_models, tmp_path / "b", *common))
+    with_terms, without = flagged["history"][0], plain["history"][0]
+    # the same seed gives the same rollout; every response token is flagged
+    assert with_terms["val/response_length"] == without["val/response_length"]
+    assert with_terms["objective/repeated_clause_tokens"] == pytest.approx(with_terms["val/response_length"])
+    # GAE returns hold the summed future rewards: 0.5 less for each flagged token still to come
+    assert with_terms["val/returns"] < without["val/returns"] - 0.5
+    assert with_terms["loss/unlikelihood_avg"] > 0.0 and "loss/unlikelihood_avg" not in without
+    assert "objective/repeated_clause_tokens" not in without
+    moved, unmoved = load_weights(flagged["policy_dir"]), load_weights(plain["policy_dir"])
+    assert any(not torch.equal(moved[name], unmoved[name]) for name in moved)
