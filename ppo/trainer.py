@@ -91,7 +91,7 @@ from ppo.rollout import (
     unwrapped_for_generation,
 )
 from rlhf.config import require, typed
-from rlhf.distributed import accelerator_kwargs
+from rlhf.distributed import accelerator_kwargs, forget_mixed_precision
 from rlhf.errors import ConfigError
 from rlhf.memory import estimate_or_none, measured_peak_gib, parallelism_of
 from rlhf.plugins import Scorer, load_judge, load_reward_function
@@ -116,6 +116,7 @@ def train(cfg: PPOStageConfig | DictConfig) -> dict:
     check_config(cfg)
     reject_fsdp()
     resolve_train_precision(cfg)  # `auto` -> bf16 where the hardware runs it fast, else fp32 (rlhf.precision)
+    forget_mixed_precision()  # an earlier stage in this process may have run at another precision
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
         mixed_precision=MIXED_PRECISION[cfg.train.precision],

@@ -71,6 +71,19 @@ def training_arguments_kwargs() -> dict[str, Any]:
     return {}
 
 
+def forget_mixed_precision() -> None:
+    """Let the next stage in this process choose its own mixed precision.
+
+    accelerate keeps one AcceleratorState per process and refuses an Accelerator whose mixed precision
+    differs from the first one's ("AcceleratorState has already been initialized"), so a stage at fp32
+    after one at bf16 (a sweep or a notebook calling stages in turn, `train.precision: auto` on one and
+    `fp32` on the other) would stop. The process group (PartialState) is kept: only the per-run state goes.
+    """
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+
+
 def accelerator_kwargs() -> dict[str, Any]:
     """Extra `accelerate.Accelerator(...)` arguments for `cpu_collectives()` ({} when accelerate decides)."""
     kind = cpu_collectives()

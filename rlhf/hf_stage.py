@@ -80,11 +80,12 @@ def has_eval_data(cfg) -> bool:
 def training_arguments_fields(cfg) -> dict[str, Any]:
     """Our run/train sections as `transformers.TrainingArguments` fields, shared by `trl.SFTConfig` and
     `trl.RewardConfig` (the one place the two vocabularies meet); each stage adds its own data fields."""
-    from rlhf.distributed import gpu_available, training_arguments_kwargs
+    from rlhf.distributed import forget_mixed_precision, gpu_available, training_arguments_kwargs
     from rlhf.precision import resolve_train_precision
 
     train = cfg.train
     precision = resolve_train_precision(cfg)  # `auto` -> what this machine runs fast, recorded in config.yaml
+    forget_mixed_precision()  # the Trainer's Accelerator may follow a stage at another precision
     # transformers refuses bf16 without a GPU unless told that the run is on the CPU (torch autocasts there)
     device_kwargs = {"use_cpu": True} if precision != "fp32" and not gpu_available() else {}
     return dict(

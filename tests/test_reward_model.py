@@ -306,18 +306,12 @@ def test_rm_score_bad_row_names_row_and_field(rm_base, tmp_path, capsys):
 
 def test_reward_model_trains_in_bf16_on_cpu(rm_base, tmp_path):
     """Mixed precision on CPU (torch runs bf16 autocast there): the bf16 path runs without a GPU and learns."""
-    from accelerate.state import AcceleratorState
-
     from reward_model.trainer import to_reward_config, train
     from rlhf.tracking import read_metrics
 
     cfg = rm_config(rm_base, tmp_path / "run", "train.precision=bf16", "train.num_train_epochs=2")
     assert to_reward_config(cfg).bf16 is True
-    AcceleratorState._reset_state()  # accelerate keeps one precision per process: other tests ran fp32
-    try:
-        summary = train(cfg)
-    finally:
-        AcceleratorState._reset_state()
+    summary = train(cfg)  # after fp32 stages in this process: the stage lets go of their precision
     assert summary["eval/accuracy"] >= 0.75, summary  # chance is 0.5
     losses = [row["loss"] for row in read_metrics(tmp_path / "run" / "metrics.jsonl") if "loss" in row]
     assert losses[-1] < losses[0]
