@@ -3,14 +3,17 @@
     pip install --no-deps --target .trl112 trl==1.12.0      # TRL removed PPOTrainer in 1.13
     PYTHONPATH=.trl112 python benchmarks/trl_ppo_baseline.py --sizes 0.2M 4.5M 26M
     PYTHONPATH=.trl112 python benchmarks/trl_ppo_baseline.py --sizes 135M --updates 3 --keep-gc
+    PYTHONPATH=.trl112 python benchmarks/trl_ppo_baseline.py --precision bf16 --ours benchmarks/results/ppo_scaling.json
 
 The work is ppo_scaling.py's: random-init Llama policy, reference, value and reward models of one shape
 (the same init_tiny models and tokenizer), 16 prompts per rollout, 24 new tokens, 1 PPO epoch, 2
-mini-batches, temperature 0.7, fp32 (TRL: per_device_train_batch_size 16, the rollout, in 2 mini-batches
-of 8, one optimiser step each, as ours). Seconds per update are the gaps between TRL's `on_step_end`
+mini-batches, temperature 0.7, fp32 or bf16 (`--precision`: TRL's `bf16=True`, autocast on the CPU)
+(TRL: per_device_train_batch_size 16, the rollout, in 2 mini-batches of 8, one optimiser step each, as
+ours). Seconds per update are the gaps between TRL's `on_step_end`
 callbacks (one per update), medians after `--warmup`. TRL calls `gc.collect()` twice per update; they are
 replaced by a no-op unless `--keep-gc`, so that only the computation is compared (as issue 21 did).
-Prints one JSON table, with ppo_scaling.py's fp32 seconds beside it when `--ours FILE` names its JSON.
+Prints one JSON table, with ppo_scaling.py's seconds at the same precision beside it when `--ours FILE`
+names its JSON.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from ppo_scaling import EPOCHS, MINI_BATCHES, NEW_TOKENS, PROMPTS, SIZES  # noqa: E402
 
 
-def run_one(size: str, updates: int, warmup: int, keep_gc: bool) -> dict:
+def run_one(size: str, updates: int, warmup: int, keep_gc: bool, precision: str = "fp32") -> dict:
     import torch
     import trl
     from datasets import Dataset
@@ -73,7 +76,7 @@ def run_one(size: str, updates: int, warmup: int, keep_gc: bool) -> dict:
             local_rollout_forward_batch_size=PROMPTS, response_length=NEW_TOKENS, temperature=0.7,
             total_episodes=PROMPTS * (warmup + updates), learning_rate=1e-5, stop_token="eos",
             missing_eos_penalty=1.0, num_sample_generations=0, report_to=[], save_strategy="no",
-            logging_steps=1000, use_cpu=True, bf16=False, seed=0,
+            logging_steps=1000, use_cpu=True, bf16=precision == "bf16", seed=0,
         )  # fmt: skip
         stamps: list[float] = []
 
@@ -81,10 +84,11 @@ def run_one(size: str, updates: int, warmup: int, keep_gc: bool) -> dict:
             def on_step_end(self, *args, **kwargs):
                 stamps.append(time.perf_counter())
 
-        trainer = PPOTrainer(
-            args=args, processing_class=tokenizer, model=policy, ref_model=reference, reward_model=reward,
-            train_dataset=dataset, value_model=value, callbacks=[Stamp()],
-        )  # fmt: skip
+        with contextlib.redirect_stdout(sys.stderr):  # transformers prints its wandb notice: stdout is the JSON
+            trainer = PPOTrainer(
+                args=args, processing_class=tokenizer, model=policy, ref_model=reference, reward_model=reward,
+                train_dataset=dataset, value_model=value, callbacks=[Stamp()],
+            )  # fmt: skip
         started = time.perf_counter()
         with contextlib.redirect_stdout(sys.stderr):
             trainer.train()
@@ -92,6 +96,7 @@ def run_one(size: str, updates: int, warmup: int, keep_gc: bool) -> dict:
     return {
         "size": size,
         "trl_version": trl.__version__,
+        "precision": precision,
         "gc_collect": keep_gc,
         "seconds_per_update": round(statistics.median(gaps), 4),
         "measured_updates": len(gaps),
@@ -107,17 +112,18 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--keep-gc", action="store_true", help="keep TRL's two gc.collect() calls per update")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="TRL's mixed precision")
     parser.add_argument("--ours", default=None, help="ppo_scaling.py's JSON, for the ratio column")
     args = parser.parse_args()
     ours = {}
     if args.ours:
         rows = json.loads(Path(args.ours).read_text())["rows"]
-        ours = {r["size"]: r["seconds_per_update"] for r in rows if r["precision"] == "fp32"}
+        ours = {r["size"]: r["seconds_per_update"] for r in rows if r["precision"] == args.precision}
     rows = []
     for size in args.sizes:
-        row = run_one(size, args.updates, args.warmup, args.keep_gc)
+        row = run_one(size, args.updates, args.warmup, args.keep_gc, args.precision)
         if size in ours:
-            row["ours_fp32_seconds"] = ours[size]
+            row["ours_seconds"] = ours[size]
             row["ours_over_trl"] = round(ours[size] / row["seconds_per_update"], 3)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
