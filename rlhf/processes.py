@@ -74,8 +74,9 @@ class DirectoryLocked(Exception):
     """Another process holds the directory's lock; the message names its pid."""
 
 
-def lock_directory(directory: str | os.PathLike, name: str = LOCK_FILE) -> IO:
-    """An exclusive, non-blocking flock on <directory>/<name> holding this pid; raises DirectoryLocked.
+def lock_directory(directory: str | os.PathLike, name: str = LOCK_FILE, wait_s: float = 0.0) -> IO:
+    """An exclusive flock on <directory>/<name> holding this pid; raises DirectoryLocked if another process
+    still holds it after `wait_s` seconds (0: do not wait).
 
     Pass the returned file's descriptor to a child (`pass_fds`) and the lock lives as long as the child."""
     import fcntl
@@ -83,13 +84,19 @@ def lock_directory(directory: str | os.PathLike, name: str = LOCK_FILE) -> IO:
     path = Path(directory) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(path, "a+", encoding="utf-8")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "?"
-        handle.close()
-        raise DirectoryLocked(f"{path} is held by process {holder}") from None
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            handle.close()
+            raise DirectoryLocked(f"{path} is held by process {holder}") from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")

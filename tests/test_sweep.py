@@ -626,12 +626,14 @@ def test_a_stop_signal_while_a_trial_starts_never_leaves_it_running(sweep_files,
     assert not alive(sweep_dir / "trials" / "t000" / "pid")
 
 
-def test_a_trial_whose_directory_is_locked_is_never_started_twice(sweep_files):
+def test_a_trial_whose_directory_is_locked_is_never_started_twice(sweep_files, monkeypatch):
     """A trial left running by a killed sweep holds its directory's lock: the resumed sweep does not start a
     second runner there; once the holder is gone, --retry-failed runs it."""
+    import rlhf.sweep.launch as launch
     from rlhf.processes import lock_directory
     from rlhf.sweep.launch import TRIAL_LOCK
 
+    monkeypatch.setattr(launch, "DYING_RUNNER_GRACE_S", 0.3)  # a holder that lives on past the grace
     write_sweep, sweep_dir = sweep_files
     path = write_sweep(parameters={"ppo.kl_coef": [0.01, 0.1]})
     holder = lock_directory(sweep_dir / "trials" / "t000", TRIAL_LOCK)  # as the orphan would
@@ -642,6 +644,22 @@ def test_a_trial_whose_directory_is_locked_is_never_started_twice(sweep_files):
     holder.close()
     assert main(["--config", str(path), "--retry-failed"]) == 0
     assert read_state(sweep_dir)["t000"]["status"] == "completed" and calls(sweep_dir) == ["t001", "t000"]
+
+
+def test_a_runner_that_is_dying_is_waited_for_then_the_trial_runs(sweep_files):
+    """A killed sweep's trial exits a moment after its SIGTERM: a resume started at once waits for its lock
+    (rlhf.sweep.launch.DYING_RUNNER_GRACE_S) and runs the trial, rather than marking it failed."""
+    import threading
+
+    from rlhf.processes import lock_directory
+    from rlhf.sweep.launch import TRIAL_LOCK
+
+    write_sweep, sweep_dir = sweep_files
+    path = write_sweep(parameters={"ppo.kl_coef": [0.01]})
+    holder = lock_directory(sweep_dir / "trials" / "t000", TRIAL_LOCK)  # the dying orphan
+    threading.Timer(1.0, holder.close).start()  # it exits a second later
+    assert main(["--config", str(path)]) == 0
+    assert read_state(sweep_dir)["t000"]["status"] == "completed" and calls(sweep_dir) == ["t000"]
 
 
 def test_trials_run_in_their_own_process_group_with_a_parent_death_guard(sweep_files, monkeypatch):

@@ -48,6 +48,9 @@ BASE_PORT = 29500  # accelerate's default main_process_port; concurrent trials t
 SLURM_PORT = "\0SLURM_PORT\0"  # placeholder for the port an array task computes from its task id
 LOG_TAIL_LINES = 30
 TRIAL_LOCK = ".trial.lock"  # in the trial's directory, held by the trial's process while it lives
+# A killed sweep's trial gets SIGTERM from the kernel (parent-death guard) but takes a moment to exit (CI saw
+# a resume started at once find it still alive): wait this long for its lock before calling it a live runner.
+DYING_RUNNER_GRACE_S = 15.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -277,7 +280,7 @@ class LocalRunner:
         command = trial_command(self.sweep, record, slot)
         run_dir = Path(record.run_dir)
         try:  # one runner per trial directory: a process left from a killed sweep may still hold it
-            lock = lock_directory(run_dir, TRIAL_LOCK)
+            lock = lock_directory(run_dir, TRIAL_LOCK, wait_s=DYING_RUNNER_GRACE_S)
         except DirectoryLocked as exc:
             record.status, record.exit_code, record.finished_at = "failed", None, now()
             record.error = f"not started: {exc} (a runner of this trial is still alive); rerun with --retry-failed"
