@@ -56,12 +56,11 @@ def run_one(size: str, updates: int, warmup: int, keep_gc: bool, precision: str 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     with tempfile.TemporaryDirectory(prefix="trl-ppo-") as tmp:
         root = Path(tmp)
-        with contextlib.redirect_stdout(sys.stderr):
-            torch.manual_seed(0)
-            policy_dir = init_tiny(
-                root / "policy", _texts(), vocab_size=500, hidden_size=hidden, num_layers=layers,
-                num_heads=heads, intermediate_size=ffn,
-            )  # fmt: skip
+        torch.manual_seed(0)
+        policy_dir = init_tiny(
+            root / "policy", _texts(), vocab_size=500, hidden_size=hidden, num_layers=layers,
+            num_heads=heads, intermediate_size=ffn,
+        )  # fmt: skip
         tokenizer = load_tokenizer(str(policy_dir))
         tokenizer.padding_side = "left"
         policy = AutoModelForCausalLM.from_pretrained(policy_dir)
@@ -84,14 +83,12 @@ def run_one(size: str, updates: int, warmup: int, keep_gc: bool, precision: str 
             def on_step_end(self, *args, **kwargs):
                 stamps.append(time.perf_counter())
 
-        with contextlib.redirect_stdout(sys.stderr):  # transformers prints its wandb notice: stdout is the JSON
-            trainer = PPOTrainer(
-                args=args, processing_class=tokenizer, model=policy, ref_model=reference, reward_model=reward,
-                train_dataset=dataset, value_model=value, callbacks=[Stamp()],
-            )  # fmt: skip
+        trainer = PPOTrainer(
+            args=args, processing_class=tokenizer, model=policy, ref_model=reference, reward_model=reward,
+            train_dataset=dataset, value_model=value, callbacks=[Stamp()],
+        )  # fmt: skip
         started = time.perf_counter()
-        with contextlib.redirect_stdout(sys.stderr):
-            trainer.train()
+        trainer.train()
     gaps = [b - a for a, b in zip([started, *stamps[:-1]], stamps)][warmup:]
     return {
         "size": size,
@@ -121,7 +118,9 @@ def main() -> None:
         ours = {r["size"]: r["seconds_per_update"] for r in rows if r["precision"] == args.precision}
     rows = []
     for size in args.sizes:
-        row = run_one(size, args.updates, args.warmup, args.keep_gc, args.precision)
+        # stdout is the JSON: what TRL, transformers (a wandb notice at import) and init_tiny print goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            row = run_one(size, args.updates, args.warmup, args.keep_gc, args.precision)
         if size in ours:
             row["ours_seconds"] = ours[size]
             row["ours_over_trl"] = round(ours[size] / row["seconds_per_update"], 3)

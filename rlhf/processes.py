@@ -90,13 +90,12 @@ def lock_directory(directory: str | os.PathLike, name: str = LOCK_FILE, wait_s: 
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             break
         except BlockingIOError:
-            if time.monotonic() < deadline:
-                time.sleep(0.1)
-                continue
-            handle.seek(0)
-            holder = handle.read().strip() or "?"
-            handle.close()
-            raise DirectoryLocked(f"{path} is held by process {holder}") from None
+            if time.monotonic() >= deadline:
+                handle.seek(0)
+                holder = handle.read().strip() or "?"
+                handle.close()
+                raise DirectoryLocked(f"{path} is held by process {holder}") from None
+            time.sleep(0.1)
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")

@@ -581,25 +581,26 @@ def test_bf16_ppo_run_on_cpu_has_zero_kl_at_update_0(ppo_models, tmp_path, monke
     """Mixed precision on CPU (autocast bf16): the reference computes exactly what the policy does."""
     import ppo.trainer as trainer
 
-    dtypes = {}
+    dtypes = []  # of the frozen models, in the order the trainer prepares them (reward model, reference)
     real_prepare = trainer._prepare_frozen
 
     def recording_prepare(model, accelerator):
-        dtypes[len(dtypes)] = next(model.parameters()).dtype
+        dtypes.append(next(model.parameters()).dtype)
         return real_prepare(model, accelerator)
 
     monkeypatch.setattr(trainer, "_prepare_frozen", recording_prepare)
     fp32_first = train(ppo_config(ppo_models, tmp_path / "fp32", "ppo.num_updates=1", "train.precision=fp32"))
+    dtypes.clear()
     # accelerate keeps one mixed precision per process: each stage lets go of the last one's
     result = train(ppo_config(ppo_models, tmp_path / "run", "ppo.num_updates=2", "train.precision=bf16"))
+    bf16_dtypes = list(dtypes)
     fp32_after = train(ppo_config(ppo_models, tmp_path / "fp32-again", "ppo.num_updates=1", "train.precision=fp32"))
     assert fp32_after["history"][0]["loss/policy_avg"] == fp32_first["history"][0]["loss/policy_avg"]
-    dtypes = {key: dtypes[key] for key in (2, 3)}  # the bf16 run's reward model and reference
     first, second = result["history"]
     assert first["objective/kl"] == 0.0 and first["objective/non_score_reward"] == 0.0
     assert second["objective/kl"] != 0.0  # the policy moved after one update
     assert all(math.isfinite(row[key]) for row in result["history"] for key in ("loss/policy_avg", "loss/value_avg"))
-    assert dtypes == {2: torch.bfloat16, 3: torch.float32}  # reward model in bf16, reference with the policy
+    assert bf16_dtypes == [torch.bfloat16, torch.float32]  # reward model in bf16, reference with the policy
 
 
 def test_adamw_is_the_fused_kernel_with_the_same_update(ppo_models, tmp_path):
