@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 GLOO = "gloo"
 
@@ -104,22 +104,47 @@ def seed_for_rank(seed: int, rank: int) -> int:
     return seed + rank
 
 
-def shut_down_process_group(synchronize: bool = True) -> None:
-    """Destroy the default process group, if this process started one (after a barrier when `synchronize`).
+def shut_down_process_group(synchronize: bool = True) -> bool:
+    """Destroy the default process group, if this process started one (after a barrier when `synchronize`);
+    True when there was one.
 
-    Left to interpreter exit, the communication threads of gloo and DeepSpeed's CPU backend are torn down
-    in no fixed order, and a rank that has finished its work can still abort ("terminate called without
-    an active exception", seen under ZeRO-3 on CPU in about 2 of 50 launches), failing the whole launch.
     PyTorch asks for an explicit destroy_process_group() at the end of a run; the CLI calls this after
     every command. No barrier after a failure: the other ranks may never reach it.
     """
     import sys
 
     if "torch" not in sys.modules:  # a command that never imported torch started no process group
-        return
+        return False
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        if synchronize:
-            dist.barrier()
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    if synchronize:
+        dist.barrier()
+    dist.destroy_process_group()
+    return True
+
+
+def exit_skipping_teardown(code: int) -> NoReturn:
+    """End a launched rank now: finish wandb, flush logs and streams, then `os._exit(code)`.
+
+    A rank that has written everything can still abort in interpreter-exit teardown ("terminate called
+    without an active exception": a C++ thread of gloo, the TCP store or DeepSpeed's CPU backend destroyed
+    while still joinable, in no fixed order), which fails the whole launch. Destroying the process group
+    first made it rarer, not gone: CI still saw it in 1 of about 50 ZeRO-3 CPU launches. `os._exit` skips
+    the static destructors where it happens. Everything a stage writes is closed and renamed before its
+    `main` returns, so nothing is lost; what interpreter exit would still have done is done here.
+    """
+    import logging
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()  # a TRL stage's run is otherwise finished by wandb's atexit hook, which _exit skips
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more can reach it
+            pass
+    os._exit(code)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -172,9 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             Path(args.out).write_text(text + "\n")
     accelerator.wait_for_everyone()
-    shut_down_process_group()  # as the rlhf CLI does: no teardown race at interpreter exit
+    shut_down_process_group()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from rlhf.distributed import exit_skipping_teardown
+
+    exit_skipping_teardown(main())  # as the rlhf CLI ends a launched rank: no abort in interpreter teardown

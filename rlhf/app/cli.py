@@ -45,6 +45,7 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    launched_as_program = argv is None  # tests call main(argv) in-process: never end their process
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rlhf {name}: not implemented yet", file=sys.stderr)
             return 2
         raise
-    from rlhf.distributed import shut_down_process_group
+    from rlhf.distributed import exit_skipping_teardown, shut_down_process_group
     from rlhf.errors import UserError
     from rlhf.processes import start_parent_watchdog
 
@@ -80,12 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = int(getattr(module, function_name or "main")(rest) or 0)
         succeeded = True
-        return code
     except UserError as exc:
         print(f"rlhf {name}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    finally:
-        shut_down_process_group(synchronize=succeeded)
+        code = exc.exit_code
+    finally:  # also after an unexpected exception, which then goes on to print its traceback
+        ended_a_process_group = shut_down_process_group(synchronize=succeeded)
+    if ended_a_process_group and launched_as_program:
+        exit_skipping_teardown(code)  # a launched rank: see there for the abort this avoids
+    return code
 
 
 if __name__ == "__main__":

@@ -72,4 +72,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from rlhf.distributed import exit_skipping_teardown
+
     main()
+    exit_skipping_teardown(0)  # as the rlhf CLI ends a launched rank: no abort in interpreter teardown
