@@ -5,6 +5,7 @@
     python benchmarks/ppo_scaling.py --sizes 0.2M 4.5M --precisions fp32 --updates 5
     python benchmarks/ppo_scaling.py --sizes 26M --precisions fp32 bf16 --threads 2
     python benchmarks/ppo_scaling.py --sizes 350M --updates 2         # larger on request (h1536 L12)
+    python benchmarks/ppo_scaling.py --sizes 0.2M 1.2M 2.5M 4.5M      # where bf16 starts to pay on a CPU
     python benchmarks/ppo_scaling.py --sizes 26M --precisions fp32 --rollout-logprobs forward  # the policy pass back
 
 The work is `benchmarks/ppo_update.py`'s (TRL 1.12's PPOTrainer measured on the same): 16 prompts x 24
@@ -42,6 +43,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 # name -> (hidden, layers, heads, ffn); vocabulary ~500 (the tiny tokenizer)
 SIZES = {
     "0.2M": (64, 2, 4, 256),
+    "1.2M": (128, 4, 4, 512),  # 1.2M and 2.5M: where bf16 overtakes fp32 on a CPU (rlhf.precision)
+    "2.5M": (192, 4, 4, 768),
     "4.5M": (256, 4, 4, 1024),
     "26M": (512, 6, 8, 2048),
     "135M": (1024, 8, 16, 4096),

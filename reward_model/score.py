@@ -127,7 +127,7 @@ def score_file(
     tokenizer = load_tokenizer(model_dir)
     run_on = inference_device(device)
     model = load_for_inference(
-        load_scalar_model, model_dir, tokenizer, run_on, inference_dtype(precision, dtype, run_on)
+        load_scalar_model, model_dir, tokenizer, run_on, inference_dtype(precision, dtype, run_on, model_dir)
     )
     prompts = [row["prompt"] for _, row, responses in rows for _ in responses]
     responses = [response for _, _, row_responses in rows for response in row_responses]

@@ -89,9 +89,7 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
     num_train_epochs: float = 1.0  # epochs over the training data (ignored when max_steps > 0)
     max_steps: int = -1  # total optimizer steps (-1: use num_train_epochs)
-    precision: str = (
-        "auto"  # auto | fp32 | bf16 | fp16 (mixed precision; auto: bf16 on a bf16 GPU or AMX/AVX512-BF16 CPU)
-    )
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (mixed; auto: bf16 where fast, see rlhf/precision.py)
     gradient_checkpointing: bool = False  # recompute activations in backward to save memory
     max_grad_norm: float = 1.0  # gradient clipping norm (0 disables)
     logging_steps: int = 10  # log every N optimizer steps

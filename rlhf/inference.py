@@ -2,7 +2,7 @@
 
 Like the stages, they use the accelerator when there is one (`--device auto`: cuda when available) and run
 in the configured precision: `--precision` (auto | fp32 | bf16 | fp16, resolved for the device they run on
-by rlhf.precision: auto is bf16 on a bf16 GPU or an AMX / AVX512-BF16 CPU, else fp32) or an explicit
+by rlhf.precision: auto is bf16 on a bf16 GPU or an AMX / AVX512-BF16 CPU for 2M+ params, else fp32) or an explicit
 `--dtype`. bf16 on CPU is allowed. Every model is moved to the device after loading, so a 7B evaluation
 neither keeps three fp32 copies in host memory nor generates on the CPU.
 """
@@ -27,7 +27,7 @@ def add_device_arguments(parser: argparse.ArgumentParser, precision_default: str
         "--precision",
         default=precision_default,
         choices=PRECISION_CHOICES,
-        help="models' dtype; auto: bf16 on a bf16 GPU or an AMX / AVX512-BF16 CPU, else fp32 (bf16 on CPU works)",
+        help="models' dtype; auto: bf16 on a bf16 GPU or an AMX / AVX512-BF16 CPU (2M+ params), else fp32",
     )
     parser.add_argument("--dtype", default=None, choices=DTYPE_CHOICES, help="overrides --precision")
 
@@ -45,13 +45,16 @@ def inference_device(requested: Optional[str] = "auto") -> torch.device:
     return device
 
 
-def inference_dtype(precision: Optional[str], dtype: Optional[str], device: torch.device) -> str:
-    """float32 | bfloat16 | float16: `dtype` when given, else `precision` resolved for `device`."""
+def inference_dtype(
+    precision: Optional[str], dtype: Optional[str], device: torch.device, model: Optional[str] = None
+) -> str:
+    """float32 | bfloat16 | float16: `dtype` when given, else `precision` resolved for `device` and the size
+    of `model` (a path or hub id; rlhf.precision)."""
     from rlhf.precision import DTYPE_NAMES, precision_for
 
     if dtype:
         return dtype
-    return DTYPE_NAMES[precision_for(precision or "auto", device.type)]
+    return DTYPE_NAMES[precision_for(precision or "auto", device.type, model=model)]
 
 
 def load_for_inference(loader: Callable[..., Any], path: str, tokenizer, device: torch.device, dtype: str):

@@ -3,18 +3,26 @@
 bf16 pays where matrix units take it natively: a CUDA GPU that supports bf16 (Ampere and later), or a
 CPU with AMX (Sapphire Rapids and later: measured 3.5-6.6x the fp32 matmul rate) or AVX512-BF16
 (Cooper Lake, Zen 4). Elsewhere torch emulates bf16 matmuls through fp32 conversions and mixed
-precision is slower than fp32, so `auto` keeps fp32. `resolve_precision` is the pure rule (tested for
-each case); `describe_device` reads the machine (torch.cuda, /proc/cpuinfo flags).
+precision is slower than fp32, so `auto` keeps fp32. On a CPU even native bf16 only pays once the matmuls
+are large enough to outweigh autocast's casts: a model below CPU_BF16_MIN_PARAMETERS stays fp32 there.
+`resolve_precision` is the pure rule (tested for each case); `describe_device` reads the machine
+(torch.cuda, /proc/cpuinfo flags); `model_parameters` counts a model from its config.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CPU_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})  # /proc/cpuinfo names of native bf16 matmul support
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+# Below this many parameters a CPU PPO update is slower in bf16 than in fp32 even with AVX512-BF16 or AMX:
+# autocast's casts outweigh the small matmuls (benchmarks/results/ppo_scaling_crossover.cpu-2core-zen4.json,
+# Zen 4: 1.1M 1.14-1.28x slower, 2.5M 1.05-1.42x faster; the 1.3M tiny pipeline 18% slower). GPUs keep
+# bf16 at every size.
+CPU_BF16_MIN_PARAMETERS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -26,14 +34,16 @@ class DeviceDescription:
     cpu_flags: frozenset[str] = field(default_factory=frozenset)  # CPU feature flags (lower case)
 
 
-def resolve_precision(precision: str, device: DeviceDescription) -> str:
-    """`auto` -> "bf16" on a bf16-capable CUDA GPU or an AMX / AVX512-BF16 CPU, else "fp32"; others unchanged."""
+def resolve_precision(precision: str, device: DeviceDescription, parameters: Optional[int] = None) -> str:
+    """`auto` -> "bf16" on a bf16-capable CUDA GPU, or on an AMX / AVX512-BF16 CPU for a model of at least
+    CPU_BF16_MIN_PARAMETERS (`parameters`; None, unknown, counts as large), else "fp32"; others unchanged."""
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return "bf16" if device.cuda_bf16 else "fp32"
     if device.type == "cpu":
-        return "bf16" if device.cpu_flags & CPU_BF16_FLAGS else "fp32"
+        small = parameters is not None and parameters < CPU_BF16_MIN_PARAMETERS
+        return "bf16" if device.cpu_flags & CPU_BF16_FLAGS and not small else "fp32"
     return "fp32"
 
 
@@ -62,11 +72,29 @@ def describe_device(device_type: str | None = None) -> DeviceDescription:
     return DeviceDescription(kind)
 
 
-def precision_for(precision: str, device_type: str | None = None) -> str:
-    """`precision` resolved for this machine's device."""
+def model_parameters(name_or_path: str | Path | None) -> Optional[int]:
+    """A causal LM's parameter count, from its config built on the meta device (no weights are read), for a
+    directory or a hub id already in the local cache; None when there is no such config (the caller then
+    treats the model as large: every hub model is, and a typo should not wait on network retries here)."""
+    if not name_or_path:
+        return None
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(str(name_or_path), local_files_only=True)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except Exception:  # no config, no network, or no causal-LM class for it: size unknown
+        return None
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def precision_for(precision: str, device_type: str | None = None, model: str | Path | None = None) -> str:
+    """`precision` resolved for this machine's device and the size of `model` (a path or hub id)."""
     if precision != "auto":
         return precision
-    return resolve_precision(precision, describe_device(device_type))
+    return resolve_precision(precision, describe_device(device_type), model_parameters(model))
 
 
 def resolve_train_precision(cfg) -> str:
@@ -74,6 +102,7 @@ def resolve_train_precision(cfg) -> str:
     directory's config.yaml is written, so the file records the precision the run used."""
     from rlhf.distributed import cpu_collectives
 
-    resolved = precision_for(cfg.train.precision, "cpu" if cpu_collectives() else None)
+    device = "cpu" if cpu_collectives() else None
+    resolved = precision_for(cfg.train.precision, device, model=cfg.model.name_or_path)
     cfg.train.precision = resolved
     return resolved

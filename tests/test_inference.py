@@ -30,8 +30,10 @@ def test_dtype_is_the_explicit_one_or_the_precision_resolved_for_the_device(monk
     assert inference_dtype("fp32", "bfloat16", cpu) == "bfloat16"  # --dtype overrides --precision
     assert inference_dtype("bf16", None, cpu) == "bfloat16"  # bf16 on CPU is allowed
     seen = []
-    monkeypatch.setattr(rlhf.precision, "precision_for", lambda precision, device: seen.append(device) or "bf16")
-    assert inference_dtype("auto", None, torch.device("cuda", 0)) == "bfloat16" and seen == ["cuda"]
+    monkeypatch.setattr(
+        rlhf.precision, "precision_for", lambda precision, device, model=None: seen.append((device, model)) or "bf16"
+    )
+    assert inference_dtype("auto", None, torch.device("cuda", 0), "m") == "bfloat16" and seen == [("cuda", "m")]
 
 
 def test_models_are_moved_to_the_device_in_eval_mode(tmp_path):

@@ -69,3 +69,53 @@ def test_auto_is_resolved_before_the_run_config_is_written(monkeypatch):
     cfg = load_config(REPO / "configs/base.yaml", ["model.name_or_path=x"], require_complete=False)
     fields = training_arguments_fields(cfg)
     assert cfg.train.precision == "bf16" and fields["bf16"] is True and fields["use_cpu"] is True
+
+
+@pytest.mark.parametrize(
+    "device, parameters, expected",
+    [
+        (DeviceDescription("cpu", cpu_flags=frozenset({"amx_bf16"})), 200_000, "fp32"),  # casts outweigh the matmuls
+        (DeviceDescription("cpu", cpu_flags=frozenset({"amx_bf16"})), 4_500_000, "bf16"),
+        (DeviceDescription("cpu", cpu_flags=frozenset({"amx_bf16"})), None, "bf16"),  # size unknown: a real model
+        (DeviceDescription("cuda", cuda_bf16=True), 200_000, "bf16"),  # a GPU pays no such cast overhead
+        (DeviceDescription("cpu", cpu_flags=frozenset(ICE_LAKE.split())), 4_500_000, "fp32"),
+    ],
+)
+def test_auto_keeps_fp32_for_a_model_too_small_for_bf16_on_a_cpu(device, parameters, expected):
+    assert resolve_precision("auto", device, parameters) == expected
+
+
+def test_model_parameters_counts_what_transformers_builds(tiny_model_dir, family_dirs, tmp_path):
+    """The count from the config alone equals the loaded model's, across families (GPT-2's own key names,
+    tied and untied heads); an unloadable name is unknown rather than a network wait."""
+    from transformers import AutoModelForCausalLM
+
+    from rlhf.precision import model_parameters
+
+    for model_dir in [tiny_model_dir, *family_dirs.values()]:
+        loaded = AutoModelForCausalLM.from_pretrained(model_dir)
+        assert model_parameters(model_dir) == sum(p.numel() for p in loaded.parameters()), model_dir
+    assert model_parameters(tmp_path / "no-model") is None
+    assert model_parameters("no-such-org/no-such-model") is None
+
+
+def test_stages_resolve_auto_by_the_size_of_their_model(tiny_model_dir, tmp_path, monkeypatch):
+    """On a bf16 CPU a stage of the ~60k tiny model runs fp32 and one of a 4.5M model bf16 (config.yaml)."""
+    from transformers import LlamaConfig
+
+    import rlhf.precision
+    from rlhf.app.schema import load_config
+    from rlhf.precision import resolve_train_precision
+
+    monkeypatch.setattr(
+        rlhf.precision,
+        "describe_device",
+        lambda device_type=None: DeviceDescription("cpu", cpu_flags=frozenset({"avx512_bf16"})),
+    )
+    larger = tmp_path / "4.5M"
+    LlamaConfig(
+        vocab_size=1024, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024
+    ).save_pretrained(larger)
+    for model_dir, expected in [(tiny_model_dir, "fp32"), (larger, "bf16")]:
+        cfg = load_config(REPO / "configs/base.yaml", [f"model.name_or_path={model_dir}"], require_complete=False)
+        assert resolve_train_precision(cfg) == expected and cfg.train.precision == expected

@@ -140,7 +140,7 @@ def evaluate(
         roles["reward"] = reward_model
     tokenizer = check_same_tokenizers(roles)["reference"]
     run_on = inference_device(device)
-    dtype = inference_dtype(precision, dtype, run_on)
+    dtype = inference_dtype(precision, dtype, run_on, reference)
     reference_model = load_for_inference(load_causal_lm, reference, tokenizer, run_on, dtype)
     rm = load_for_inference(load_scalar_model, reward_model, tokenizer, run_on, dtype) if reward_model else None
     stats = load_reward_stats(reward_model) if reward_model else None

@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         default=defaults.precision,
         choices=["auto", "fp32", "bf16", "fp16"],
-        help="weights' dtype; auto: bf16 on a bf16 GPU or an AMX / AVX512-BF16 CPU, else fp32",
+        help="weights' dtype; auto: bf16 on a bf16 GPU or an AMX / AVX512-BF16 CPU (2M+ params), else fp32",
     )
     parser.add_argument(
         "--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="overrides --precision"
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tokenizer = load_tokenizer(args.policy)
         device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-        dtype = args.dtype or DTYPE_NAMES[precision_for(args.precision, device)]
+        dtype = args.dtype or DTYPE_NAMES[precision_for(args.precision, device, model=args.policy)]
         model = load_causal_lm(args.policy, tokenizer=tokenizer, dtype=dtype)
     except OSError as exc:
         raise UserError(f"cannot load the policy {args.policy!r}: {exc}") from None
