@@ -264,7 +264,9 @@ from rlhf.app.cli import main
 
 code = main(sys.argv[1:])
 Path(os.environ["GENERATION_PROBE_OUT"] + "." + os.environ["RANK"]).write_text(json.dumps(calls))
-sys.exit(code)
+from rlhf.distributed import exit_skipping_teardown
+
+exit_skipping_teardown(code)  # as `rlhf` ends a launched rank (main(argv) leaves that to its caller)
 '''
 
 
