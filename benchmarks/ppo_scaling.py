@@ -17,9 +17,10 @@ FLOPs per update are counted from the model config (PaLM's convention: 2 FLOPs p
 forward, 4 x layers x hidden x context for attention, backward = 2 x forward): generation (prompt then
 each new token against the KV cache), scoring (policy, reference and the LM head on the response only,
 value and reward backbones; no policy pass when its log-probs come from generation, `ppo.rollout_logprobs`:
-by default in fp32), training (policy + value forward and backward per epoch). Utilisation is
-the achieved FLOP/s over this machine's matmul peak for that dtype, measured here by timing a large
-matmul (on a GPU the same ratio is MFU). Prints one JSON table; writes it and a plot to `--out-dir`.
+by default in fp32), training (policy + value forward and backward per epoch; no value model under rloo
+and grpo). Utilisation is the achieved FLOP/s over this machine's matmul peak for that dtype, measured
+here by timing a large matmul (on a GPU the same ratio is MFU). Prints one JSON table; writes it and a
+plot to `--out-dir`.
 """
 
 from __future__ import annotations
@@ -71,20 +72,25 @@ def update_flops(
     prompt_len: float,
     response_len: float,
     policy_scoring_pass: bool = True,
+    critic: bool = True,
+    sequences: int = PROMPTS,
 ) -> dict:
-    """FLOPs of one PPO update by phase (see the module docstring for the convention)."""
+    """FLOPs of one PPO update by phase (see the module docstring for the convention); `critic` False for
+    rloo / grpo, which run no value model; `sequences`: prompts x ppo.samples_per_prompt."""
     total = prompt_len + response_len
     head = 2 * hidden * vocab  # LM head per token it is computed on
     body = forward_flops_per_token(hidden, layers, ffn, total)
     # generation: the prompt in one forward, then each new token against the cache (mean context)
     prompt_pass = prompt_len * forward_flops_per_token(hidden, layers, ffn, prompt_len) + head
     decode = response_len * (forward_flops_per_token(hidden, layers, ffn, prompt_len + response_len / 2) + head)
-    generation = PROMPTS * (prompt_pass + decode)
+    generation = sequences * (prompt_pass + decode)
     # scoring: policy (unless from generation) and reference (LM head on the response only), value and reward
     lm_passes = 2 if policy_scoring_pass else 1
-    scoring = PROMPTS * ((2 + lm_passes) * total * body + lm_passes * (response_len + 1) * head)
-    # training: policy + value, forward and backward (3 x forward), per epoch
-    training = EPOCHS * 3 * PROMPTS * (2 * total * body + (response_len + 1) * head)
+    scalar_passes = 2 if critic else 1
+    scoring = sequences * ((scalar_passes + lm_passes) * total * body + lm_passes * (response_len + 1) * head)
+    # training: policy (+ value), forward and backward (3 x forward), per epoch
+    trained_backbones = 2 if critic else 1
+    training = EPOCHS * 3 * sequences * (trained_backbones * total * body + (response_len + 1) * head)
     return {"generation": generation, "scoring": scoring, "training": training}
 
 
@@ -112,6 +118,7 @@ def run_one(
     os.environ.setdefault("WANDB_MODE", "disabled")
     from ppo_update import _prompts, _texts
 
+    from ppo.models import uses_critic
     from ppo.rollout import generation_logprobs
     from ppo.trainer import train
     from rlhf.app.schema import load_config
@@ -169,9 +176,12 @@ def run_one(
 
     seconds = median("time/update")
     response_len = median("val/response_length")
-    prompt_len = median("perf/tokens_per_second") * seconds / PROMPTS - response_len
+    sequences = PROMPTS * cfg.ppo.samples_per_prompt
+    prompt_len = median("perf/tokens_per_second") * seconds / sequences - response_len
     from_generation = generation_logprobs(rollout_logprobs, precision, torch.float32)  # the weights: fp32
-    flops = update_flops(hidden, layers, ffn, len(tokenizer), prompt_len, response_len, not from_generation)
+    flops = update_flops(
+        hidden, layers, ffn, len(tokenizer), prompt_len, response_len, not from_generation, uses_critic(cfg), sequences
+    )
     total_flops = sum(flops.values())
     phases = {"generation": median("time/generation"), "scoring": median("time/scoring")}
     phases["training"] = median("time/training")
