@@ -395,3 +395,40 @@ def test_ppo_zero3_checkpoint_resumes_to_the_uninterrupted_run(ppo_inputs, tmp_p
     assert_rows_match({3: full[3]}, {3: resumed[3]}, reproducible_keys(full[3]), rel=1e-6, abs_=1e-7)
     assert (resumed_dir / "checkpoints" / "update-000003").is_dir() and (resumed_dir / "summary.json").is_file()
     assert_same_weights(full_dir / "policy", resumed_dir / "policy")
+
+
+@pytest.mark.parametrize("estimator", ["rloo", "grpo"])
+def test_ppo_critic_free_estimators_under_ddp_resume_to_the_uninterrupted_run(ppo_inputs, tmp_path, estimator):
+    """RLOO and GRPO on two DDP processes: 2 sampled responses per prompt, each rank its own stream and its
+    own groups; a run resumed from update 2 redoes update 3 exactly, and no value model is trained or saved."""
+    sampling = (
+        f"ppo.advantage_estimator={estimator}",
+        "ppo.samples_per_prompt=2",
+        "ppo.do_sample=true",
+        "ppo.num_updates=3",
+        "ppo.save_every=1",
+        "train.save_total_limit=3",
+    )
+    full_dir, resumed_dir = tmp_path / "full", tmp_path / "resumed"
+    launch_stage("cpu_ddp", "ppo", ppo_config(ppo_inputs, full_dir, 4, *sampling), tmp_path / "full.yaml")
+    checkpoint = full_dir / "checkpoints" / "update-000002"
+    shutil.copytree(checkpoint, resumed_dir / "checkpoints" / checkpoint.name)
+    shutil.copy(full_dir / "metrics.jsonl", resumed_dir / "metrics.jsonl")
+    launch_stage(
+        "cpu_ddp",
+        "ppo",
+        ppo_config(ppo_inputs, resumed_dir, 4, *sampling, "ppo.resume=true"),
+        tmp_path / "resumed.yaml",
+    )
+
+    full, resumed = (
+        rows_with(read_metrics(full_dir / "metrics.jsonl"), "loss/policy_avg"),
+        rows_with(read_metrics(resumed_dir / "metrics.jsonl"), "loss/policy_avg"),
+    )
+    assert sorted(resumed) == sorted(full) == [1, 2, 3]
+    assert (
+        full[3]["objective/kl"] != full[2]["objective/kl"]
+    )  # the updates differ, so matching update 3 means something
+    assert_rows_match({3: full[3]}, {3: resumed[3]}, reproducible_keys(full[3]), rel=1e-6, abs_=1e-7)
+    assert_same_weights(full_dir / "policy", resumed_dir / "policy")
+    assert not (full_dir / "value").exists()
