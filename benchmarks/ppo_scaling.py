@@ -86,11 +86,10 @@ def update_flops(
     generation = sequences * (prompt_pass + decode)
     # scoring: policy (unless from generation) and reference (LM head on the response only), value and reward
     lm_passes = 2 if policy_scoring_pass else 1
-    scalar_passes = 2 if critic else 1
-    scoring = sequences * ((scalar_passes + lm_passes) * total * body + lm_passes * (response_len + 1) * head)
+    value_passes = 1 if critic else 0
+    scoring = sequences * ((1 + value_passes + lm_passes) * total * body + lm_passes * (response_len + 1) * head)
     # training: policy (+ value), forward and backward (3 x forward), per epoch
-    trained_backbones = 2 if critic else 1
-    training = EPOCHS * 3 * sequences * (trained_backbones * total * body + (response_len + 1) * head)
+    training = EPOCHS * 3 * sequences * ((1 + value_passes) * total * body + (response_len + 1) * head)
     return {"generation": generation, "scoring": scoring, "training": training}
 
 

@@ -41,10 +41,15 @@ def resolve_precision(precision: str, device: DeviceDescription, parameters: Opt
         return precision
     if device.type == "cuda":
         return "bf16" if device.cuda_bf16 else "fp32"
-    if device.type == "cpu":
+    if cpu_size_decides(device):
         small = parameters is not None and parameters < CPU_BF16_MIN_PARAMETERS
-        return "bf16" if device.cpu_flags & CPU_BF16_FLAGS and not small else "fp32"
+        return "fp32" if small else "bf16"
     return "fp32"
+
+
+def cpu_size_decides(device: DeviceDescription) -> bool:
+    """A CPU with native bf16, where `auto` depends on the model's size (elsewhere the size is not needed)."""
+    return device.type == "cpu" and bool(device.cpu_flags & CPU_BF16_FLAGS)
 
 
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
@@ -94,7 +99,9 @@ def precision_for(precision: str, device_type: str | None = None, model: str | P
     """`precision` resolved for this machine's device and the size of `model` (a path or hub id)."""
     if precision != "auto":
         return precision
-    return resolve_precision(precision, describe_device(device_type), model_parameters(model))
+    device = describe_device(device_type)
+    parameters = model_parameters(model) if cpu_size_decides(device) else None  # no model build where moot
+    return resolve_precision(precision, device, parameters)
 
 
 def resolve_train_precision(cfg) -> str:

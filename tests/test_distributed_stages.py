@@ -365,70 +365,44 @@ def test_ppo_zero2_bf16_has_zero_kl_at_update_0(ppo_inputs, tmp_path):
     assert first["objective/kl"] == 0.0 and first["objective/non_score_reward"] == 0.0
 
 
-def test_ppo_zero3_checkpoint_resumes_to_the_uninterrupted_run(ppo_inputs, tmp_path):
-    """Sampling on (each rank its own stream), 3 updates; a run resumed from update 2 redoes update 3 exactly."""
+def run_and_resume_from_update_2(config_name: str, ppo_inputs, tmp_path, *overrides: str) -> tuple[Path, Path]:
+    """3 sampled updates under `accelerate launch`, then a copy resumed from update 2's checkpoint; asserts
+    that the resumed run redoes update 3 exactly (metrics and policy). Returns (full_dir, resumed_dir)."""
     sampling = ("ppo.do_sample=true", "ppo.num_updates=3", "ppo.save_every=1", "train.save_total_limit=3")
     full_dir, resumed_dir = tmp_path / "full", tmp_path / "resumed"
-    launch_stage("cpu_zero3", "ppo", ppo_config(ppo_inputs, full_dir, 4, *sampling), tmp_path / "full.yaml")
-
+    launch_stage(config_name, "ppo", ppo_config(ppo_inputs, full_dir, 4, *sampling, *overrides), tmp_path / "full.yaml")
     checkpoint = full_dir / "checkpoints" / "update-000002"
-    # DeepSpeed names the shards bf16_zero_pp_rank_* at bf16
-    shards = sorted(path.name for path in checkpoint.rglob("*zero_pp_rank_*_optim_states.pt"))
-    assert len(shards) == 2, shards  # each rank saved its own optimiser shard
     shutil.copytree(checkpoint, resumed_dir / "checkpoints" / checkpoint.name)
     shutil.copy(full_dir / "metrics.jsonl", resumed_dir / "metrics.jsonl")  # rows after update 2 are dropped on resume
-    launch_stage(
-        "cpu_zero3",
-        "ppo",
-        ppo_config(ppo_inputs, resumed_dir, 4, *sampling, "ppo.resume=true"),
-        tmp_path / "resumed.yaml",
-    )
+    resumed_config = ppo_config(ppo_inputs, resumed_dir, 4, *sampling, *overrides, "ppo.resume=true")
+    launch_stage(config_name, "ppo", resumed_config, tmp_path / "resumed.yaml")
 
     full, resumed = (
         rows_with(read_metrics(full_dir / "metrics.jsonl"), "loss/policy_avg"),
         rows_with(read_metrics(resumed_dir / "metrics.jsonl"), "loss/policy_avg"),
     )
     assert sorted(resumed) == sorted(full) == [1, 2, 3]
-    assert (
-        full[3]["objective/kl"] != full[2]["objective/kl"]
-    )  # the updates differ, so matching update 3 means something
+    # the updates differ, so matching update 3 means something
+    assert full[3]["objective/kl"] != full[2]["objective/kl"]
     assert_rows_match({3: full[3]}, {3: resumed[3]}, reproducible_keys(full[3]), rel=1e-6, abs_=1e-7)
     assert (resumed_dir / "checkpoints" / "update-000003").is_dir() and (resumed_dir / "summary.json").is_file()
     assert_same_weights(full_dir / "policy", resumed_dir / "policy")
+    return full_dir, resumed_dir
+
+
+def test_ppo_zero3_checkpoint_resumes_to_the_uninterrupted_run(ppo_inputs, tmp_path):
+    """Sampling on (each rank its own stream), 3 updates; a run resumed from update 2 redoes update 3 exactly."""
+    full_dir, _ = run_and_resume_from_update_2("cpu_zero3", ppo_inputs, tmp_path)
+    # DeepSpeed names the shards bf16_zero_pp_rank_* at bf16
+    checkpoint = full_dir / "checkpoints" / "update-000002"
+    shards = sorted(path.name for path in checkpoint.rglob("*zero_pp_rank_*_optim_states.pt"))
+    assert len(shards) == 2, shards  # each rank saved its own optimiser shard
 
 
 @pytest.mark.parametrize("estimator", ["rloo", "grpo"])
 def test_ppo_critic_free_estimators_under_ddp_resume_to_the_uninterrupted_run(ppo_inputs, tmp_path, estimator):
     """RLOO and GRPO on two DDP processes: 2 sampled responses per prompt, each rank its own stream and its
     own groups; a run resumed from update 2 redoes update 3 exactly, and no value model is trained or saved."""
-    sampling = (
-        f"ppo.advantage_estimator={estimator}",
-        "ppo.samples_per_prompt=2",
-        "ppo.do_sample=true",
-        "ppo.num_updates=3",
-        "ppo.save_every=1",
-        "train.save_total_limit=3",
-    )
-    full_dir, resumed_dir = tmp_path / "full", tmp_path / "resumed"
-    launch_stage("cpu_ddp", "ppo", ppo_config(ppo_inputs, full_dir, 4, *sampling), tmp_path / "full.yaml")
-    checkpoint = full_dir / "checkpoints" / "update-000002"
-    shutil.copytree(checkpoint, resumed_dir / "checkpoints" / checkpoint.name)
-    shutil.copy(full_dir / "metrics.jsonl", resumed_dir / "metrics.jsonl")
-    launch_stage(
-        "cpu_ddp",
-        "ppo",
-        ppo_config(ppo_inputs, resumed_dir, 4, *sampling, "ppo.resume=true"),
-        tmp_path / "resumed.yaml",
-    )
-
-    full, resumed = (
-        rows_with(read_metrics(full_dir / "metrics.jsonl"), "loss/policy_avg"),
-        rows_with(read_metrics(resumed_dir / "metrics.jsonl"), "loss/policy_avg"),
-    )
-    assert sorted(resumed) == sorted(full) == [1, 2, 3]
-    assert (
-        full[3]["objective/kl"] != full[2]["objective/kl"]
-    )  # the updates differ, so matching update 3 means something
-    assert_rows_match({3: full[3]}, {3: resumed[3]}, reproducible_keys(full[3]), rel=1e-6, abs_=1e-7)
-    assert_same_weights(full_dir / "policy", resumed_dir / "policy")
+    estimator_settings = (f"ppo.advantage_estimator={estimator}", "ppo.samples_per_prompt=2")
+    full_dir, _ = run_and_resume_from_update_2("cpu_ddp", ppo_inputs, tmp_path, *estimator_settings)
     assert not (full_dir / "value").exists()

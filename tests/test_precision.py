@@ -119,3 +119,20 @@ def test_stages_resolve_auto_by_the_size_of_their_model(tiny_model_dir, tmp_path
     for model_dir, expected in [(tiny_model_dir, "fp32"), (larger, "bf16")]:
         cfg = load_config(REPO / "configs/base.yaml", [f"model.name_or_path={model_dir}"], require_complete=False)
         assert resolve_train_precision(cfg) == expected and cfg.train.precision == expected
+
+
+def test_the_model_is_only_counted_where_its_size_decides(monkeypatch):
+    """A GPU or a CPU without native bf16 resolves `auto` without building the model on the meta device."""
+    import rlhf.precision
+    from rlhf.precision import precision_for
+
+    counted = []
+    monkeypatch.setattr(rlhf.precision, "model_parameters", lambda model: counted.append(model) or 100)
+    for device, expected in [
+        (DeviceDescription("cuda", cuda_bf16=True), "bf16"),
+        (DeviceDescription("cpu", cpu_flags=frozenset(ICE_LAKE.split())), "fp32"),
+        (DeviceDescription("cpu", cpu_flags=frozenset({"avx512_bf16"})), "fp32"),  # counted: 100 parameters
+    ]:
+        monkeypatch.setattr(rlhf.precision, "describe_device", lambda device_type=None, device=device: device)
+        assert precision_for("auto", model="m") == expected
+    assert counted == ["m"]
