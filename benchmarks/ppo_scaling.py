@@ -93,19 +93,38 @@ def update_flops(
     return {"generation": generation, "scoring": scoring, "training": training}
 
 
-def matmul_peak_flops(dtype_name: str, size: int = 2048, seconds: float = 1.5) -> float:
-    """Best FLOP/s of an n x n matmul in this dtype on this process's threads (the machine's matmul peak)."""
+def matmul_peak_flops(dtype_name: str, device: str = "cpu", size: int | None = None, seconds: float = 1.5) -> float:
+    """Best FLOP/s of an n x n matmul in this dtype on this device (a CPU: this process's threads): the
+    machine's matmul peak. fp32 on CUDA runs as torch is set (TF32 off by default), as the PPO run does."""
     import torch
 
+    size = size or (8192 if device == "cuda" else 2048)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     torch.mm(a, b)  # warm-up
+    sync()
     best, deadline = float("inf"), time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         start = time.perf_counter()
         torch.mm(a, b)
+        sync()
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
+
+
+def device_name() -> str:
+    """What the update runs on: the GPU's name (the trainer takes CUDA when there is one), else the CPU's."""
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "cpu"
 
 
 def run_one(
@@ -124,7 +143,8 @@ def run_one(
     from rlhf.modeling import init_tiny, load_scalar_model, load_tokenizer, save_model
 
     hidden, layers, heads, ffn = SIZES[size]
-    peak = matmul_peak_flops(precision)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where ppo.trainer.train runs it (accelerate)
+    peak = matmul_peak_flops(precision, device)
     with tempfile.TemporaryDirectory(prefix="ppo-scaling-") as tmp:
         root = Path(tmp)
         with contextlib.redirect_stdout(sys.stderr):
@@ -184,12 +204,13 @@ def run_one(
     total_flops = sum(flops.values())
     phases = {"generation": median("time/generation"), "scoring": median("time/scoring")}
     phases["training"] = median("time/training")
-    trl = TRL_SECONDS.get(precision, {}).get(size)
+    trl = TRL_SECONDS.get(precision, {}).get(size) if device == "cpu" else None  # that table is the 2-core CPU's
     return {
         "size": size,
         "precision": precision,
         "rollout_logprobs": f"{rollout_logprobs}: {'generation' if from_generation else 'forward'}",
         "overrides": list(extra),
+        "device": device_name(),
         "hidden": hidden,
         "layers": layers,
         "params_per_model": params,
@@ -203,6 +224,7 @@ def run_one(
         "matmul_peak_gflops": round(peak / 1e9, 1),
         "utilisation": round(total_flops / seconds / peak, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device == "cuda" else None,
         "trl_compute_seconds": trl,
         "ratio_to_trl": round(seconds / trl, 3) if trl else None,
         "measured_updates": len(history),
@@ -214,17 +236,19 @@ def markdown_table(rows: list[dict]) -> str:
     """The table of docs/performance.md."""
     lines = [
         "| size | precision | s/update | generation / scoring / training s | tokens/s | GFLOP/update | GFLOP/s "
-        "| matmul peak GFLOP/s | utilisation | peak RSS MB | TRL s | ours/TRL |",
+        "| matmul peak GFLOP/s | utilisation | peak RSS MB (/ GPU MB) | TRL s | ours/TRL |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         phases = " / ".join(f"{r['seconds_by_phase'][k]:.3f}" for k in ("generation", "scoring", "training"))
         ratio = f"{r['ratio_to_trl']:.2f}x" if r["ratio_to_trl"] else "-"
+        gpu = r.get("peak_gpu_memory_mb")
+        memory = f"{r['peak_rss_mb']:.0f}" + (f" / {gpu:.0f}" if gpu is not None else "")
         lines.append(
             f"| {r['size']} | {r['precision']} | {r['seconds_per_update']:.3f} | {phases} "
             f"| {r['tokens_per_second']:.0f} "
             f"| {r['gflop_per_update']:.1f} | {r['achieved_gflops']:.1f} | {r['matmul_peak_gflops']:.0f} "
-            f"| {100 * r['utilisation']:.1f}% | {r['peak_rss_mb']:.0f} | {r['trl_compute_seconds'] or '-'} | {ratio} |"
+            f"| {100 * r['utilisation']:.1f}% | {memory} | {r['trl_compute_seconds'] or '-'} | {ratio} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -294,7 +318,7 @@ def main() -> None:
             torch.set_num_threads(args.threads)
         print(json.dumps(run_one(*args.one, args.updates, args.warmup, args.rollout_logprobs, tuple(args.set))))
         return
-    rows = []
+    rows, failed = [], []
     load_before = os.getloadavg()[0]
     for size in args.sizes:
         for precision in args.precisions:
@@ -306,15 +330,18 @@ def main() -> None:
             command += ["--set", *args.set] if args.set else []
             command += ["--threads", str(args.threads)] if args.threads else []
             child = subprocess.run(command, capture_output=True, text=True)
-            if child.returncode:
+            if child.returncode:  # say so and go on: one size out of memory must not lose the others
                 sys.stderr.write(child.stderr[-3000:])
-                raise SystemExit(f"{size} {precision} failed (exit {child.returncode})")
+                failed.append(f"{size}:{precision} (exit {child.returncode})")
+                print(f"[ppo_scaling] {size} {precision} failed (exit {child.returncode})", file=sys.stderr)
+                continue
             rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
             print(f"[ppo_scaling] {size} {precision}: {rows[-1]['seconds_per_update']} s/update", file=sys.stderr)
     report = {
         "work": {"prompts": PROMPTS, "new_tokens": NEW_TOKENS, "ppo_epochs": EPOCHS, "mini_batches": MINI_BATCHES},
         "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "rows": rows,
+        "failed": failed,
     }
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -322,6 +349,8 @@ def main() -> None:
     (out / "ppo_scaling.md").write_text(markdown_table(rows))
     plot(rows, out / "ppo_scaling.png")
     print(json.dumps(report, indent=2))
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
 
 The work is ppo_scaling.py's: random-init Llama policy, reference, value and reward models of one shape
 (the same init_tiny models and tokenizer), 16 prompts per rollout, 24 new tokens, 1 PPO epoch, 2
-mini-batches, temperature 0.7, fp32 or bf16 (`--precision`: TRL's `bf16=True`, autocast on the CPU)
+mini-batches, temperature 0.7, fp32 or bf16 (`--precision`: TRL's `bf16=True`, autocast), on the GPU when
+there is one (as ours), else the CPU
 (TRL: per_device_train_batch_size 16, the rollout, in 2 mini-batches of 8, one optimiser step each, as
 ours). Seconds per update are the gaps between TRL's `on_step_end`
 callbacks (one per update), medians after `--warmup`. TRL calls `gc.collect()` twice per update; they are
@@ -34,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from ppo_scaling import EPOCHS, MINI_BATCHES, NEW_TOKENS, PROMPTS, SIZES  # noqa: E402
+from ppo_scaling import EPOCHS, MINI_BATCHES, NEW_TOKENS, PROMPTS, SIZES, device_name  # noqa: E402
 
 
 def run_one(size: str, updates: int, warmup: int, keep_gc: bool, precision: str = "fp32") -> dict:
@@ -75,12 +76,14 @@ def run_one(size: str, updates: int, warmup: int, keep_gc: bool, precision: str 
             local_rollout_forward_batch_size=PROMPTS, response_length=NEW_TOKENS, temperature=0.7,
             total_episodes=PROMPTS * (warmup + updates), learning_rate=1e-5, stop_token="eos",
             missing_eos_penalty=1.0, num_sample_generations=0, report_to=[], save_strategy="no",
-            logging_steps=1000, use_cpu=True, bf16=precision == "bf16", seed=0,
+            logging_steps=1000, use_cpu=not torch.cuda.is_available(), bf16=precision == "bf16", seed=0,
         )  # fmt: skip
         stamps: list[float] = []
 
         class Stamp(TrainerCallback):
             def on_step_end(self, *args, **kwargs):
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()  # the update's kernels finished, as ours times it
                 stamps.append(time.perf_counter())
 
         trainer = PPOTrainer(
@@ -89,17 +92,20 @@ def run_one(size: str, updates: int, warmup: int, keep_gc: bool, precision: str 
         )  # fmt: skip
         started = time.perf_counter()
         trainer.train()
+    cuda = torch.cuda.is_available()
     gaps = [b - a for a, b in zip([started, *stamps[:-1]], stamps)][warmup:]
     return {
         "size": size,
         "trl_version": trl.__version__,
         "precision": precision,
+        "device": device_name(),
         "gc_collect": keep_gc,
         "seconds_per_update": round(statistics.median(gaps), 4),
         "measured_updates": len(gaps),
         "torch_threads": torch.get_num_threads(),
         # the process's peak so far: the size's own peak when each size runs in its own process (--sizes X)
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
     }
 
 

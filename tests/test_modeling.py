@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -109,3 +112,36 @@ def test_lora_trains_only_adapters_and_merges(tiny_model_dir, tmp_path):
         assert torch.allclose(merged(ids).logits, adapted, atol=1e-4)
     out = save_model(merged, tokenizer, tmp_path / "merged")
     assert (out / "config.json").exists() and (out / "tokenizer_config.json").exists()
+
+
+LOAD_AND_REPORT_KERNELS = """
+import os, sys
+if sys.argv[2] == "with-rlhf":
+    import rlhf  # noqa: F401  (what every stage, benchmark and test imports first)
+from transformers import AutoModelForCausalLM
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+print(getattr(model, "use_kernels", None), os.environ.get("USE_HUB_KERNELS"))
+"""
+
+
+@pytest.mark.parametrize(
+    ("import_rlhf", "environment", "expected"),
+    [
+        ("without", None, "True None"),  # transformers' own default: Hub kernels on (swapped in by train() on a GPU)
+        ("with-rlhf", None, "False NO"),  # ours: off, so an offline GPU run trains and every mode runs one kernel set
+        ("with-rlhf", "YES", "True YES"),  # a user who asks for them keeps them
+    ],
+)
+def test_hub_kernels_are_off_unless_the_user_asks(tiny_model_dir, import_rlhf, environment, expected):
+    """Measured on an H200 with transformers 5.25: `model.train()` fetched kernels-community/rotary from the Hub
+    and every offline PPO / SFT / RM run stopped there. The setting is read by from_pretrained itself."""
+    if not hasattr(AutoModelForCausalLM.from_pretrained(tiny_model_dir), "use_kernels"):
+        pytest.skip("this transformers has no Hub kernels")
+    env = {k: v for k, v in os.environ.items() if k != "USE_HUB_KERNELS"}
+    env.update({"USE_HUB_KERNELS": environment} if environment else {})
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_REPORT_KERNELS, str(tiny_model_dir), import_rlhf],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == expected

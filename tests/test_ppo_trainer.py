@@ -274,9 +274,11 @@ def test_gradient_clipping_is_applied(ppo_models, tmp_path):
 def test_clip_gradients_matches_torch_bit_for_bit(max_norm):
     """The CPU clip that skips its scaling pass under the threshold leaves the same gradients as torch's."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     from ppo.trainer import clip_gradients
 
+    AcceleratorState._reset_state(reset_partial_state=True)  # on a GPU machine an earlier test's state is CUDA
     torch.manual_seed(0)
     ours, theirs = torch.nn.Linear(16, 8), torch.nn.Linear(16, 8)
     theirs.load_state_dict(ours.state_dict())
