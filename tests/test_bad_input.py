@@ -429,7 +429,7 @@ def run_measured(argv: list[str], cwd: Path) -> tuple[subprocess.CompletedProces
         capture_output=True,
         text=True,
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))},
     )
     peak_kb = int(result.stdout.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
     return result, peak_kb / 1024

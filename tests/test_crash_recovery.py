@@ -47,7 +47,9 @@ def rlhf(*args: str) -> list[str]:
 
 
 def env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    # the repo first, then whatever the caller had (a machine that runs the repo uninstalled, packages on a path)
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1"}
 
 
 def logged_steps(path: Path, key: str | None = None) -> list[int]:
