@@ -232,6 +232,27 @@ def run_one(
     }
 
 
+def run_child(
+    size: str,
+    precision: str,
+    updates: int,
+    warmup: int = 1,
+    rollout_logprobs: str = "auto",
+    overrides: list[str] | tuple = (),
+    threads: int | None = None,
+) -> tuple[dict | None, int]:
+    """`run_one` in a fresh process (its peak RSS its own): (its row, 0), or (None, exit code) after its stderr."""
+    command = [sys.executable, __file__, "--one", size, precision, "--updates", str(updates), "--warmup", str(warmup)]
+    command += ["--rollout-logprobs", rollout_logprobs]
+    command += ["--set", *overrides] if overrides else []
+    command += ["--threads", str(threads)] if threads else []
+    child = subprocess.run(command, capture_output=True, text=True)
+    if child.returncode:
+        sys.stderr.write(child.stderr[-3000:])
+        return None, child.returncode
+    return json.loads(child.stdout.strip().splitlines()[-1]), 0
+
+
 def markdown_table(rows: list[dict]) -> str:
     """The table of docs/performance.md."""
     lines = [
@@ -324,18 +345,14 @@ def main() -> None:
         for precision in args.precisions:
             if f"{size}:{precision}" in args.exclude:
                 continue
-            command = [sys.executable, __file__, "--one", size, precision]
-            command += ["--updates", str(args.updates), "--warmup", str(args.warmup)]
-            command += ["--rollout-logprobs", args.rollout_logprobs]
-            command += ["--set", *args.set] if args.set else []
-            command += ["--threads", str(args.threads)] if args.threads else []
-            child = subprocess.run(command, capture_output=True, text=True)
-            if child.returncode:  # say so and go on: one size out of memory must not lose the others
-                sys.stderr.write(child.stderr[-3000:])
-                failed.append(f"{size}:{precision} (exit {child.returncode})")
-                print(f"[ppo_scaling] {size} {precision} failed (exit {child.returncode})", file=sys.stderr)
+            row, exit_code = run_child(
+                size, precision, args.updates, args.warmup, args.rollout_logprobs, args.set, args.threads
+            )
+            if row is None:  # say so and go on: one size out of memory must not lose the others
+                failed.append(f"{size}:{precision} (exit {exit_code})")
+                print(f"[ppo_scaling] {size} {precision} failed (exit {exit_code})", file=sys.stderr)
                 continue
-            rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
+            rows.append(row)
             print(f"[ppo_scaling] {size} {precision}: {rows[-1]['seconds_per_update']} s/update", file=sys.stderr)
     report = {
         "work": {"prompts": PROMPTS, "new_tokens": NEW_TOKENS, "ppo_epochs": EPOCHS, "mini_batches": MINI_BATCHES},

@@ -23,29 +23,25 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from ppo_scaling import run_child  # noqa: E402
 
 
-def run_json(command: list[str], env: dict) -> dict:
-    """The last stdout line (or the whole stdout) of a benchmark child as JSON; its stderr tail on failure."""
-    child = subprocess.run(command, capture_output=True, text=True, env=env)
-    if child.returncode:
-        sys.stderr.write(child.stderr[-3000:])
-        raise SystemExit(f"failed (exit {child.returncode}): {' '.join(command)}")
-    return json.loads(child.stdout)
+def ours(size: str, precision: str, updates: int) -> dict:
+    row, exit_code = run_child(size, precision, updates)
+    if row is None:
+        raise SystemExit(f"ours {size} {precision} failed (exit {exit_code})")
+    return row
 
 
-def ours(size: str, precision: str, updates: int, env: dict) -> dict:
-    command = [sys.executable, str(HERE / "ppo_scaling.py"), "--one", size, precision, "--updates", str(updates)]
-    child = subprocess.run(command, capture_output=True, text=True, env=env)
-    if child.returncode:
-        sys.stderr.write(child.stderr[-3000:])
-        raise SystemExit(f"ours {size} {precision} failed (exit {child.returncode})")
-    return json.loads(child.stdout.strip().splitlines()[-1])
-
-
-def trl(size: str, precision: str, updates: int, env: dict) -> dict:
+def trl(size: str, precision: str, updates: int) -> dict:
     command = [sys.executable, str(HERE / "trl_ppo_baseline.py"), "--sizes", size, "--precision", precision]
-    return run_json([*command, "--updates", str(updates)], env)["rows"][0]
+    child = subprocess.run([*command, "--updates", str(updates)], capture_output=True, text=True)
+    if child.returncode:
+        sys.stderr.write(child.stderr[-3000:])
+        raise SystemExit(f"TRL {size} {precision} failed (exit {child.returncode})")
+    return json.loads(child.stdout)["rows"][0]
 
 
 def main() -> None:
@@ -56,14 +52,14 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=4, help="measured updates per run, after one warm-up")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
-    env = {**os.environ, "WANDB_MODE": "disabled"}
+    os.environ.setdefault("WANDB_MODE", "disabled")  # the children inherit it
     report = {"precision": args.precision, "updates_per_run": args.updates, "sizes": {}}
     for size in args.sizes:
         rounds = []
         for index in range(args.rounds):
             pair = {}
             for who in ("ours", "trl") if index % 2 == 0 else ("trl", "ours"):
-                row = (ours if who == "ours" else trl)(size, args.precision, args.updates, env)
+                row = (ours if who == "ours" else trl)(size, args.precision, args.updates)
                 pair[who] = {"seconds": row["seconds_per_update"], "peak_rss_mb": row["peak_rss_mb"]}
                 if who == "ours":
                     pair[who]["seconds_by_phase"] = row["seconds_by_phase"]

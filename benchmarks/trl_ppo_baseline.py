@@ -54,6 +54,7 @@ def run_one(size: str, updates: int, warmup: int, keep_gc: bool, precision: str 
     if not keep_gc:
         gc.collect = lambda *args, **kwargs: 0  # TRL's two per-update collections; compare computation only
     hidden, layers, heads, ffn = SIZES[size]
+    cuda = torch.cuda.is_available()  # TRL's Trainer takes the GPU when there is one, as ours does
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     with tempfile.TemporaryDirectory(prefix="trl-ppo-") as tmp:
         root = Path(tmp)
@@ -76,13 +77,13 @@ def run_one(size: str, updates: int, warmup: int, keep_gc: bool, precision: str 
             local_rollout_forward_batch_size=PROMPTS, response_length=NEW_TOKENS, temperature=0.7,
             total_episodes=PROMPTS * (warmup + updates), learning_rate=1e-5, stop_token="eos",
             missing_eos_penalty=1.0, num_sample_generations=0, report_to=[], save_strategy="no",
-            logging_steps=1000, use_cpu=not torch.cuda.is_available(), bf16=precision == "bf16", seed=0,
+            logging_steps=1000, use_cpu=not cuda, bf16=precision == "bf16", seed=0,
         )  # fmt: skip
         stamps: list[float] = []
 
         class Stamp(TrainerCallback):
             def on_step_end(self, *args, **kwargs):
-                if torch.cuda.is_available():
+                if cuda:
                     torch.cuda.synchronize()  # the update's kernels finished, as ours times it
                 stamps.append(time.perf_counter())
 
@@ -92,7 +93,6 @@ def run_one(size: str, updates: int, warmup: int, keep_gc: bool, precision: str 
         )  # fmt: skip
         started = time.perf_counter()
         trainer.train()
-    cuda = torch.cuda.is_available()
     gaps = [b - a for a, b in zip([started, *stamps[:-1]], stamps)][warmup:]
     return {
         "size": size,

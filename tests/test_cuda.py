@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from test_ppo_trainer import load_weights as weights
+from test_ppo_trainer import ppo_config as tiny_ppo_config
+from test_reward_model import rm_config
 
 from ppo.trainer import train
-from rlhf.app.schema import load_config
 
 ON_GPU = torch.cuda.is_available() or os.environ.get("RLHF_TEST_CUDA_FILE_ON_CPU") == "1"  # the latter: a dry run
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU")]
@@ -39,31 +41,9 @@ def ppo_inputs(tiny_model_dir, tiny_reward_model_dir, tmp_path):
 
 
 def ppo_config(inputs: dict, out_dir: Path, *overrides: str):
-    return load_config(
-        None,
-        [
-            f"model.name_or_path={inputs['policy']}",
-            f"ppo.reward_model_path={inputs['rm']}",
-            f"data.train_file={inputs['prompts']}",
-            f"run.output_dir={out_dir}",
-            "tracking.plots=false",
-            "tracking.report_to=[jsonl]",
-            "ppo.sample_every=0",
-            "ppo.rollout_batch_size=8",
-            "ppo.rollout_forward_batch_size=8",
-            "ppo.max_new_tokens=6",
-            "ppo.num_updates=2",
-            "train.learning_rate=1e-3",
-            "train.logging_steps=1000",
-            *overrides,
-        ],
-    )
-
-
-def weights(model_dir: str | Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(Path(model_dir) / "model.safetensors"))
+    """test_ppo_trainer's tiny PPO run, two updates at a learning rate that moves the weights in bf16."""
+    overrides = ("tracking.report_to=[jsonl]", "ppo.num_updates=2", "train.learning_rate=1e-3", *overrides)
+    return tiny_ppo_config(inputs, out_dir, *overrides)
 
 
 def test_auto_is_bf16_on_this_gpu():
@@ -115,23 +95,10 @@ def test_reward_model_trains_in_bf16_on_the_gpu(tiny_model_dir, tmp_path):
         for i in range(64)
     ]
     rankings.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    cfg = load_config(
-        REPO / "configs/tiny/rm.yaml",
-        [
-            f"model.name_or_path={tiny_model_dir}",
-            f"data.train_file={rankings}",
-            f"run.output_dir={tmp_path / 'run'}",
-            "data.eval_fraction=0.25",
-            "train.precision=auto",
-            "train.learning_rate=3e-3",
-            "train.num_train_epochs=2",
-            "train.per_device_train_batch_size=8",
-            "train.logging_steps=2",
-            "tracking.report_to=[jsonl]",
-            "tracking.plots=false",
-            "rm.normalize_samples=16",
-        ],
-    )
+    cfg = rm_config(
+        (tiny_model_dir, rankings), tmp_path / "run", "data.eval_fraction=0.25", "train.precision=auto",
+        "train.num_train_epochs=2", "train.logging_steps=2", "rm.normalize_samples=16",
+    )  # fmt: skip
     arguments = to_reward_config(cfg)
     assert cfg.train.precision == "bf16" and arguments.bf16 is True and not arguments.use_cpu
     summary = train_rm(cfg)

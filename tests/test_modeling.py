@@ -135,10 +135,14 @@ print(getattr(model, "use_kernels", None), os.environ.get("USE_HUB_KERNELS"))
 def test_hub_kernels_are_off_unless_the_user_asks(tiny_model_dir, import_rlhf, environment, expected):
     """Measured on an H200 with transformers 5.25: `model.train()` fetched kernels-community/rotary from the Hub
     and every offline PPO / SFT / RM run stopped there. The setting is read by from_pretrained itself."""
-    if not hasattr(AutoModelForCausalLM.from_pretrained(tiny_model_dir), "use_kernels"):
+    from transformers import PreTrainedModel
+
+    from rlhf import HUB_KERNELS_ENV
+
+    if not hasattr(PreTrainedModel, "use_kernels"):
         pytest.skip("this transformers has no Hub kernels")
-    env = {k: v for k, v in os.environ.items() if k != "USE_HUB_KERNELS"}
-    env.update({"USE_HUB_KERNELS": environment} if environment else {})
+    env = {k: v for k, v in os.environ.items() if k != HUB_KERNELS_ENV}
+    env.update({HUB_KERNELS_ENV: environment} if environment else {})
     done = subprocess.run(
         [sys.executable, "-c", LOAD_AND_REPORT_KERNELS, str(tiny_model_dir), import_rlhf],
         env=env, capture_output=True, text=True, timeout=120,
