@@ -46,6 +46,7 @@ SIZES = {
     "0.2M": (64, 2, 4, 256),
     "1.2M": (128, 4, 4, 512),  # 1.2M and 2.5M: where bf16 overtakes fp32 on a CPU (rlhf.precision)
     "2.5M": (192, 4, 4, 768),
+    "3.4M": (224, 4, 4, 896),  # between 2.5M and 4.5M: where bf16 overtakes fp32 on an AMX CPU
     "4.5M": (256, 4, 4, 1024),
     "26M": (512, 6, 8, 2048),
     "135M": (1024, 8, 16, 4096),

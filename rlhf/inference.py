@@ -2,9 +2,9 @@
 
 Like the stages, they use the accelerator when there is one (`--device auto`: cuda when available) and run
 in the configured precision: `--precision` (auto | fp32 | bf16 | fp16, resolved for the device they run on
-by rlhf.precision: auto is bf16 on a bf16 GPU or an AMX / AVX512-BF16 CPU for 2M+ params, else fp32) or an explicit
-`--dtype`. bf16 on CPU is allowed. Every model is moved to the device after loading, so a 7B evaluation
-neither keeps three fp32 copies in host memory nor generates on the CPU.
+by rlhf.precision: auto is bf16 on a bf16 GPU or an AMX / AVX512-BF16 CPU for 2M+ (AMX: 3.5M+) params, else
+fp32) or an explicit `--dtype`. bf16 on CPU is allowed. Every model is moved to the device after loading, so
+a 7B evaluation neither keeps three fp32 copies in host memory nor generates on the CPU.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def add_device_arguments(parser: argparse.ArgumentParser, precision_default: str
         "--precision",
         default=precision_default,
         choices=PRECISION_CHOICES,
-        help="models' dtype; auto: bf16 on a bf16 GPU or an AMX / AVX512-BF16 CPU (2M+ params), else fp32",
+        help="models' dtype; auto: bf16 on a bf16 GPU or an AMX / AVX512-BF16 CPU (2M+ params; AMX 3.5M+), else fp32",
     )
     parser.add_argument("--dtype", default=None, choices=DTYPE_CHOICES, help="overrides --precision")
 

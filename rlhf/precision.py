@@ -4,7 +4,7 @@ bf16 pays where matrix units take it natively: a CUDA GPU that supports bf16 (Am
 CPU with AMX (Sapphire Rapids and later: measured 3.5-6.6x the fp32 matmul rate) or AVX512-BF16
 (Cooper Lake, Zen 4). Elsewhere torch emulates bf16 matmuls through fp32 conversions and mixed
 precision is slower than fp32, so `auto` keeps fp32. On a CPU even native bf16 only pays once the matmuls
-are large enough to outweigh autocast's casts: a model below CPU_BF16_MIN_PARAMETERS stays fp32 there.
+are large enough to outweigh autocast's casts: a model below CPU_BF16_MIN_PARAMETERS (per matrix unit) stays fp32 there.
 `resolve_precision` is the pure rule (tested for each case); `describe_device` reads the machine
 (torch.cuda, /proc/cpuinfo flags); `model_parameters` counts a model from its config.
 """
@@ -18,11 +18,13 @@ from typing import Optional
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CPU_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})  # /proc/cpuinfo names of native bf16 matmul support
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-# Below this many parameters a CPU PPO update is slower in bf16 than in fp32 even with AVX512-BF16 or AMX:
-# autocast's casts outweigh the small matmuls (benchmarks/results/ppo_scaling_crossover.cpu-2core-zen4.json,
-# Zen 4: 1.1M 1.14-1.28x slower, 2.5M 1.05-1.42x faster; the 1.3M tiny pipeline 18% slower). GPUs keep
-# bf16 at every size.
-CPU_BF16_MIN_PARAMETERS = 2_000_000
+# Below this many parameters a CPU PPO update is slower in bf16 than in fp32 even with native bf16:
+# autocast's casts outweigh the small matmuls. Where it crosses over depends on the matrix unit: on a Zen 4
+# (AVX512-BF16, no AMX; benchmarks/results/ppo_scaling_crossover.cpu-2core-zen4.json) 1.1M is 1.14-1.28x
+# slower in bf16 and 2.5M 1.05-1.42x faster; on an AMX Xeon, whose fp32 is ~2x the Zen 4's too
+# (ppo_scaling_crossover.cpu-2core-amx.json), 2.5M is 1.05-1.12x slower, 3.3M at parity and 4.3M 1.17x
+# faster. GPUs keep bf16 at every size.
+CPU_BF16_MIN_PARAMETERS = {"amx_bf16": 3_500_000, "avx512_bf16": 2_000_000}
 
 
 @dataclass(frozen=True)
@@ -36,15 +38,25 @@ class DeviceDescription:
 
 def resolve_precision(precision: str, device: DeviceDescription, parameters: Optional[int] = None) -> str:
     """`auto` -> "bf16" on a bf16-capable CUDA GPU, or on an AMX / AVX512-BF16 CPU for a model of at least
-    CPU_BF16_MIN_PARAMETERS (`parameters`; None, unknown, counts as large), else "fp32"; others unchanged."""
+    that CPU's cpu_bf16_min_parameters (`parameters`; None, unknown, counts as large), else "fp32"; others
+    unchanged."""
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return "bf16" if device.cuda_bf16 else "fp32"
     if cpu_size_decides(device):
-        small = parameters is not None and parameters < CPU_BF16_MIN_PARAMETERS
+        small = parameters is not None and parameters < cpu_bf16_min_parameters(device.cpu_flags)
         return "fp32" if small else "bf16"
     return "fp32"
+
+
+def cpu_bf16_min_parameters(flags: frozenset[str]) -> int:
+    """The smallest model `auto` runs in bf16 on a CPU with these flags: AMX's threshold where it has AMX
+    (an AMX CPU also has AVX512-BF16, and its matrix unit decides), else AVX512-BF16's."""
+    for flag in ("amx_bf16", "avx512_bf16"):
+        if flag in flags:
+            return CPU_BF16_MIN_PARAMETERS[flag]
+    raise ValueError(f"no native bf16 among the CPU flags {sorted(flags)}")
 
 
 def cpu_size_decides(device: DeviceDescription) -> bool:

@@ -76,6 +76,10 @@ def test_auto_is_resolved_before_the_run_config_is_written(monkeypatch):
     [
         (DeviceDescription("cpu", cpu_flags=frozenset({"amx_bf16"})), 200_000, "fp32"),  # casts outweigh the matmuls
         (DeviceDescription("cpu", cpu_flags=frozenset({"amx_bf16"})), 4_500_000, "bf16"),
+        # 2.5M: bf16 pays on a Zen 4's AVX512-BF16, not yet on an AMX Xeon, whose fp32 is twice as fast too
+        (DeviceDescription("cpu", cpu_flags=frozenset({"avx512_bf16"})), 2_500_000, "bf16"),
+        (DeviceDescription("cpu", cpu_flags=frozenset({"avx512_bf16", "amx_bf16", "amx_tile"})), 2_500_000, "fp32"),
+        (DeviceDescription("cpu", cpu_flags=frozenset({"avx512_bf16", "amx_bf16"})), 3_500_000, "bf16"),
         (DeviceDescription("cpu", cpu_flags=frozenset({"amx_bf16"})), None, "bf16"),  # size unknown: a real model
         (DeviceDescription("cuda", cuda_bf16=True), 200_000, "bf16"),  # a GPU pays no such cast overhead
         (DeviceDescription("cpu", cpu_flags=frozenset(ICE_LAKE.split())), 4_500_000, "fp32"),

@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         default=defaults.precision,
         choices=["auto", "fp32", "bf16", "fp16"],
-        help="weights' dtype; auto: bf16 on a bf16 GPU or an AMX / AVX512-BF16 CPU (2M+ params), else fp32",
+        help="weights' dtype; auto: bf16 on a bf16 GPU or an AMX / AVX512-BF16 CPU (2M+ params; AMX 3.5M+), else fp32",
     )
     parser.add_argument(
         "--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="overrides --precision"
