@@ -267,8 +267,11 @@ def score_responses(
     value_shift: float = 0.0,
     value_scale: float = 1.0,
     policy_logprobs: Optional[Tensor] = None,
+    matched_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> Rollout:
     """Truncate after the first stop id (`eos_token_id`: one id or all of them) and run the no-grad passes.
+    The policy, reference and value passes run inside `matched_context()`, the kernels the PPO forwards use,
+    so that the first ratio is 1 and the KL at update 0 is 0; the reward model's score is matched by nothing.
     The reference is `reference`, or the policy inside `reference_context()` (a LoRA policy with its adapter
     disabled). `policy_logprobs` [B, R'] (the policy's log-probs recorded while generating
     `raw_response_ids`, see `generate_responses`) replace the policy's scoring pass. Without a value model
@@ -294,25 +297,26 @@ def score_responses(
 
         return own_width(run)
 
-    if policy_logprobs is None:
-        policy_logprobs = chunked(logprobs_of(policy), forward_batch_size, input_ids, attention_mask, response_ids)
-    logprobs = policy_logprobs * mask
-    with reference_context():
-        ref_model = reference if reference is not None else policy
-        ref_logprobs = (
-            chunked(logprobs_of(ref_model), forward_batch_size, input_ids, attention_mask, response_ids) * mask
+    with matched_context():
+        if policy_logprobs is None:
+            policy_logprobs = chunked(logprobs_of(policy), forward_batch_size, input_ids, attention_mask, response_ids)
+        logprobs = policy_logprobs * mask
+        with reference_context():
+            ref_model = reference if reference is not None else policy
+            ref_logprobs = (
+                chunked(logprobs_of(ref_model), forward_batch_size, input_ids, attention_mask, response_ids) * mask
+            )
+        values = (
+            chunked(
+                own_width(lambda i, a: response_values(value_model, i, a, response_length, value_shift, value_scale)),
+                forward_batch_size,
+                input_ids,
+                attention_mask,
+            )
+            * mask
+            if value_model is not None
+            else torch.zeros_like(mask)
         )
-    values = (
-        chunked(
-            own_width(lambda i, a: response_values(value_model, i, a, response_length, value_shift, value_scale)),
-            forward_batch_size,
-            input_ids,
-            attention_mask,
-        )
-        * mask
-        if value_model is not None
-        else torch.zeros_like(mask)
-    )
     raw_scores = chunked(
         own_width(lambda i, a, m: sequence_scores(reward_model, i, a, m)),
         forward_batch_size,

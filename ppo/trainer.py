@@ -95,7 +95,7 @@ from rlhf.distributed import accelerator_kwargs, forget_mixed_precision
 from rlhf.errors import ConfigError
 from rlhf.memory import estimate_or_none, measured_peak_gib, parallelism_of
 from rlhf.plugins import Scorer, load_judge, load_reward_function
-from rlhf.precision import resolve_train_precision
+from rlhf.precision import resolve_train_precision, training_attention
 from rlhf.rewards import clause_break_ids, repeated_clause_tokens
 from rlhf.runs import begin_run, check_resume, run_fingerprint
 from rlhf.tokens import Encoder, left_pad
@@ -530,6 +530,7 @@ class Loop:
         self.zero3_synced_generation = (
             plugin is not None and plugin.zero_stage == 3 and not ppo.zero3_gather_for_generation
         )
+        self.rollout_width = 0  # prompt + response tokens of the current rollout (see attention_kernels)
         self.unwrapped = self.accelerator.unwrap_model(
             self.model
         )  # the same module all run; unwrapping costs ms per call
@@ -640,6 +641,7 @@ class Loop:
         _sync(self.device)
         generated = time.perf_counter()
         unwrapped = self.unwrapped
+        self.rollout_width = prompt_ids.shape[1] + raw_responses.shape[1]  # decides the attention kernels
         with accelerator.autocast():
             rollout = score_responses(
                 prompt_ids,
@@ -657,9 +659,17 @@ class Loop:
                 value_shift=self.models.value_shift,
                 value_scale=self.models.value_scale,
                 policy_logprobs=policy_logprobs,
+                matched_context=self.attention_kernels,
             )
         _sync(self.device)
         return rollout, generated - start, time.perf_counter() - generated
+
+    def attention_kernels(self) -> contextlib.AbstractContextManager:
+        """The attention kernels of the policy, reference and value scoring passes and of the PPO forwards,
+        chosen once per rollout from its
+        padded width (rlhf.precision.training_attention: on a CPU in bf16, the math kernel for short
+        sequences, whose backward is 2-3x faster than flash's), so that both compute the same numbers."""
+        return training_attention(self.device.type, self.cfg.train.precision, self.rollout_width)
 
     def decode_responses(self, rollout: Rollout) -> list[str]:
         """The rollout's responses as text (EOS and padding dropped), what judges and reward functions read."""
@@ -818,7 +828,8 @@ class Loop:
             else {}
         )
         with accelerator.accumulate(model):
-            logits, values, ptx_loss = model(batch.input_ids, batch.attention_mask, response_length, **ptx_batch)
+            with self.attention_kernels():  # the kernels the rollout was scored with: the first ratio is exactly 1
+                logits, values, ptx_loss = model(batch.input_ids, batch.attention_mask, response_length, **ptx_batch)
             # Temperature, float cast and softmax happen block by block inside: no full-vocabulary copies.
             logprobs = logprobs_from_logits(logits, batch.response_ids, ppo.temperature)
             pg = policy_loss(logprobs, batch.logprobs, advantages, mask, ppo.cliprange, normalizer)

@@ -11,6 +11,7 @@ are large enough to outweigh autocast's casts: a model below CPU_BF16_MIN_PARAME
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -25,6 +26,11 @@ DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # (ppo_scaling_crossover.cpu-2core-amx.json), 2.5M is 1.05-1.12x slower, 3.3M at parity and 4.3M 1.17x
 # faster. GPUs keep bf16 at every size.
 CPU_BF16_MIN_PARAMETERS = {"amx_bf16": 3_500_000, "avx512_bf16": 2_000_000}
+# Up to this many tokens per sequence a bf16 forward + backward of torch's CPU flash-attention kernel is slower
+# than its math kernel (AMX Xeon, 2 threads, 8 sequences x 8 heads x 64: 45 tokens 6.7 against 2.5 ms, 128
+# tokens 16.3 against 10.3, 192 at parity, 256 19.1 against 32.6; the flash forward alone is faster at every
+# length, and in fp32 flash wins at 45 tokens too). Longer sequences keep flash, which also keeps memory flat.
+CPU_BF16_FLASH_MIN_TOKENS = 160
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,17 @@ def resolve_precision(precision: str, device: DeviceDescription, parameters: Opt
         small = parameters is not None and parameters < cpu_bf16_min_parameters(device.cpu_flags)
         return "fp32" if small else "bf16"
     return "fp32"
+
+
+def training_attention(device_type: str, precision: str, tokens: int) -> contextlib.AbstractContextManager:
+    """The scaled-dot-product-attention kernels a training forward (and so its backward) may use: only the math
+    kernel for sequences shorter than CPU_BF16_FLASH_MIN_TOKENS in bf16 on a CPU, where the flash kernel's
+    backward is 2-3x slower; torch's own choice everywhere else (GPUs, fp32, long sequences)."""
+    if device_type != "cpu" or precision != "bf16" or tokens >= CPU_BF16_FLASH_MIN_TOKENS:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
 
 
 def cpu_bf16_min_parameters(flags: frozenset[str]) -> int:

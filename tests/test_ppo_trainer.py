@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoConfig
 
 from ppo.trainer import NONDETERMINISTIC_PREFIXES, train
 from rlhf.app.schema import load_config
@@ -684,3 +685,33 @@ def test_repeated_clause_penalty_and_unlikelihood_act_on_the_flagged_tokens(ppo_
     assert "objective/repeated_clause_tokens" not in without
     moved, unmoved = load_weights(flagged["policy_dir"]), load_weights(plain["policy_dir"])
     assert any(not torch.equal(moved[name], unmoved[name]) for name in moved)
+
+
+def test_bf16_ppo_scores_and_trains_short_sequences_with_one_attention_kernel(ppo_models, tmp_path, monkeypatch):
+    """bf16 on a CPU: SDPA is called with the math kernel alone in the policy, reference and value scoring
+    passes and the PPO forwards of a short rollout (rlhf.precision.training_attention), with torch's own choice
+    while sampling and in the RM, so the first ratio of a one-mini-batch update is exactly 1 (old log-probs and
+    the training forward agree; with the scoring passes left on flash it is 0.99999)."""
+    import torch.nn.functional as functional
+
+    calls = []  # (grad enabled, flash allowed) at each attention call
+    real_attention = functional.scaled_dot_product_attention
+
+    def recording_attention(*args, **kwargs):
+        calls.append((torch.is_grad_enabled(), torch.backends.cuda.flash_sdp_enabled()))
+        return real_attention(*args, **kwargs)
+
+    monkeypatch.setattr(functional, "scaled_dot_product_attention", recording_attention)
+    overrides = ("ppo.num_updates=1", "ppo.num_mini_batches=1", "ppo.ppo_epochs=1", "ppo.eval_every=1000")
+    (bf16,) = train(ppo_config(ppo_models, tmp_path / "bf16", *overrides, "train.precision=bf16"))["history"]
+    layers = AutoConfig.from_pretrained(ppo_models["policy"]).num_hidden_layers
+    training = [flash for grad, flash in calls if grad]
+    assert len(training) == 2 * layers and not any(training)  # policy and value forwards, math kernel only
+    assert bf16["val/ratio"] == 1.0 and bf16["policy/approxkl_avg"] == 0.0 and bf16["objective/kl"] == 0.0
+    no_grad = [flash for grad, flash in calls if not grad]
+    # policy, reference and value passes (the RM keeps flash), of the update's rollout and the evaluation at 0
+    assert sum(not flash for flash in no_grad) == 2 * 3 * layers
+    assert sum(flash for flash in no_grad) >= layers * (6 + 1)  # sampling (6 new tokens) and the RM: torch's choice
+    calls.clear()
+    train(ppo_config(ppo_models, tmp_path / "fp32", *overrides, "train.precision=fp32"))
+    assert calls and all(flash for _, flash in calls)  # fp32: flash wins at every length, nothing is forced

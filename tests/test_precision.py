@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
+import torch
 
 from rlhf.precision import DeviceDescription, cpu_flags, resolve_precision
 
@@ -140,3 +142,43 @@ def test_the_model_is_only_counted_where_its_size_decides(monkeypatch):
         monkeypatch.setattr(rlhf.precision, "describe_device", lambda device_type=None, device=device: device)
         assert precision_for("auto", model="m") == expected
     assert counted == ["m"]
+
+
+def test_training_attention_takes_the_math_kernel_only_for_short_bf16_sequences_on_a_cpu():
+    """What SDPA may use inside the context: math alone for a short bf16 sequence on a CPU, torch's own
+    choice (flash allowed) for fp32, for long sequences and on a GPU; the flags come back afterwards."""
+    from rlhf.precision import CPU_BF16_FLASH_MIN_TOKENS, training_attention
+
+    flash, math_kernel = torch.backends.cuda.flash_sdp_enabled, torch.backends.cuda.math_sdp_enabled
+    assert flash() and math_kernel()
+    with training_attention("cpu", "bf16", CPU_BF16_FLASH_MIN_TOKENS - 1):
+        assert not flash() and math_kernel()
+    assert flash()
+    for args in (("cpu", "fp32", 45), ("cpu", "bf16", CPU_BF16_FLASH_MIN_TOKENS), ("cuda", "bf16", 45)):
+        with training_attention(*args):
+            assert flash(), args
+
+
+def test_the_math_kernel_computes_what_flash_does_in_bf16(tiny_model_dir):
+    """The kernel swap changes the speed, not the model: a bf16 forward + backward of the tiny Llama gives the
+    flash kernel's loss and gradients to bf16 rounding."""
+    from transformers import AutoModelForCausalLM
+
+    from rlhf.precision import training_attention
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
+    ids = torch.randint(3, model.config.vocab_size, (4, 20), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[:2, :5] = 0  # left padding, as PPO's rollouts have
+
+    def loss_and_grads(context):
+        model.zero_grad(set_to_none=True)
+        with context:
+            loss = model(ids, attention_mask=mask, labels=ids).loss
+        loss.backward()
+        return loss.item(), torch.cat([p.grad.float().flatten() for p in model.parameters()])
+
+    flash_loss, flash_grads = loss_and_grads(contextlib.nullcontext())
+    math_loss, math_grads = loss_and_grads(training_attention("cpu", "bf16", ids.shape[1]))
+    assert math_loss == pytest.approx(flash_loss, rel=1e-2)
+    assert torch.nn.functional.cosine_similarity(math_grads, flash_grads, dim=0) > 0.99
