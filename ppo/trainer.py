@@ -530,7 +530,6 @@ class Loop:
         self.zero3_synced_generation = (
             plugin is not None and plugin.zero_stage == 3 and not ppo.zero3_gather_for_generation
         )
-        self.rollout_width = 0  # prompt + response tokens of the current rollout (see attention_kernels)
         self.unwrapped = self.accelerator.unwrap_model(
             self.model
         )  # the same module all run; unwrapping costs ms per call
@@ -587,7 +586,8 @@ class Loop:
         repeats = self.repeated_clause_mask(rollout) if self.clause_breaks is not None else None
         scores, advantages, returns = self.shape_and_advantages(rollout, stats, reward_terms, repeats)
         critic_only = progress.update < ppo.critic_warmup_updates
-        self.optimise(rollout, advantages, returns, stats, critic_only, repeats)
+        with self.attention_kernels(rollout.prompt_ids, rollout.response_ids):  # those the rollout was scored with
+            self.optimise(rollout, advantages, returns, stats, critic_only, repeats)
         _sync(self.device)
         training_seconds = time.perf_counter() - train_start
 
@@ -641,7 +641,6 @@ class Loop:
         _sync(self.device)
         generated = time.perf_counter()
         unwrapped = self.unwrapped
-        self.rollout_width = prompt_ids.shape[1] + raw_responses.shape[1]  # decides the attention kernels
         with accelerator.autocast():
             rollout = score_responses(
                 prompt_ids,
@@ -659,17 +658,18 @@ class Loop:
                 value_shift=self.models.value_shift,
                 value_scale=self.models.value_scale,
                 policy_logprobs=policy_logprobs,
-                matched_context=self.attention_kernels,
+                matched_context=lambda: self.attention_kernels(prompt_ids, raw_responses),
             )
         _sync(self.device)
         return rollout, generated - start, time.perf_counter() - generated
 
-    def attention_kernels(self) -> contextlib.AbstractContextManager:
-        """The attention kernels of the policy, reference and value scoring passes and of the PPO forwards,
-        chosen once per rollout from its
-        padded width (rlhf.precision.training_attention: on a CPU in bf16, the math kernel for short
-        sequences, whose backward is 2-3x faster than flash's), so that both compute the same numbers."""
-        return training_attention(self.device.type, self.cfg.train.precision, self.rollout_width)
+    def attention_kernels(self, prompt_ids: Tensor, response_ids: Tensor) -> contextlib.AbstractContextManager:
+        """The attention kernels of a rollout's policy, reference and value scoring passes and of its PPO
+        forwards, chosen from the rollout's padded width (rlhf.precision.training_attention: in bf16 on a CPU,
+        the math kernel for short sequences, whose backward is 2-3x faster than flash's), so that both
+        compute the same numbers and the first ratio is exactly 1."""
+        width = prompt_ids.shape[1] + response_ids.shape[1]
+        return training_attention(self.device.type, self.cfg.train.precision, width)
 
     def decode_responses(self, rollout: Rollout) -> list[str]:
         """The rollout's responses as text (EOS and padding dropped), what judges and reward functions read."""
@@ -828,8 +828,7 @@ class Loop:
             else {}
         )
         with accelerator.accumulate(model):
-            with self.attention_kernels():  # the kernels the rollout was scored with: the first ratio is exactly 1
-                logits, values, ptx_loss = model(batch.input_ids, batch.attention_mask, response_length, **ptx_batch)
+            logits, values, ptx_loss = model(batch.input_ids, batch.attention_mask, response_length, **ptx_batch)
             # Temperature, float cast and softmax happen block by block inside: no full-vocabulary copies.
             logprobs = logprobs_from_logits(logits, batch.response_ids, ppo.temperature)
             pg = policy_loss(logprobs, batch.logprobs, advantages, mask, ppo.cliprange, normalizer)

@@ -4,7 +4,8 @@ bf16 pays where matrix units take it natively: a CUDA GPU that supports bf16 (Am
 CPU with AMX (Sapphire Rapids and later: measured 3.5-6.6x the fp32 matmul rate) or AVX512-BF16
 (Cooper Lake, Zen 4). Elsewhere torch emulates bf16 matmuls through fp32 conversions and mixed
 precision is slower than fp32, so `auto` keeps fp32. On a CPU even native bf16 only pays once the matmuls
-are large enough to outweigh autocast's casts: a model below CPU_BF16_MIN_PARAMETERS (per matrix unit) stays fp32 there.
+are large enough to outweigh autocast's casts: a model below CPU_BF16_MIN_PARAMETERS (per matrix unit) stays
+fp32 there.
 `resolve_precision` is the pure rule (tested for each case); `describe_device` reads the machine
 (torch.cuda, /proc/cpuinfo flags); `model_parameters` counts a model from its config.
 """
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Optional
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-CPU_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})  # /proc/cpuinfo names of native bf16 matmul support
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # Below this many parameters a CPU PPO update is slower in bf16 than in fp32 even with native bf16:
 # autocast's casts outweigh the small matmuls. Where it crosses over depends on the matrix unit: on a Zen 4
@@ -25,7 +25,10 @@ DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # slower in bf16 and 2.5M 1.05-1.42x faster; on an AMX Xeon, whose fp32 is ~2x the Zen 4's too
 # (ppo_scaling_crossover.cpu-2core-amx.json), 2.5M is 1.05-1.12x slower, 3.3M at parity and 4.3M 1.17x
 # faster. GPUs keep bf16 at every size.
+# Keyed by the /proc/cpuinfo flag of native bf16 matmul support, AMX first: an AMX CPU also has AVX512-BF16,
+# and its matrix unit decides.
 CPU_BF16_MIN_PARAMETERS = {"amx_bf16": 3_500_000, "avx512_bf16": 2_000_000}
+CPU_BF16_FLAGS = frozenset(CPU_BF16_MIN_PARAMETERS)
 # Up to this many tokens per sequence a bf16 forward + backward of torch's CPU flash-attention kernel is slower
 # than its math kernel (AMX Xeon, 2 threads, 8 sequences x 8 heads x 64: 45 tokens 6.7 against 2.5 ms, 128
 # tokens 16.3 against 10.3, 192 at parity, 256 19.1 against 32.6; the flash forward alone is faster at every
@@ -68,11 +71,11 @@ def training_attention(device_type: str, precision: str, tokens: int) -> context
 
 
 def cpu_bf16_min_parameters(flags: frozenset[str]) -> int:
-    """The smallest model `auto` runs in bf16 on a CPU with these flags: AMX's threshold where it has AMX
-    (an AMX CPU also has AVX512-BF16, and its matrix unit decides), else AVX512-BF16's."""
-    for flag in ("amx_bf16", "avx512_bf16"):
+    """The smallest model `auto` runs in bf16 on a CPU with these flags: the threshold of the first of
+    CPU_BF16_MIN_PARAMETERS's flags it has (AMX's where it has AMX, else AVX512-BF16's)."""
+    for flag, minimum in CPU_BF16_MIN_PARAMETERS.items():
         if flag in flags:
-            return CPU_BF16_MIN_PARAMETERS[flag]
+            return minimum
     raise ValueError(f"no native bf16 among the CPU flags {sorted(flags)}")
 
 
